@@ -1,0 +1,59 @@
+// expar: one executable, one subcommand per job. main() owns MPI and turns library errors into a
+// one-line message and a non-zero exit on every rank.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "blas.h"
+#include "check.h"
+#include "layer_command.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: expar <command> [options]     (run under mpirun; see launch/local.sh)\n"
+    "\n"
+    "commands:\n"
+    "  layer      run steps of one expert-parallel MoE layer on synthetic tokens\n"
+    "\n"
+    "Later issues add: train, simulate, alltoall, calibrate.\n"
+    "`expar <command> --help` lists a command's options with defaults and units.\n";
+
+int run(int argc, char** argv) {
+    if (argc < 2) EXPAR_FAIL("no command given; try `expar --help`");
+    const std::string command = argv[1];
+    if (command == "--help" || command == "-h" || command == "help") {
+        if (expar::world_rank_or_minus_one() <= 0) std::printf("%s\n", kUsage);
+        return expar::run_layer_command(0, argv, true);  // and every option of `layer`
+    }
+    if (command == "layer") return expar::run_layer_command(argc - 1, argv + 1, false);
+    EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    expar::blas_select_kernels_or_reexec(argv);
+    MPI_Init(&argc, &argv);
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int exit_code = 0;
+    try {
+        exit_code = run(argc, argv);
+    } catch (const expar::Error& error) {
+        if (!error.all_ranks()) {
+            std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, error.what());
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        if (rank == 0) std::fprintf(stderr, "expar: error: %s\n", error.what());
+        exit_code = 1;
+    } catch (const std::exception& error) {
+        std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, error.what());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Finalize();
+    return exit_code;
+}

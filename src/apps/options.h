@@ -1,0 +1,39 @@
+// Command-line and INI options of the expar subcommands (Boost.Program_options).
+// Every option has a default and a unit in its help text; --config FILE reads the same keys from an
+// INI file, and the command line wins over the file.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <string>
+
+#include "config.h"
+#include "layer_io.h"
+
+namespace expar {
+
+struct LayerRunOptions {
+    LayerConfig layer;
+    int64_t steps = 10;
+    int64_t warmup = 2;
+    uint64_t seed = 1;
+    double learning_rate = 0.0;
+    std::string log_path;
+    int64_t log_flush_every = 1;
+    std::string dump_path;
+    int blas_threads = 1;
+    int64_t inject_nan_step = -1;
+};
+
+// Enum-valued options as text: converted after parsing so errors name the option.
+struct LayerOptionText {
+    std::string gate = "topk", activation = "gelu", scope = "local", policy = "position";
+    std::string config_file;
+};
+
+boost::program_options::options_description layer_options_description(LayerRunOptions* out, LayerOptionText* text);
+
+// Parses `expar layer ...` (argv after the subcommand). Returns false if help was printed.
+// Throws an all-ranks expar::Error on any bad option. options_out receives every option as text.
+bool parse_layer_options(int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out);
+
+}  // namespace expar

@@ -1,0 +1,101 @@
+#include <climits>
+#include <vector>
+
+#include "check.h"
+#include "comm.h"
+
+namespace expar {
+
+namespace {
+int to_int(int64_t value) {
+    if (value < 0 || value > INT_MAX) throw_error(__FILE__, __LINE__, "MPI count out of int range", false);
+    return static_cast<int>(value);
+}
+}  // namespace
+
+MpiComm::MpiComm(MPI_Comm comm) {
+    MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    scratch_ints_ = new int[4 * static_cast<size_t>(size_)];
+}
+
+MpiComm::~MpiComm() {
+    delete[] scratch_ints_;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) {
+        if (row_type_ != MPI_DATATYPE_NULL) MPI_Type_free(&row_type_);
+        MPI_Comm_free(&comm_);
+    }
+}
+
+void MpiComm::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
+
+void MpiComm::allgather_i64(const int64_t* send, int64_t* recv, int64_t count) {
+    MPI_CHECK(MPI_Allgather(send, to_int(count), MPI_INT64_T, recv, to_int(count), MPI_INT64_T, comm_));
+}
+
+void MpiComm::allgather_f64(const double* send, double* recv, int64_t count) {
+    MPI_CHECK(MPI_Allgather(send, to_int(count), MPI_DOUBLE, recv, to_int(count), MPI_DOUBLE, comm_));
+}
+
+void MpiComm::alltoall_i64(const int64_t* send, int64_t* recv, int64_t count) {
+    MPI_CHECK(MPI_Alltoall(send, to_int(count), MPI_INT64_T, recv, to_int(count), MPI_INT64_T, comm_));
+}
+
+void MpiComm::alltoallv_rows(const float* send,
+                             const int64_t* send_rows,
+                             const int64_t* send_offsets,
+                             float* recv,
+                             const int64_t* recv_rows,
+                             const int64_t* recv_offsets,
+                             int64_t row_width) {
+    // A contiguous row type keeps counts in rows, far from int overflow.
+    if (row_width != row_type_width_) {
+        if (row_type_ != MPI_DATATYPE_NULL) MPI_CHECK(MPI_Type_free(&row_type_));
+        MPI_CHECK(MPI_Type_contiguous(to_int(row_width), MPI_FLOAT, &row_type_));
+        MPI_CHECK(MPI_Type_commit(&row_type_));
+        row_type_width_ = row_width;
+    }
+    int* sc = scratch_ints_;
+    int* sd = sc + size_;
+    int* rc = sd + size_;
+    int* rd = rc + size_;
+    for (int r = 0; r < size_; ++r) {
+        sc[r] = to_int(send_rows[r]);
+        sd[r] = to_int(send_offsets[r]);
+        rc[r] = to_int(recv_rows[r]);
+        rd[r] = to_int(recv_offsets[r]);
+    }
+    MPI_CHECK(MPI_Alltoallv(send, sc, sd, row_type_, recv, rc, rd, row_type_, comm_));
+}
+
+void MpiComm::allreduce_sum_f32(float* data, int64_t count) {
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, to_int(count), MPI_FLOAT, MPI_SUM, comm_));
+}
+
+void MpiComm::allreduce_max_i64(int64_t* data, int64_t count) {
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, to_int(count), MPI_INT64_T, MPI_MAX, comm_));
+}
+
+void MpiComm::gather_f64(const double* send, double* recv, int64_t count, int root) {
+    MPI_CHECK(MPI_Gather(send, to_int(count), MPI_DOUBLE, recv, to_int(count), MPI_DOUBLE, root, comm_));
+}
+
+void MpiComm::gatherv_f32(const float* send, int64_t count, float* recv, int root) {
+    // Used for dumps only (not in the step), so the small count arrays may allocate.
+    int my_count = to_int(count);
+    std::vector<int> counts(size_), displs(size_);
+    MPI_CHECK(MPI_Gather(&my_count, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm_));
+    if (rank_ == root) {
+        int64_t offset = 0;
+        for (int r = 0; r < size_; ++r) {
+            displs[r] = to_int(offset);
+            offset += counts[r];
+        }
+    }
+    MPI_CHECK(MPI_Gatherv(send, my_count, MPI_FLOAT, recv, counts.data(), displs.data(), MPI_FLOAT, root, comm_));
+}
+
+}  // namespace expar

@@ -1,0 +1,53 @@
+// The HDF5 files of `expar layer`: the per-step log (--log) and the one-step dump (--dump).
+// Both are collective calls; rank 0 writes, gathering what other ranks hold. Schemas: docs/hdf5.md.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "comm.h"
+#include "h5_file.h"
+#include "moe_layer.h"
+
+namespace expar {
+
+using Attributes = std::vector<std::pair<std::string, std::string>>;
+
+// Root attributes every expar file carries: the given options, git revision, rank count, BLAS.
+void write_common_attributes(H5File& file, const Attributes& options, int num_ranks);
+
+class LayerLog {
+  public:
+    // Collective. Throws the same error on every rank if rank 0 cannot create the file.
+    LayerLog(Comm& comm, const std::string& path, const Attributes& options, const LayerConfig& config);
+    ~LayerLog();
+    // Collective. step_time_s: this rank's wall time of the step.
+    void append(int64_t step, const MoeLayer& layer, double step_time_s, double tokens_per_s);
+    void flush();
+
+  private:
+    Comm& comm_;
+    int64_t num_experts_;
+    std::vector<double> rank_row_, all_rows_;  // per-rank values, gathered to rank 0
+    std::vector<double> phase_us_, a2a_us_, a2a_bytes_, step_us_;
+    std::vector<int64_t> requested_, received_, dropped_;
+    std::unique_ptr<H5File> file_;  // rank 0 only
+    std::vector<std::unique_ptr<H5Table>> tables_;
+};
+
+// Collective. Writes x, dy, y, dx, routing, losses, all parameters and all gradients in global order.
+// Call after forward and backward of one step, with router gradients already all-reduced.
+void write_layer_dump(Comm& comm,
+                      const std::string& path,
+                      const Attributes& options,
+                      const MoeLayer& layer,
+                      const float* x,
+                      const float* dy,
+                      const float* y,
+                      const float* dx,
+                      uint64_t seed,
+                      int64_t step);
+
+}  // namespace expar

@@ -1,0 +1,171 @@
+// The expert-parallel MoE layer over a Comm: route → count exchange → layout → dispatch → expert
+// compute → combine, and the exact backward. Owns its parameters, gradients and every step buffer
+// (one allocation each, sized from the layout at construction: no allocation in the step).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm.h"
+#include "config.h"
+#include "expert_ffn.h"
+#include "gate.h"
+
+namespace expar {
+
+// Named views into one allocation; the same struct serves parameters and gradients.
+// E_local = E / P experts live on this rank: global experts [rank·E_local, (rank+1)·E_local).
+struct LayerTensors {
+    float* router_w;        // [d, E]        replicated
+    float* router_noise_w;  // [d, E]        replicated, noisy-topk only (else null)
+    float* w1;              // [E_local, d, f]
+    float* b1;              // [E_local, f]  (null without bias)
+    float* w2;              // [E_local, f, d]
+    float* b2;              // [E_local, d]  (null without bias)
+    float* w3;              // [E_local, d, f] (swiglu only, else null)
+};
+
+enum Phase : int {
+    kFwdRoute,
+    kFwdCountExchange,
+    kFwdLayout,
+    kFwdDispatch,
+    kFwdExpert,
+    kFwdCombine,
+    kBwdCombine,
+    kBwdExpert,
+    kBwdDispatch,
+    kBwdRoute,
+    kNumPhases
+};
+const char* phase_name(Phase phase);  // e.g. "forward/dispatch"
+
+// What dispatch decided, kept for combine and the backward pass (DeepEP's "handle").
+struct DispatchHandle {
+    std::vector<int64_t> requested;  // [P, E] routed assignments per (source rank, expert), every rank
+    std::vector<int64_t> allowed;    // [P, E] kept assignments per (source rank, expert), every rank
+    int64_t capacity = 0;            // per (scope group, expert); dropless: largest real load
+    int64_t num_skipped = 0;         // gshard's unrouted second slots, all ranks
+    std::vector<uint8_t> kept;       // [T_local, k]
+    std::vector<int64_t> send_slot;  // [num_send] assignment (t·k + j) of each send row, expert-major
+    std::vector<int64_t> send_rows, send_offsets;  // [P] rows to / from each rank
+    std::vector<int64_t> recv_rows, recv_offsets;  // [P]
+    int64_t num_send = 0, num_recv = 0;
+};
+
+struct LayerStepStats {
+    double phase_s[kNumPhases] = {};  // seconds on this rank
+    double alltoallv_s = 0;           // seconds inside the token alltoallv calls (4 per step)
+    int64_t alltoallv_bytes_sent = 0;  // bytes this rank sent to *other* ranks in those calls
+    int64_t alltoallv_bytes_recv = 0;
+    double expert_flops = 0;  // forward + backward, this rank
+    double aux_loss = 0;
+    double z_loss = 0;
+};
+
+class MoeLayer {
+  public:
+    MoeLayer(const LayerConfig& config, Comm& comm, ExpertCompute& experts, int layer_index = 0);
+    MoeLayer(const MoeLayer&) = delete;
+    MoeLayer& operator=(const MoeLayer&) = delete;
+
+    // Parameters of docs/layer.md "Synthetic data and parameters" for this rank's experts.
+    void init_params(uint64_t seed);
+    void zero_grads();
+
+    // x [T_local, d] -> y [T_local, d] (the MoE branch only). step and seed key gate randomness.
+    void forward(float* y, const float* x, int64_t step, uint64_t seed);
+    // dy [T_local, d] -> dx [T_local, d] (overwritten); parameter gradients accumulate.
+    // Uses the handle and activations of the last forward; x must still be alive.
+    void backward(float* dx, const float* dy);
+    // Sums the replicated router gradients over ranks (each rank holds its tokens' share).
+    void allreduce_router_grads();
+    // Plain SGD, params -= learning_rate · grads (after allreduce_router_grads).
+    void sgd_update(float learning_rate);
+
+    const LayerConfig& config() const { return config_; }
+    int num_ranks() const { return comm_.size(); }
+    int rank() const { return comm_.rank(); }
+    int64_t num_local_experts() const { return num_local_experts_; }
+    const DispatchHandle& handle() const { return handle_; }
+    const LayerStepStats& stats() const { return stats_; }
+    const GateState& gate_state() const { return gate_; }
+    LayerTensors params() const { return params_; }
+    LayerTensors grads() const { return grads_; }
+    int64_t num_param_floats() const { return num_param_floats_; }
+    const float* router_bias() const { return router_bias_.data(); }
+    // Expert output of kept assignment slot (t·k + j) at its source, [d]; null if not kept.
+    const float* slot_output(int64_t slot) const {
+        return slot_row_[slot] < 0 ? nullptr : combine_recv_.data() + slot_row_[slot] * config_.d_model;
+    }
+
+  private:
+    void route(const float* x, int64_t step, uint64_t seed);
+    void exchange_counts(int64_t step);
+    void plan_layout();
+    void select_probs_global();
+    void dispatch(const float* x);
+    void compute_experts();
+    void combine(float* y);
+    void permute_source_to_expert(float* expert_major, const float* source_major);
+    void permute_expert_to_source(float* source_major, const float* expert_major);
+    void timed_alltoallv(const float* send, float* recv, bool forward_direction);
+    ExpertWeights expert_weights(int64_t le) const;
+    ExpertGrads expert_grads(int64_t le) const;
+    ExpertActivations expert_acts(int64_t row_begin);
+
+    LayerConfig config_;
+    Comm& comm_;
+    ExpertCompute& experts_;
+    int layer_index_;
+    int64_t num_local_experts_;
+    int64_t max_recv_rows_;
+
+    std::vector<float> param_memory_, grad_memory_;
+    int64_t num_param_floats_ = 0;
+    LayerTensors params_{}, grads_{};
+    std::vector<float> router_bias_;  // [E] fixed skew bias
+
+    // Gate state and scratch, [T_local, E] / [T_local, k].
+    std::vector<float> logits_, probs_, lse_, noise_logits_, scores_, dlogits_, dnoise_;
+    std::vector<int32_t> slot_expert_;
+    std::vector<float> slot_weight_, dslot_weight_;
+    std::vector<uint8_t> slot_routed_;
+    GateState gate_{};
+    GateInputs gate_inputs_{};
+    std::vector<double> prob_sum_, aux_dprob_;
+    std::vector<int64_t> local_requested_;
+    std::vector<int64_t> count_send_, count_recv_;   // [E + 2] per rank: counts, skipped, non-finite
+    std::vector<double> sum_send_, sum_recv_;         // [E + 1] per rank: prob sums, z sum
+
+    // Layout scratch.
+    std::vector<int64_t> by_expert_, expert_begin_, expert_fill_;  // routed assignments sorted by expert
+    std::vector<int64_t> expert_row_begin_;  // [E_local + 1] expert-major row offsets at the owner
+    // probs/global key exchange
+    struct Key {
+        float weight;
+        int32_t pad;
+        int64_t global_slot;
+    };
+    std::vector<Key> key_send_, key_recv_;
+    std::vector<int64_t> key_send_rows_, key_send_offsets_, key_recv_rows_, key_recv_offsets_;
+    std::vector<Key> key_scratch_;  // one expert's keys from all sources (pad holds the source rank)
+    std::vector<int64_t> allowed_block_, allowed_blocks_;  // [E_local·P], [P·E_local·P]
+
+    // Token rows. Source-major buffers hold rows in the order ranks exchange them.
+    std::vector<float> send_buf_;   // [T_local·k, d] x rows out; scaled dy rows out; dx rows back
+    std::vector<float> recv_buf_;   // [max_recv, d] source-major rows at the expert owner
+    std::vector<float> expert_x_;   // [max_recv, d] expert-major inputs (kept for backward)
+    std::vector<float> expert_y_;   // [max_recv, d] expert-major outputs; then dy
+    std::vector<float> expert_dx_;  // [max_recv, d]
+    std::vector<float> act_h_, act_g_, act_a_;  // [max_recv, f]
+    std::vector<float> combine_recv_;  // [T_local·k, d] expert outputs back at the source, send order
+    std::vector<int64_t> slot_row_;     // [T_local·k] send row of each slot t·k + j, -1 if not kept
+
+    const float* saved_x_ = nullptr;
+    DispatchHandle handle_;
+    LayerStepStats stats_;
+};
+
+}  // namespace expar

@@ -1,0 +1,54 @@
+// Counter-based random numbers: every value is a pure function of (seed, stream, index).
+// Tokens, parameters, gate noise and GShard's random routing are keyed by *global* indices, so the
+// same seed gives the same numbers whatever the rank count or the order in which ranks draw them.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace expar {
+
+// Streams: one per kind of random quantity. Per-step streams add (step << 8).
+enum RngStream : uint64_t {
+    kStreamTokens = 1,       // x[t, i], per step
+    kStreamUpstreamGrad = 2, // dy[t, i], per step
+    kStreamRouterW = 3,
+    kStreamRouterNoiseW = 4,
+    kStreamW1 = 5,
+    kStreamB1 = 6,
+    kStreamW2 = 7,
+    kStreamB2 = 8,
+    kStreamW3 = 9,
+    kStreamGateNoise = 10,   // noisy-topk epsilon[t, e], per step
+    kStreamGshardUniform = 11, // gshard second-expert coin U[t], per step
+};
+
+inline uint64_t rng_per_step(uint64_t stream, int64_t step) { return stream + (static_cast<uint64_t>(step) << 8); }
+
+// SplitMix64 finaliser (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
+inline uint64_t rng_mix(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+inline uint64_t rng_bits(uint64_t seed, uint64_t stream, uint64_t index) {
+    return rng_mix(rng_mix(rng_mix(seed) ^ stream) ^ index);
+}
+
+// Uniform in [0, 1) with 24 random bits: exactly representable as float.
+inline float rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+    return static_cast<float>(rng_bits(seed, stream, index) >> 40) * (1.0f / 16777216.0f);
+}
+
+// Standard normal by Box-Muller on two 53-bit uniforms (u1 in (0, 1], so log is finite).
+inline float rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+    const uint64_t a = rng_bits(seed, stream, 2 * index);
+    const uint64_t b = rng_bits(seed, stream, 2 * index + 1);
+    const double u1 = (static_cast<double>(a >> 11) + 1.0) * 0x1.0p-53;
+    const double u2 = static_cast<double>(b >> 11) * 0x1.0p-53;
+    return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+}
+
+}  // namespace expar
