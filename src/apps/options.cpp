@@ -55,7 +55,9 @@ bool parse_layer_options(int argc, char** argv, bool print_help, LayerRunOptions
     po::options_description description = layer_options_description(out, &text);
     po::variables_map vm;
     try {
-        po::store(po::command_line_parser(argc, argv).options(description).run(), vm);
+        // No guessing of abbreviations: `--expert` must not silently mean `--experts`.
+        const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+        po::store(po::command_line_parser(argc, argv).options(description).style(style).run(), vm);
         if (vm.count("help") || print_help) {
             std::ostringstream help;
             help << "usage: expar layer [options]\n\nRuns steps of one expert-parallel MoE layer (forward and "
