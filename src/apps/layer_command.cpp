@@ -36,12 +36,14 @@ double median(std::vector<double> values) {
 double measure_blas_gflops(int64_t n, const LayerConfig& c, int repeats) {
     const int64_t d = c.d_model, f = c.d_ff;
     if (n <= 0) return 0;
-    std::vector<float> x(n * d, 0.5f), w1(d * f, 0.01f), w2(f * d, 0.01f), h(n * f), y(n * d), dw1(d * f), dw2(f * d);
+    std::vector<float> x(n * d, 0.5f), w1(d * f, 0.01f), w2(f * d, 0.01f), h(n * f), y(n * d), dw1(d * f),
+        dw2(f * d);
     const bool swiglu = c.activation == Activation::swiglu;
     double best = std::numeric_limits<double>::max();
     for (int r = 0; r < repeats; ++r) {
         const double t0 = now_s();
-        for (int m = 0; m < (swiglu ? 2 : 1); ++m) gemm(false, false, n, f, d, 1.0f, x.data(), w1.data(), 0.0f, h.data());
+        for (int m = 0; m < (swiglu ? 2 : 1); ++m)
+            gemm(false, false, n, f, d, 1.0f, x.data(), w1.data(), 0.0f, h.data());
         gemm(false, false, n, d, f, 1.0f, h.data(), w2.data(), 0.0f, y.data());
         gemm(true, false, f, d, n, 1.0f, h.data(), y.data(), 1.0f, dw2.data());
         gemm(false, true, n, f, d, 1.0f, y.data(), w2.data(), 0.0f, h.data());
@@ -94,8 +96,8 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         layer.allreduce_router_grads();
         const double elapsed = now_s() - t0;
         if (step == 0 && !options.dump_path.empty())
-            write_layer_dump(comm, options.dump_path, attributes, layer, x.data(), dy.data(), y.data(), dx.data(),
-                             options.seed, step);
+            write_layer_dump(comm, options.dump_path, attributes, layer, x.data(), dy.data(), y.data(),
+                             dx.data(), options.seed, step);
         if (options.learning_rate > 0) layer.sgd_update(static_cast<float>(options.learning_rate));
 
         // Max over ranks of the step, each phase, the alltoallv time; bytes summed for the rate.
@@ -103,9 +105,12 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         for (int p = 0; p < kNumPhases; ++p) reduce_send[p] = st.phase_s[p];
         reduce_send[kNumPhases] = elapsed;
         reduce_send[kNumPhases + 1] = st.alltoallv_s;
-        reduce_send[kNumPhases + 2] = static_cast<double>(st.alltoallv_bytes_sent) / std::max(st.alltoallv_s, 1e-12);
-        reduce_send[kNumPhases + 3] = st.expert_flops / std::max(st.phase_s[kFwdExpert] + st.phase_s[kBwdExpert], 1e-12);
-        MPI_CHECK(MPI_Allreduce(reduce_send.data(), reduce_recv.data(), kNumPhases + 2, MPI_DOUBLE, MPI_MAX, mpi.handle()));
+        reduce_send[kNumPhases + 2] =
+            static_cast<double>(st.alltoallv_bytes_sent) / std::max(st.alltoallv_s, 1e-12);
+        reduce_send[kNumPhases + 3] =
+            st.expert_flops / std::max(st.phase_s[kFwdExpert] + st.phase_s[kBwdExpert], 1e-12);
+        MPI_CHECK(MPI_Allreduce(reduce_send.data(), reduce_recv.data(), kNumPhases + 2, MPI_DOUBLE, MPI_MAX,
+                                mpi.handle()));
         // Rates: the slowest rank's (min over ranks).
         double rates[2] = {reduce_send[kNumPhases + 2], reduce_send[kNumPhases + 3]}, min_rates[2];
         MPI_CHECK(MPI_Allreduce(rates, min_rates, 2, MPI_DOUBLE, MPI_MIN, mpi.handle()));
@@ -143,40 +148,48 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     if (log) log->flush();
 
     // The BLAS rate on the same shapes: rows per expert of a balanced step.
-    const int64_t rows_per_expert = std::max<int64_t>(1, static_cast<int64_t>(std::llround(median(load_mean))));
+    const int64_t rows_per_expert =
+        std::max<int64_t>(1, static_cast<int64_t>(std::llround(median(load_mean))));
     const double blas_gflops = measure_blas_gflops(rows_per_expert, c, 3);
     double blas_min = 0;
     MPI_CHECK(MPI_Allreduce(&blas_gflops, &blas_min, 1, MPI_DOUBLE, MPI_MIN, mpi.handle()));
 
     if (rank == 0) {
         const double step_median = median(step_s);
-        std::printf("expar layer: %d ranks, E=%lld k=%d gate=%s cf=%g (%s, %s) d_model=%lld d_ff=%lld %s, "
-                    "%lld tokens/rank, %lld steps (+%lld warm-up)\n",
-                    P, (long long)E, c.top_k, to_string(c.gate), c.capacity_factor, to_string(c.capacity_scope),
-                    to_string(c.drop_policy), (long long)c.d_model, (long long)c.d_ff, to_string(c.activation),
-                    (long long)T, (long long)options.steps, (long long)options.warmup);
+        std::printf(
+            "expar layer: %d ranks, E=%lld k=%d gate=%s cf=%g (%s, %s) d_model=%lld d_ff=%lld %s, "
+            "%lld tokens/rank, %lld steps (+%lld warm-up)\n",
+            P, (long long)E, c.top_k, to_string(c.gate), c.capacity_factor, to_string(c.capacity_scope),
+            to_string(c.drop_policy), (long long)c.d_model, (long long)c.d_ff, to_string(c.activation),
+            (long long)T, (long long)options.steps, (long long)options.warmup);
         std::printf("%s\n", blas_description().c_str());
         std::printf("\n%-20s %14s %8s\n", "phase", "time (ms)", "share");
         for (int p = 0; p < kNumPhases; ++p) {
             std::vector<double> values(options.steps);
             for (int64_t i = 0; i < options.steps; ++i) values[i] = phase_s[i * kNumPhases + p];
             const double ms = median(values) * 1e3;
-            std::printf("%-20s %14.3f %7.1f%%\n", phase_name(static_cast<Phase>(p)), ms, 100.0 * ms / (step_median * 1e3));
+            std::printf("%-20s %14.3f %7.1f%%\n", phase_name(static_cast<Phase>(p)), ms,
+                        100.0 * ms / (step_median * 1e3));
         }
         std::printf("%-20s %14.3f %7.1f%%\n", "step", step_median * 1e3, 100.0);
         std::printf("(median over steps of the max over ranks)\n\n");
         std::printf("throughput          %12.0f tokens/s (forward + backward, %lld tokens per step)\n",
                     median(tokens_per_s), (long long)(P * T));
-        std::printf("dropped             %12.2f %% of routed assignments (capacity %lld tokens per expert per %s group)\n",
-                    100.0 * median(drop_fraction), (long long)layer.handle().capacity, to_string(c.capacity_scope));
+        std::printf(
+            "dropped             %12.2f %% of routed assignments (capacity %lld tokens per expert per %s "
+            "group)\n",
+            100.0 * median(drop_fraction), (long long)layer.handle().capacity, to_string(c.capacity_scope));
         std::printf("expert load         %12.0f min / %.0f mean / %.0f max tokens received per step\n",
                     median(load_min), median(load_mean), median(load_max));
-        std::printf("expert GEMM rate    %12.1f GFLOP/s per rank (slowest rank), BLAS on the same shapes %.1f GFLOP/s "
-                    "(%.0f%%)\n",
-                    median(expert_gflops), blas_min, 100.0 * median(expert_gflops) / std::max(blas_min, 1e-12));
-        std::printf("MPI_Alltoallv       %12.2f GB/s per rank (bytes sent to other ranks / time in the call, "
-                    "slowest rank; %.3f ms per step in 4 calls)\n",
-                    median(a2a_gbps), median(a2a_s) * 1e3);
+        std::printf(
+            "expert GEMM rate    %12.1f GFLOP/s per rank (slowest rank), BLAS on the same shapes %.1f "
+            "GFLOP/s "
+            "(%.0f%%)\n",
+            median(expert_gflops), blas_min, 100.0 * median(expert_gflops) / std::max(blas_min, 1e-12));
+        std::printf(
+            "MPI_Alltoallv       %12.2f GB/s per rank (bytes sent to other ranks / time in the call, "
+            "slowest rank; %.3f ms per step in 4 calls)\n",
+            median(a2a_gbps), median(a2a_s) * 1e3);
         if (log) std::printf("log                 %s\n", options.log_path.c_str());
         if (!options.dump_path.empty()) std::printf("dump                %s\n", options.dump_path.c_str());
     }

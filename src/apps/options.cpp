@@ -18,39 +18,58 @@ po::options_description layer_options_description(LayerRunOptions* o, LayerOptio
         "config", po::value<std::string>(&text->config_file)->default_value(""),
         "INI file with any of these options as key = value (the command line wins)");
     po::options_description layer("MoE layer");
-    layer.add_options()
-        ("experts", po::value<int64_t>(&c.num_experts)->default_value(c.num_experts), "number of experts E (global; E % ranks == 0)")
-        ("top-k", po::value<int>(&c.top_k)->default_value(c.top_k), "experts per token k")
-        ("gate", po::value<std::string>(&text->gate)->default_value(text->gate), "topk | switch (top-1) | gshard (top-2, random 2nd) | noisy-topk")
-        ("renormalize", po::value<bool>(&c.renormalize)->default_value(c.renormalize), "topk: renormalise the kept top-k weights to sum to 1 (true|false)")
-        ("capacity-factor", po::value<double>(&c.capacity_factor)->default_value(c.capacity_factor), "capacity factor cf [1]; capacity = ceil(cf*tokens*k/E) tokens per expert; 0 = dropless")
-        ("capacity-scope", po::value<std::string>(&text->scope)->default_value(text->scope), "local (tokens of one source rank) | global (all tokens of the step)")
-        ("drop-policy", po::value<std::string>(&text->policy)->default_value(text->policy), "position (later tokens dropped first) | probs (lowest gate weight dropped first)")
-        ("d-model", po::value<int64_t>(&c.d_model)->default_value(c.d_model), "model width d [elements]")
-        ("d-ff", po::value<int64_t>(&c.d_ff)->default_value(c.d_ff), "expert hidden width f [elements]")
-        ("activation", po::value<std::string>(&text->activation)->default_value(text->activation), "gelu | relu | silu | swiglu")
-        ("expert-bias", po::value<bool>(&c.expert_bias)->default_value(c.expert_bias), "expert FFN biases b1, b2 (true|false)")
-        ("tokens-per-rank", po::value<int64_t>(&c.tokens_per_rank)->default_value(c.tokens_per_rank), "tokens per rank per step [tokens]")
-        ("skew", po::value<double>(&c.skew)->default_value(c.skew), "routing skew: Zipf exponent s of a fixed router bias -s*ln(e+1) [1]; 0 = none")
-        ("aux-loss-coef", po::value<double>(&c.aux_loss_coef)->default_value(c.aux_loss_coef), "load-balancing loss coefficient [1]")
-        ("z-loss-coef", po::value<double>(&c.z_loss_coef)->default_value(c.z_loss_coef), "router z-loss coefficient [1]");
+    layer.add_options()("experts", po::value<int64_t>(&c.num_experts)->default_value(c.num_experts),
+                        "number of experts E (global; E % ranks == 0)")(
+        "top-k", po::value<int>(&c.top_k)->default_value(c.top_k), "experts per token k")(
+        "gate", po::value<std::string>(&text->gate)->default_value(text->gate),
+        "topk | switch (top-1) | gshard (top-2, random 2nd) | noisy-topk")(
+        "renormalize", po::value<bool>(&c.renormalize)->default_value(c.renormalize),
+        "topk: renormalise the kept top-k weights to sum to 1 (true|false)")(
+        "capacity-factor", po::value<double>(&c.capacity_factor)->default_value(c.capacity_factor),
+        "capacity factor cf [1]; capacity = ceil(cf*tokens*k/E) tokens per expert; 0 = dropless")(
+        "capacity-scope", po::value<std::string>(&text->scope)->default_value(text->scope),
+        "local (tokens of one source rank) | global (all tokens of the step)")(
+        "drop-policy", po::value<std::string>(&text->policy)->default_value(text->policy),
+        "position (later tokens dropped first) | probs (lowest gate weight dropped first)")(
+        "d-model", po::value<int64_t>(&c.d_model)->default_value(c.d_model), "model width d [elements]")(
+        "d-ff", po::value<int64_t>(&c.d_ff)->default_value(c.d_ff), "expert hidden width f [elements]")(
+        "activation", po::value<std::string>(&text->activation)->default_value(text->activation),
+        "gelu | relu | silu | swiglu")("expert-bias",
+                                       po::value<bool>(&c.expert_bias)->default_value(c.expert_bias),
+                                       "expert FFN biases b1, b2 (true|false)")(
+        "tokens-per-rank", po::value<int64_t>(&c.tokens_per_rank)->default_value(c.tokens_per_rank),
+        "tokens per rank per step [tokens]")(
+        "skew", po::value<double>(&c.skew)->default_value(c.skew),
+        "routing skew: Zipf exponent s of a fixed router bias -s*ln(e+1) [1]; 0 = none")(
+        "aux-loss-coef", po::value<double>(&c.aux_loss_coef)->default_value(c.aux_loss_coef),
+        "load-balancing loss coefficient [1]")(
+        "z-loss-coef", po::value<double>(&c.z_loss_coef)->default_value(c.z_loss_coef),
+        "router z-loss coefficient [1]");
     po::options_description run("Run");
-    run.add_options()
-        ("steps", po::value<int64_t>(&o->steps)->default_value(o->steps), "timed steps (forward + backward) [steps]")
-        ("warmup", po::value<int64_t>(&o->warmup)->default_value(o->warmup), "untimed steps before them [steps]")
-        ("seed", po::value<uint64_t>(&o->seed)->default_value(o->seed), "seed of tokens, parameters and gate randomness")
-        ("lr", po::value<double>(&o->learning_rate)->default_value(o->learning_rate), "SGD learning rate applied after each step so routing moves [1]; 0 = no update")
-        ("log", po::value<std::string>(&o->log_path)->default_value(""), "HDF5 log of every step (FILE.h5; empty = none); schema in docs/hdf5.md")
-        ("log-flush-every", po::value<int64_t>(&o->log_flush_every)->default_value(o->log_flush_every), "flush the log every N steps [steps]")
-        ("dump", po::value<std::string>(&o->dump_path)->default_value(""), "HDF5 dump of the first step: inputs, parameters, outputs, routing, gradients (FILE.h5)")
-        ("blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads), "BLAS threads per rank [threads]")
-        ("inject-nan-step", po::value<int64_t>(&o->inject_nan_step)->default_value(o->inject_nan_step), "fault injection for tests: put a NaN into x at this step [step]; -1 = never");
+    run.add_options()("steps", po::value<int64_t>(&o->steps)->default_value(o->steps),
+                      "timed steps (forward + backward) [steps]")(
+        "warmup", po::value<int64_t>(&o->warmup)->default_value(o->warmup),
+        "untimed steps before them [steps]")("seed", po::value<uint64_t>(&o->seed)->default_value(o->seed),
+                                             "seed of tokens, parameters and gate randomness")(
+        "lr", po::value<double>(&o->learning_rate)->default_value(o->learning_rate),
+        "SGD learning rate applied after each step so routing moves [1]; 0 = no update")(
+        "log", po::value<std::string>(&o->log_path)->default_value(""),
+        "HDF5 log of every step (FILE.h5; empty = none); schema in docs/hdf5.md")(
+        "log-flush-every", po::value<int64_t>(&o->log_flush_every)->default_value(o->log_flush_every),
+        "flush the log every N steps [steps]")(
+        "dump", po::value<std::string>(&o->dump_path)->default_value(""),
+        "HDF5 dump of the first step: inputs, parameters, outputs, routing, gradients (FILE.h5)")(
+        "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
+        "BLAS threads per rank [threads]")(
+        "inject-nan-step", po::value<int64_t>(&o->inject_nan_step)->default_value(o->inject_nan_step),
+        "fault injection for tests: put a NaN into x at this step [step]; -1 = never");
     po::options_description all;
     all.add(general).add(layer).add(run);
     return all;
 }
 
-bool parse_layer_options(int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out) {
+bool parse_layer_options(
+    int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out) {
     LayerOptionText text;
     po::options_description description = layer_options_description(out, &text);
     po::variables_map vm;
@@ -60,9 +79,10 @@ bool parse_layer_options(int argc, char** argv, bool print_help, LayerRunOptions
         po::store(po::command_line_parser(argc, argv).options(description).style(style).run(), vm);
         if (vm.count("help") || print_help) {
             std::ostringstream help;
-            help << "usage: expar layer [options]\n\nRuns steps of one expert-parallel MoE layer (forward and "
-                    "backward) on synthetic tokens.\n\n"
-                 << description << "\n";
+            help
+                << "usage: expar layer [options]\n\nRuns steps of one expert-parallel MoE layer (forward and "
+                   "backward) on synthetic tokens.\n\n"
+                << description << "\n";
             int rank = world_rank_or_minus_one();
             if (rank <= 0) std::cout << help.str();
             return false;
@@ -93,12 +113,18 @@ bool parse_layer_options(int argc, char** argv, bool print_help, LayerRunOptions
         if (key == "help") continue;
         std::ostringstream value_text;
         const boost::any& any = value.value();
-        if (any.type() == typeid(std::string)) value_text << boost::any_cast<std::string>(any);
-        else if (any.type() == typeid(int64_t)) value_text << boost::any_cast<int64_t>(any);
-        else if (any.type() == typeid(uint64_t)) value_text << boost::any_cast<uint64_t>(any);
-        else if (any.type() == typeid(int)) value_text << boost::any_cast<int>(any);
-        else if (any.type() == typeid(double)) value_text << boost::any_cast<double>(any);
-        else if (any.type() == typeid(bool)) value_text << (boost::any_cast<bool>(any) ? "true" : "false");
+        if (any.type() == typeid(std::string))
+            value_text << boost::any_cast<std::string>(any);
+        else if (any.type() == typeid(int64_t))
+            value_text << boost::any_cast<int64_t>(any);
+        else if (any.type() == typeid(uint64_t))
+            value_text << boost::any_cast<uint64_t>(any);
+        else if (any.type() == typeid(int))
+            value_text << boost::any_cast<int>(any);
+        else if (any.type() == typeid(double))
+            value_text << boost::any_cast<double>(any);
+        else if (any.type() == typeid(bool))
+            value_text << (boost::any_cast<bool>(any) ? "true" : "false");
         options_out->emplace_back(key, value_text.str());
     }
     // The effective top-k (switch forces 1) is what the file should record.

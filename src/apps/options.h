@@ -30,10 +30,12 @@ struct LayerOptionText {
     std::string config_file;
 };
 
-boost::program_options::options_description layer_options_description(LayerRunOptions* out, LayerOptionText* text);
+boost::program_options::options_description layer_options_description(LayerRunOptions* out,
+                                                                      LayerOptionText* text);
 
 // Parses `expar layer ...` (argv after the subcommand). Returns false if help was printed.
 // Throws an all-ranks expar::Error on any bad option. options_out receives every option as text.
-bool parse_layer_options(int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out);
+bool parse_layer_options(
+    int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out);
 
 }  // namespace expar

@@ -38,13 +38,16 @@ __attribute__((always_inline)) inline float normal_cdf(float x) {
                   t * (0.09678418f +
                        t * (-0.18628806f +
                             t * (0.27886807f +
-                                 t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+                                 t * (-1.13520398f +
+                                      t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
     const float erfc_az = t * exp_approx(poly);
     const float erfc_z = z >= 0.0f ? erfc_az : 2.0f - erfc_az;
     return 0.5f * erfc_z;
 }
 
-__attribute__((always_inline)) inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+__attribute__((always_inline)) inline float sigmoid(float x) {
+    return 1.0f / (1.0f + exp_approx(-x));
+}
 
 #define EXPAR_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
@@ -102,7 +105,8 @@ void activation_forward(Activation act, const float* h, const float* g, float* o
     forward_kernel(act, h, g, out, count);
 }
 
-void activation_backward(Activation act, const float* h, const float* g, float* da, float* dg, int64_t count) {
+void activation_backward(
+    Activation act, const float* h, const float* g, float* da, float* dg, int64_t count) {
     backward_kernel(act, h, g, da, dg, count);
 }
 

@@ -45,7 +45,9 @@ void blas_select_kernels_or_reexec(char** argv) {
     execv("/proc/self/exe", argv);
 }
 
-void blas_set_num_threads(int num_threads) { openblas_set_num_threads(num_threads); }
+void blas_set_num_threads(int num_threads) {
+    openblas_set_num_threads(num_threads);
+}
 
 std::string blas_description() {
     std::string text = "OpenBLAS ";

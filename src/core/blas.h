@@ -23,7 +23,8 @@ void gemm(bool trans_a,
 
 // If the CPU has AVX-512 (F, DQ, BW, VL) and OPENBLAS_CORETYPE is unset, sets it to SkylakeX and
 // re-executes this program (OpenBLAS picks kernels once, when it is loaded). EXPAR_BLAS_KEEP_CORETYPE=1
-// turns this off; EXPAR_OPENBLAS_CORETYPE=NAME forces NAME on any CPU. Call first thing in main, before MPI_Init; returns normally when nothing is to do.
+// turns this off; EXPAR_OPENBLAS_CORETYPE=NAME forces NAME on any CPU. Call first thing in main, before
+// MPI_Init; returns normally when nothing is to do.
 void blas_select_kernels_or_reexec(char** argv);
 
 // One BLAS thread per MPI rank: ranks already occupy the cores.

@@ -9,15 +9,16 @@ namespace expar {
 
 int64_t capacity_per_expert(double capacity_factor, int64_t num_tokens, int top_k, int64_t num_experts) {
     EXPAR_ASSERT(capacity_factor > 0 && num_experts > 0);
-    const double x = capacity_factor * static_cast<double>(num_tokens) * top_k / static_cast<double>(num_experts);
+    const double x =
+        capacity_factor * static_cast<double>(num_tokens) * top_k / static_cast<double>(num_experts);
     return static_cast<int64_t>(std::ceil(x - 1e-9 * std::max(1.0, x)));
 }
 
 int64_t capacity_of_step(const LayerConfig& c, const int64_t* requested, int num_ranks) {
     const int64_t E = c.num_experts;
     if (c.capacity_factor > 0) {
-        const int64_t group_tokens = c.capacity_scope == CapacityScope::local ? c.tokens_per_rank
-                                                                              : c.tokens_per_rank * num_ranks;
+        const int64_t group_tokens =
+            c.capacity_scope == CapacityScope::local ? c.tokens_per_rank : c.tokens_per_rank * num_ranks;
         return capacity_per_expert(c.capacity_factor, group_tokens, c.top_k, E);
     }
     int64_t largest = 0;
@@ -34,7 +35,8 @@ int64_t capacity_of_step(const LayerConfig& c, const int64_t* requested, int num
 }
 
 bool capacity_needs_key_exchange(const LayerConfig& c) {
-    return c.capacity_factor > 0 && c.capacity_scope == CapacityScope::global && c.drop_policy == DropPolicy::probs;
+    return c.capacity_factor > 0 && c.capacity_scope == CapacityScope::global &&
+           c.drop_policy == DropPolicy::probs;
 }
 
 void capacity_allowed_from_counts(int64_t* allowed,

@@ -23,7 +23,8 @@ void throw_error(const char* file, int line, const std::string& message, bool al
 std::string mpi_error_string(int code) {
     char text[MPI_MAX_ERROR_STRING];
     int length = 0;
-    if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return "unknown MPI error " + std::to_string(code);
+    if (MPI_Error_string(code, text, &length) != MPI_SUCCESS)
+        return "unknown MPI error " + std::to_string(code);
     return std::string(text, length);
 }
 

@@ -11,12 +11,12 @@
 namespace expar {
 
 class Error : public std::runtime_error {
-  public:
+   public:
     Error(const std::string& message, bool all_ranks) : std::runtime_error(message), all_ranks_(all_ranks) {}
     // True when every rank of the job raises this same error at the same point.
     bool all_ranks() const { return all_ranks_; }
 
-  private:
+   private:
     bool all_ranks_;
 };
 
@@ -28,57 +28,57 @@ int world_rank_or_minus_one();
 }  // namespace expar
 
 // A user-facing error that all ranks detect identically (validated options, collective checks).
-#define EXPAR_FAIL(msg)                                                                   \
-    do {                                                                                  \
-        std::ostringstream expar_oss_;                                                    \
-        expar_oss_ << msg;                                                                \
-        throw ::expar::Error(expar_oss_.str(), true);                                     \
+#define EXPAR_FAIL(msg)                               \
+    do {                                              \
+        std::ostringstream expar_oss_;                \
+        expar_oss_ << msg;                            \
+        throw ::expar::Error(expar_oss_.str(), true); \
     } while (0)
 
-#define EXPAR_REQUIRE(cond, msg) \
-    do {                         \
+#define EXPAR_REQUIRE(cond, msg)      \
+    do {                              \
         if (!(cond)) EXPAR_FAIL(msg); \
     } while (0)
 
 // An internal invariant; failing it is a bug, reported with file:line and rank.
-#define EXPAR_ASSERT(cond)                                                                   \
-    do {                                                                                     \
+#define EXPAR_ASSERT(cond)                                                                        \
+    do {                                                                                          \
         if (!(cond)) ::expar::throw_error(__FILE__, __LINE__, "assertion failed: " #cond, false); \
     } while (0)
 
-#define MPI_CHECK(call)                                                                          \
-    do {                                                                                         \
-        int expar_rc_ = (call);                                                                  \
-        if (expar_rc_ != 0 /* MPI_SUCCESS */)                                                    \
-            ::expar::throw_error(__FILE__, __LINE__,                                             \
+#define MPI_CHECK(call)                                                                                 \
+    do {                                                                                                \
+        int expar_rc_ = (call);                                                                         \
+        if (expar_rc_ != 0 /* MPI_SUCCESS */)                                                           \
+            ::expar::throw_error(__FILE__, __LINE__,                                                    \
                                  std::string(#call " failed: ") + ::expar::mpi_error_string(expar_rc_), \
-                                 false);                                                         \
+                                 false);                                                                \
     } while (0)
 
-#define HDF5_CHECK(call)                                                                          \
-    ([&]() {                                                                                      \
-        auto expar_h5_ = (call);                                                                  \
+#define HDF5_CHECK(call)                                                                                \
+    ([&]() {                                                                                            \
+        auto expar_h5_ = (call);                                                                        \
         if (expar_h5_ < 0) ::expar::throw_error(__FILE__, __LINE__, "HDF5 call failed: " #call, false); \
-        return expar_h5_;                                                                         \
+        return expar_h5_;                                                                               \
     }())
 
 #ifdef EXPAR_WITH_CUDA
-#define CUDA_CHECK(call)                                                                      \
-    do {                                                                                      \
-        cudaError_t expar_ce_ = (call);                                                       \
-        if (expar_ce_ != cudaSuccess)                                                         \
-            ::expar::throw_error(__FILE__, __LINE__, std::string(#call ": ") + cudaGetErrorString(expar_ce_), \
-                                 false);                                                      \
+#define CUDA_CHECK(call)                                                                          \
+    do {                                                                                          \
+        cudaError_t expar_ce_ = (call);                                                           \
+        if (expar_ce_ != cudaSuccess)                                                             \
+            ::expar::throw_error(__FILE__, __LINE__,                                              \
+                                 std::string(#call ": ") + cudaGetErrorString(expar_ce_), false); \
     } while (0)
 #endif
 
 #ifdef EXPAR_WITH_NCCL
-#define NCCL_CHECK(call)                                                                      \
-    do {                                                                                      \
-        ncclResult_t expar_nr_ = (call);                                                      \
-        if (expar_nr_ != ncclSuccess)                                                         \
-            ::expar::throw_error(__FILE__, __LINE__, std::string(#call ": ") + ncclGetErrorString(expar_nr_), \
-                                 false);                                                      \
+#define NCCL_CHECK(call)                                                                          \
+    do {                                                                                          \
+        ncclResult_t expar_nr_ = (call);                                                          \
+        if (expar_nr_ != ncclSuccess)                                                             \
+            ::expar::throw_error(__FILE__, __LINE__,                                              \
+                                 std::string(#call ": ") + ncclGetErrorString(expar_nr_), false); \
     } while (0)
 #endif
 

@@ -10,7 +10,7 @@
 namespace expar {
 
 class Comm {
-  public:
+   public:
     virtual ~Comm() = default;
     virtual int rank() const = 0;
     virtual int size() const = 0;
@@ -38,7 +38,7 @@ class Comm {
 };
 
 class MpiComm final : public Comm {
-  public:
+   public:
     explicit MpiComm(MPI_Comm comm);
     ~MpiComm() override;
     int rank() const override { return rank_; }
@@ -61,7 +61,7 @@ class MpiComm final : public Comm {
     void gather_f64(const double* send, double* recv, int64_t count, int root) override;
     void gatherv_f32(const float* send, int64_t count, float* recv, int root) override;
 
-  private:
+   private:
     MPI_Comm comm_;
     int rank_ = 0;
     int size_ = 1;

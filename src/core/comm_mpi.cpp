@@ -30,7 +30,9 @@ MpiComm::~MpiComm() {
     }
 }
 
-void MpiComm::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiComm::barrier() {
+    MPI_CHECK(MPI_Barrier(comm_));
+}
 
 void MpiComm::allgather_i64(const int64_t* send, int64_t* recv, int64_t count) {
     MPI_CHECK(MPI_Allgather(send, to_int(count), MPI_INT64_T, recv, to_int(count), MPI_INT64_T, comm_));
@@ -95,7 +97,8 @@ void MpiComm::gatherv_f32(const float* send, int64_t count, float* recv, int roo
             offset += counts[r];
         }
     }
-    MPI_CHECK(MPI_Gatherv(send, my_count, MPI_FLOAT, recv, counts.data(), displs.data(), MPI_FLOAT, root, comm_));
+    MPI_CHECK(
+        MPI_Gatherv(send, my_count, MPI_FLOAT, recv, counts.data(), displs.data(), MPI_FLOAT, root, comm_));
 }
 
 }  // namespace expar

@@ -36,26 +36,38 @@ DropPolicy parse_drop_policy(const std::string& name) {
 
 const char* to_string(GateKind gate) {
     switch (gate) {
-        case GateKind::topk: return "topk";
-        case GateKind::switch_top1: return "switch";
-        case GateKind::gshard: return "gshard";
-        case GateKind::noisy_topk: return "noisy-topk";
+        case GateKind::topk:
+            return "topk";
+        case GateKind::switch_top1:
+            return "switch";
+        case GateKind::gshard:
+            return "gshard";
+        case GateKind::noisy_topk:
+            return "noisy-topk";
     }
     return "?";
 }
 
 const char* to_string(Activation activation) {
     switch (activation) {
-        case Activation::gelu: return "gelu";
-        case Activation::relu: return "relu";
-        case Activation::silu: return "silu";
-        case Activation::swiglu: return "swiglu";
+        case Activation::gelu:
+            return "gelu";
+        case Activation::relu:
+            return "relu";
+        case Activation::silu:
+            return "silu";
+        case Activation::swiglu:
+            return "swiglu";
     }
     return "?";
 }
 
-const char* to_string(CapacityScope scope) { return scope == CapacityScope::local ? "local" : "global"; }
-const char* to_string(DropPolicy policy) { return policy == DropPolicy::position ? "position" : "probs"; }
+const char* to_string(CapacityScope scope) {
+    return scope == CapacityScope::local ? "local" : "global";
+}
+const char* to_string(DropPolicy policy) {
+    return policy == DropPolicy::position ? "position" : "probs";
+}
 
 void validate(const LayerConfig& c, int num_ranks) {
     EXPAR_REQUIRE(num_ranks > 0, "number of ranks must be positive");
@@ -64,13 +76,13 @@ void validate(const LayerConfig& c, int num_ranks) {
                                                                << num_ranks << " ranks (experts are sharded "
                                                                << "disjointly: E % P must be 0)");
     EXPAR_REQUIRE(c.top_k > 0, "--top-k must be positive (got " << c.top_k << ")");
-    EXPAR_REQUIRE(c.top_k <= c.num_experts,
-                  "--top-k " << c.top_k << " exceeds --experts " << c.num_experts);
+    EXPAR_REQUIRE(c.top_k <= c.num_experts, "--top-k " << c.top_k << " exceeds --experts " << c.num_experts);
     EXPAR_REQUIRE(c.gate != GateKind::switch_top1 || c.top_k == 1, "--gate switch is top-1: use --top-k 1");
     EXPAR_REQUIRE(c.gate != GateKind::gshard || c.top_k == 2, "--gate gshard is top-2: use --top-k 2");
     EXPAR_REQUIRE(c.d_model > 0, "--d-model must be positive (got " << c.d_model << ")");
     EXPAR_REQUIRE(c.d_ff > 0, "--d-ff must be positive (got " << c.d_ff << ")");
-    EXPAR_REQUIRE(c.tokens_per_rank > 0, "--tokens-per-rank must be positive (got " << c.tokens_per_rank << ")");
+    EXPAR_REQUIRE(c.tokens_per_rank > 0,
+                  "--tokens-per-rank must be positive (got " << c.tokens_per_rank << ")");
     EXPAR_REQUIRE(std::isfinite(c.capacity_factor) && c.capacity_factor >= 0,
                   "--capacity-factor must be >= 0 (0 = dropless), got " << c.capacity_factor);
     EXPAR_REQUIRE(std::isfinite(c.aux_loss_coef) && c.aux_loss_coef >= 0, "--aux-loss-coef must be >= 0");

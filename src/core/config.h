@@ -25,7 +25,7 @@ struct LayerConfig {
     int64_t num_experts = 8;  // E, global
     int top_k = 2;            // k
     GateKind gate = GateKind::topk;
-    bool renormalize = false;  // topk: divide the kept top-k probabilities by their sum
+    bool renormalize = false;       // topk: divide the kept top-k probabilities by their sum
     double capacity_factor = 1.25;  // cf; 0 = dropless
     CapacityScope capacity_scope = CapacityScope::local;
     DropPolicy drop_policy = DropPolicy::position;
@@ -35,13 +35,15 @@ struct LayerConfig {
     bool expert_bias = true;
     double aux_loss_coef = 0.01;
     double z_loss_coef = 0.001;
-    double skew = 0.0;  // Zipf exponent s of a fixed router bias: bias[e] = -s * ln(e + 1)
+    double skew = 0.0;               // Zipf exponent s of a fixed router bias: bias[e] = -s * ln(e + 1)
     int64_t tokens_per_rank = 4096;  // T_local; T = P * T_local
 };
 
 // Throws an all-ranks expar::Error naming the offending option.
 void validate(const LayerConfig& config, int num_ranks);
 
-inline bool has_gate_matrix(Activation a) { return a == Activation::swiglu; }
+inline bool has_gate_matrix(Activation a) {
+    return a == Activation::swiglu;
+}
 
 }  // namespace expar

@@ -27,12 +27,8 @@ void add_column_sums(float* db, const float* g, int64_t n, int64_t width) {
 }
 }  // namespace
 
-void expert_ffn_forward(float* y,
-                        ExpertActivations acts,
-                        const float* x,
-                        ExpertWeights w,
-                        int64_t n,
-                        ExpertShape shape) {
+void expert_ffn_forward(
+    float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n, ExpertShape shape) {
     if (n == 0) return;
     const int64_t d = shape.d_model, f = shape.d_ff;
     fill_rows(acts.h, w.b1, n, f);
@@ -58,7 +54,7 @@ void expert_ffn_backward(float* dx,
     const bool swiglu = shape.activation == Activation::swiglu;
     gemm(true, false, f, d, n, 1.0f, acts.a, dy, 1.0f, grads.dw2);  // dW2 += aᵀ·dy   [f,d]
     add_column_sums(grads.db2, dy, n, d);
-    float* da = acts.a;  // a is dead after dW2: reuse its storage
+    float* da = acts.a;                                    // a is dead after dW2: reuse its storage
     gemm(false, true, n, f, d, 1.0f, dy, w.w2, 0.0f, da);  // da = dy·W2ᵀ   [n,f]
     float* dg = acts.g;  // swiglu: dg overwrites g element by element (activation_backward allows it)
     activation_backward(shape.activation, acts.h, acts.g, da, dg, n * f);
@@ -68,7 +64,7 @@ void expert_ffn_backward(float* dx,
     gemm(false, true, n, d, f, 1.0f, dh, w.w1, 0.0f, dx);  // dx = dh·W1ᵀ   [n,d]
     if (swiglu) {
         gemm(true, false, d, f, n, 1.0f, x, dg, 1.0f, grads.dw3);  // dW3 += xᵀ·dg
-        gemm(false, true, n, d, f, 1.0f, dg, w.w3, 1.0f, dx);       // dx += dg·W3ᵀ
+        gemm(false, true, n, d, f, 1.0f, dg, w.w3, 1.0f, dx);      // dx += dg·W3ᵀ
     }
 }
 
@@ -78,13 +74,19 @@ double expert_ffn_forward_flops(int64_t n, ExpertShape shape) {
            static_cast<double>(shape.d_ff);
 }
 
-void IdentityExpertCompute::forward(float* y, ExpertActivations, const float* x, ExpertWeights, int64_t n,
-                                    ExpertShape shape) {
+void IdentityExpertCompute::forward(
+    float* y, ExpertActivations, const float* x, ExpertWeights, int64_t n, ExpertShape shape) {
     std::copy(x, x + n * shape.d_model, y);
 }
 
-void IdentityExpertCompute::backward(float* dx, ExpertGrads, const float* dy, const float*, ExpertActivations,
-                                     ExpertWeights, int64_t n, ExpertShape shape) {
+void IdentityExpertCompute::backward(float* dx,
+                                     ExpertGrads,
+                                     const float* dy,
+                                     const float*,
+                                     ExpertActivations,
+                                     ExpertWeights,
+                                     int64_t n,
+                                     ExpertShape shape) {
     std::copy(dy, dy + n * shape.d_model, dx);
 }
 

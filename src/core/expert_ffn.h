@@ -41,12 +41,8 @@ struct ExpertShape {
 };
 
 // y[n,d] = FFN(x[n,d]); fills acts.
-void expert_ffn_forward(float* y,
-                        ExpertActivations acts,
-                        const float* x,
-                        ExpertWeights w,
-                        int64_t n,
-                        ExpertShape shape);
+void expert_ffn_forward(
+    float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n, ExpertShape shape);
 
 // dx[n,d] (overwritten) and grads (+=) from dy[n,d]. Destroys acts.a and acts.g (reused as scratch).
 void expert_ffn_backward(float* dx,
@@ -63,33 +59,59 @@ double expert_ffn_forward_flops(int64_t n, ExpertShape shape);
 
 // The seam between the MoE layer and whatever computes experts (BLAS on CPU now, cuBLAS later).
 class ExpertCompute {
-  public:
+   public:
     virtual ~ExpertCompute() = default;
-    virtual void forward(float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n,
-                         ExpertShape shape) = 0;
-    virtual void backward(float* dx, ExpertGrads grads, const float* dy, const float* x, ExpertActivations acts,
-                          ExpertWeights w, int64_t n, ExpertShape shape) = 0;
+    virtual void forward(
+        float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n, ExpertShape shape) = 0;
+    virtual void backward(float* dx,
+                          ExpertGrads grads,
+                          const float* dy,
+                          const float* x,
+                          ExpertActivations acts,
+                          ExpertWeights w,
+                          int64_t n,
+                          ExpertShape shape) = 0;
 };
 
 class BlasExpertCompute final : public ExpertCompute {
-  public:
-    void forward(float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n,
+   public:
+    void forward(float* y,
+                 ExpertActivations acts,
+                 const float* x,
+                 ExpertWeights w,
+                 int64_t n,
                  ExpertShape shape) override {
         expert_ffn_forward(y, acts, x, w, n, shape);
     }
-    void backward(float* dx, ExpertGrads grads, const float* dy, const float* x, ExpertActivations acts,
-                  ExpertWeights w, int64_t n, ExpertShape shape) override {
+    void backward(float* dx,
+                  ExpertGrads grads,
+                  const float* dy,
+                  const float* x,
+                  ExpertActivations acts,
+                  ExpertWeights w,
+                  int64_t n,
+                  ExpertShape shape) override {
         expert_ffn_backward(dx, grads, dy, x, acts, w, n, shape);
     }
 };
 
 // Every expert is the identity: y = x, dx = dy, no parameter gradients. For round-trip tests.
 class IdentityExpertCompute final : public ExpertCompute {
-  public:
-    void forward(float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n,
+   public:
+    void forward(float* y,
+                 ExpertActivations acts,
+                 const float* x,
+                 ExpertWeights w,
+                 int64_t n,
                  ExpertShape shape) override;
-    void backward(float* dx, ExpertGrads grads, const float* dy, const float* x, ExpertActivations acts,
-                  ExpertWeights w, int64_t n, ExpertShape shape) override;
+    void backward(float* dx,
+                  ExpertGrads grads,
+                  const float* dy,
+                  const float* x,
+                  ExpertActivations acts,
+                  ExpertWeights w,
+                  int64_t n,
+                  ExpertShape shape) override;
 };
 
 }  // namespace expar

@@ -10,8 +10,12 @@ namespace expar {
 
 namespace {
 
-float softplus(float v) { return std::max(v, 0.0f) + std::log1p(std::exp(-std::fabs(v))); }
-float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+float softplus(float v) {
+    return std::max(v, 0.0f) + std::log1p(std::exp(-std::fabs(v)));
+}
+float sigmoid(float v) {
+    return 1.0f / (1.0f + std::exp(-v));
+}
 
 // The k largest scores in descending order; strict '>' keeps the lower expert index on ties.
 void select_top_k(int32_t* expert, const float* score, int64_t num_experts, int k) {
@@ -128,7 +132,8 @@ void gate_backward(float* dx,
     const int64_t T = in.num_tokens, E = config.num_experts, d = config.d_model;
     const int k = config.top_k;
     const bool noisy = config.gate == GateKind::noisy_topk;
-    const bool renormalized = config.gate == GateKind::gshard || (config.gate == GateKind::topk && config.renormalize);
+    const bool renormalized =
+        config.gate == GateKind::gshard || (config.gate == GateKind::topk && config.renormalize);
     const uint64_t noise_stream = rng_per_step(kStreamGateNoise, in.step);
 
     for (int64_t t = 0; t < T; ++t) {

@@ -15,22 +15,26 @@ hid_t link_creation_with_parents() {
 H5File::H5File(const std::string& path) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // our own one-line errors instead of HDF5's stack dump
     file_ = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file_ < 0) EXPAR_FAIL("cannot create HDF5 file '" << path << "' (check that its directory exists and is writable)");
+    if (file_ < 0)
+        EXPAR_FAIL("cannot create HDF5 file '" << path
+                                               << "' (check that its directory exists and is writable)");
 }
 
 H5File::~H5File() {
     if (file_ >= 0) H5Fclose(file_);
 }
 
-void H5File::flush() { HDF5_CHECK(H5Fflush(file_, H5F_SCOPE_GLOBAL)); }
+void H5File::flush() {
+    HDF5_CHECK(H5Fflush(file_, H5F_SCOPE_GLOBAL));
+}
 
 void H5File::attr(const std::string& name, const std::string& value, const std::string& object_path) {
     hid_t type = HDF5_CHECK(H5Tcopy(H5T_C_S1));
     HDF5_CHECK(H5Tset_size(type, value.empty() ? 1 : value.size()));
     HDF5_CHECK(H5Tset_strpad(type, H5T_STR_NULLTERM));
     hid_t space = HDF5_CHECK(H5Screate(H5S_SCALAR));
-    hid_t attribute = HDF5_CHECK(H5Acreate_by_name(file_, object_path.c_str(), name.c_str(), type, space, H5P_DEFAULT,
-                                                   H5P_DEFAULT, H5P_DEFAULT));
+    hid_t attribute = HDF5_CHECK(H5Acreate_by_name(file_, object_path.c_str(), name.c_str(), type, space,
+                                                   H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     HDF5_CHECK(H5Awrite(attribute, type, value.c_str()));
     H5Aclose(attribute);
     H5Sclose(space);
@@ -39,8 +43,9 @@ void H5File::attr(const std::string& name, const std::string& value, const std::
 
 void H5File::attr(const std::string& name, double value, const std::string& object_path) {
     hid_t space = HDF5_CHECK(H5Screate(H5S_SCALAR));
-    hid_t attribute = HDF5_CHECK(H5Acreate_by_name(file_, object_path.c_str(), name.c_str(), H5T_NATIVE_DOUBLE, space,
-                                                   H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    hid_t attribute =
+        HDF5_CHECK(H5Acreate_by_name(file_, object_path.c_str(), name.c_str(), H5T_NATIVE_DOUBLE, space,
+                                     H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     HDF5_CHECK(H5Awrite(attribute, H5T_NATIVE_DOUBLE, &value));
     H5Aclose(attribute);
     H5Sclose(space);
@@ -48,16 +53,20 @@ void H5File::attr(const std::string& name, double value, const std::string& obje
 
 void H5File::attr(const std::string& name, int64_t value, const std::string& object_path) {
     hid_t space = HDF5_CHECK(H5Screate(H5S_SCALAR));
-    hid_t attribute = HDF5_CHECK(H5Acreate_by_name(file_, object_path.c_str(), name.c_str(), H5T_NATIVE_INT64, space,
-                                                   H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    hid_t attribute = HDF5_CHECK(H5Acreate_by_name(file_, object_path.c_str(), name.c_str(), H5T_NATIVE_INT64,
+                                                   space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     HDF5_CHECK(H5Awrite(attribute, H5T_NATIVE_INT64, &value));
     H5Aclose(attribute);
     H5Sclose(space);
 }
 
-void H5File::write_typed(const std::string& path, const std::vector<hsize_t>& dims, hid_t type, const void* data) {
-    hid_t space = dims.empty() ? HDF5_CHECK(H5Screate(H5S_SCALAR))
-                               : HDF5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+void H5File::write_typed(const std::string& path,
+                         const std::vector<hsize_t>& dims,
+                         hid_t type,
+                         const void* data) {
+    hid_t space = dims.empty()
+                      ? HDF5_CHECK(H5Screate(H5S_SCALAR))
+                      : HDF5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
     hid_t lcpl = link_creation_with_parents();
     hid_t dataset = HDF5_CHECK(H5Dcreate2(file_, path.c_str(), type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT));
     HDF5_CHECK(H5Dwrite(dataset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
@@ -79,7 +88,10 @@ void H5File::write(const std::string& path, const std::vector<hsize_t>& dims, co
     write_typed(path, dims, H5T_NATIVE_INT32, data);
 }
 
-H5Table::H5Table(H5File& file, const std::string& path, std::vector<hsize_t> row_dims, hid_t type,
+H5Table::H5Table(H5File& file,
+                 const std::string& path,
+                 std::vector<hsize_t> row_dims,
+                 hid_t type,
                  const std::string& units)
     : type_(type), row_dims_(std::move(row_dims)) {
     std::vector<hsize_t> dims{0}, max_dims{H5S_UNLIMITED}, chunk{64};

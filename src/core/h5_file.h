@@ -11,7 +11,7 @@
 namespace expar {
 
 class H5File {
-  public:
+   public:
     // Creates (truncates) path. Throws expar::Error with the path if it cannot be created.
     explicit H5File(const std::string& path);
     ~H5File();
@@ -31,22 +31,25 @@ class H5File {
     void write(const std::string& path, const std::vector<hsize_t>& dims, const int64_t* data);
     void write(const std::string& path, const std::vector<hsize_t>& dims, const int32_t* data);
 
-  private:
+   private:
     void write_typed(const std::string& path, const std::vector<hsize_t>& dims, hid_t type, const void* data);
     hid_t file_ = -1;
 };
 
 // A dataset of shape [steps, row_dims...] that grows by one row per append. Chunked by rows.
 class H5Table {
-  public:
-    H5Table(H5File& file, const std::string& path, std::vector<hsize_t> row_dims, hid_t type,
+   public:
+    H5Table(H5File& file,
+            const std::string& path,
+            std::vector<hsize_t> row_dims,
+            hid_t type,
             const std::string& units);
     ~H5Table();
     H5Table(const H5Table&) = delete;
     H5Table& operator=(const H5Table&) = delete;
     void append(const void* row);
 
-  private:
+   private:
     hid_t dataset_ = -1;
     hid_t type_;
     std::vector<hsize_t> row_dims_;

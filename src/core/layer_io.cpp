@@ -10,8 +10,22 @@ namespace expar {
 
 namespace {
 
-enum TableIndex { kStep, kPhaseUs, kStepUs, kA2aUs, kA2aBytes, kTokensPerS, kAux, kZ, kCapacity, kDropFraction,
-                  kRequested, kReceived, kDropped, kNumTables };
+enum TableIndex {
+    kStep,
+    kPhaseUs,
+    kStepUs,
+    kA2aUs,
+    kA2aBytes,
+    kTokensPerS,
+    kAux,
+    kZ,
+    kCapacity,
+    kDropFraction,
+    kRequested,
+    kReceived,
+    kDropped,
+    kNumTables
+};
 
 // Rank 0 tries to create the file; everyone learns whether it worked, so all ranks fail together.
 std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
@@ -28,7 +42,8 @@ std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
     int64_t all_ok = -ok;  // max of -ok: 0 if any rank failed
     comm.allreduce_max_i64(&all_ok, 1);
     if (all_ok == 0)
-        EXPAR_FAIL("cannot create HDF5 file '" << path << "' (check that its directory exists and is writable)");
+        EXPAR_FAIL("cannot create HDF5 file '" << path
+                                               << "' (check that its directory exists and is writable)");
     return file;
 }
 
@@ -58,27 +73,32 @@ LayerLog::LayerLog(Comm& comm, const std::string& path, const Attributes& option
     if (comm_.rank() != 0) return;
     write_common_attributes(*file_, options, P);
     std::string phases;
-    for (int p = 0; p < kNumPhases; ++p) phases += std::string(p ? "," : "") + phase_name(static_cast<Phase>(p));
+    for (int p = 0; p < kNumPhases; ++p)
+        phases += std::string(p ? "," : "") + phase_name(static_cast<Phase>(p));
     const hsize_t P_ = static_cast<hsize_t>(P), E_ = static_cast<hsize_t>(E);
     tables_.resize(kNumTables);
-    tables_[kStep] = std::make_unique<H5Table>(*file_, "/steps/step", std::vector<hsize_t>{}, H5T_NATIVE_INT64, "");
-    tables_[kPhaseUs] = std::make_unique<H5Table>(*file_, "/steps/phase_time_us", std::vector<hsize_t>{P_, kNumPhases},
-                                                  H5T_NATIVE_DOUBLE, "us");
+    tables_[kStep] =
+        std::make_unique<H5Table>(*file_, "/steps/step", std::vector<hsize_t>{}, H5T_NATIVE_INT64, "");
+    tables_[kPhaseUs] = std::make_unique<H5Table>(
+        *file_, "/steps/phase_time_us", std::vector<hsize_t>{P_, kNumPhases}, H5T_NATIVE_DOUBLE, "us");
     file_->attr("phases", phases, "/steps/phase_time_us");
     tables_[kStepUs] = std::make_unique<H5Table>(*file_, "/steps/step_time_us", std::vector<hsize_t>{P_},
                                                  H5T_NATIVE_DOUBLE, "us");
     tables_[kA2aUs] = std::make_unique<H5Table>(*file_, "/steps/alltoallv_time_us", std::vector<hsize_t>{P_},
                                                 H5T_NATIVE_DOUBLE, "us");
-    tables_[kA2aBytes] = std::make_unique<H5Table>(*file_, "/steps/alltoallv_bytes_sent", std::vector<hsize_t>{P_},
-                                                   H5T_NATIVE_DOUBLE, "bytes");
+    tables_[kA2aBytes] = std::make_unique<H5Table>(*file_, "/steps/alltoallv_bytes_sent",
+                                                   std::vector<hsize_t>{P_}, H5T_NATIVE_DOUBLE, "bytes");
     tables_[kTokensPerS] = std::make_unique<H5Table>(*file_, "/steps/tokens_per_s", std::vector<hsize_t>{},
                                                      H5T_NATIVE_DOUBLE, "tokens/s");
-    tables_[kAux] = std::make_unique<H5Table>(*file_, "/steps/aux_loss", std::vector<hsize_t>{}, H5T_NATIVE_DOUBLE, "1");
-    tables_[kZ] = std::make_unique<H5Table>(*file_, "/steps/z_loss", std::vector<hsize_t>{}, H5T_NATIVE_DOUBLE, "1");
+    tables_[kAux] =
+        std::make_unique<H5Table>(*file_, "/steps/aux_loss", std::vector<hsize_t>{}, H5T_NATIVE_DOUBLE, "1");
+    tables_[kZ] =
+        std::make_unique<H5Table>(*file_, "/steps/z_loss", std::vector<hsize_t>{}, H5T_NATIVE_DOUBLE, "1");
     tables_[kCapacity] = std::make_unique<H5Table>(*file_, "/steps/capacity", std::vector<hsize_t>{},
                                                    H5T_NATIVE_INT64, "tokens per expert per scope group");
-    tables_[kDropFraction] = std::make_unique<H5Table>(*file_, "/steps/dropped_fraction", std::vector<hsize_t>{},
-                                                       H5T_NATIVE_DOUBLE, "fraction of routed assignments");
+    tables_[kDropFraction] =
+        std::make_unique<H5Table>(*file_, "/steps/dropped_fraction", std::vector<hsize_t>{},
+                                  H5T_NATIVE_DOUBLE, "fraction of routed assignments");
     tables_[kRequested] = std::make_unique<H5Table>(*file_, "/experts/requested", std::vector<hsize_t>{E_},
                                                     H5T_NATIVE_INT64, "tokens");
     tables_[kReceived] = std::make_unique<H5Table>(*file_, "/experts/received", std::vector<hsize_t>{E_},
@@ -176,7 +196,8 @@ void write_layer_dump(Comm& comm,
     const GateState& g = layer.gate_state();
     const DispatchHandle& h = layer.handle();
     std::vector<float> routing(T_local * k);
-    for (int64_t s = 0; s < T_local * k; ++s) routing[s] = h.kept[s] ? static_cast<float>(g.expert[s]) : -1.0f;
+    for (int64_t s = 0; s < T_local * k; ++s)
+        routing[s] = h.kept[s] ? static_cast<float>(g.expert[s]) : -1.0f;
     comm.gatherv_f32(routing.data(), T_local * k, global.data(), 0);
     if (root) {
         std::vector<int32_t> experts(T * k);
@@ -197,7 +218,8 @@ void write_layer_dump(Comm& comm,
             file->write("/router/w_noise", {d_, E_}, params.router_noise_w);
             file->write("/grad/router/w_noise", {d_, E_}, grads.router_noise_w);
             const uint64_t stream = rng_per_step(kStreamGateNoise, step);
-            for (int64_t i = 0; i < T * E; ++i) global[i] = rng_normal(seed, stream, static_cast<uint64_t>(i));
+            for (int64_t i = 0; i < T * E; ++i)
+                global[i] = rng_normal(seed, stream, static_cast<uint64_t>(i));
             file->write("/router/noise_eps", {T_, E_}, global.data());
         }
     }
@@ -215,8 +237,10 @@ void write_layer_dump(Comm& comm,
                              {"w3", params.w3, grads.w3, d * f, {E_, d_, f_}}};
     for (const Named& tensor : experts) {
         if (tensor.value == nullptr) continue;
-        gather_write(std::string("/experts/") + tensor.name, tensor.value, EL * tensor.per_expert, tensor.dims);
-        gather_write(std::string("/grad/experts/") + tensor.name, tensor.grad, EL * tensor.per_expert, tensor.dims);
+        gather_write(std::string("/experts/") + tensor.name, tensor.value, EL * tensor.per_expert,
+                     tensor.dims);
+        gather_write(std::string("/grad/experts/") + tensor.name, tensor.grad, EL * tensor.per_expert,
+                     tensor.dims);
     }
     if (root) {
         write_common_attributes(*file, options, P);

@@ -19,7 +19,7 @@ using Attributes = std::vector<std::pair<std::string, std::string>>;
 void write_common_attributes(H5File& file, const Attributes& options, int num_ranks);
 
 class LayerLog {
-  public:
+   public:
     // Collective. Throws the same error on every rank if rank 0 cannot create the file.
     LayerLog(Comm& comm, const std::string& path, const Attributes& options, const LayerConfig& config);
     ~LayerLog();
@@ -27,7 +27,7 @@ class LayerLog {
     void append(int64_t step, const MoeLayer& layer, double step_time_s, double tokens_per_s);
     void flush();
 
-  private:
+   private:
     Comm& comm_;
     int64_t num_experts_;
     std::vector<double> rank_row_, all_rows_;  // per-rank values, gathered to rank 0

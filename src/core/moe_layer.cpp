@@ -30,10 +30,10 @@ struct KeyBefore {
 }  // namespace
 
 const char* phase_name(Phase phase) {
-    static const char* names[kNumPhases] = {
-        "forward/route",   "forward/count_exchange", "forward/layout",  "forward/dispatch",
-        "forward/expert",  "forward/combine",        "backward/combine", "backward/expert",
-        "backward/dispatch", "backward/route"};
+    static const char* names[kNumPhases] = {"forward/route",    "forward/count_exchange", "forward/layout",
+                                            "forward/dispatch", "forward/expert",         "forward/combine",
+                                            "backward/combine", "backward/expert",        "backward/dispatch",
+                                            "backward/route"};
     return names[phase];
 }
 
@@ -49,8 +49,13 @@ MoeLayer::MoeLayer(const LayerConfig& config, Comm& comm, ExpertCompute& experts
     const bool bias = config_.expert_bias;
 
     // Parameters: a size table, one allocation, named views (llm.c style).
-    const int64_t sizes[7] = {d * E, noisy ? d * E : 0, EL * d * f, bias ? EL * f : 0, EL * f * d,
-                              bias ? EL * d : 0, swiglu ? EL * d * f : 0};
+    const int64_t sizes[7] = {d * E,
+                              noisy ? d * E : 0,
+                              EL * d * f,
+                              bias ? EL * f : 0,
+                              EL * f * d,
+                              bias ? EL * d : 0,
+                              swiglu ? EL * d * f : 0};
     num_param_floats_ = 0;
     for (int64_t size : sizes) num_param_floats_ += size;
     param_memory_.assign(num_param_floats_, 0.0f);
@@ -82,7 +87,7 @@ MoeLayer::MoeLayer(const LayerConfig& config, Comm& comm, ExpertCompute& experts
     slot_weight_.resize(T * k);
     dslot_weight_.resize(T * k);
     slot_routed_.resize(T * k);
-    gate_ = GateState{logits_.data(), probs_.data(), lse_.data(), noise_logits_.data(),
+    gate_ = GateState{logits_.data(), probs_.data(),       lse_.data(),         noise_logits_.data(),
                       scores_.data(), slot_expert_.data(), slot_weight_.data(), slot_routed_.data()};
     prob_sum_.resize(E);
     aux_dprob_.resize(E);
@@ -148,7 +153,8 @@ void MoeLayer::init_params(uint64_t seed) {
     const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(d));
     const float inv_sqrt_f = 1.0f / std::sqrt(static_cast<float>(f));
     synthetic_fill(params_.router_w, seed, kStreamRouterW, 0, d * E, inv_sqrt_d);
-    if (params_.router_noise_w) synthetic_fill(params_.router_noise_w, seed, kStreamRouterNoiseW, 0, d * E, 0.1f * inv_sqrt_d);
+    if (params_.router_noise_w)
+        synthetic_fill(params_.router_noise_w, seed, kStreamRouterNoiseW, 0, d * E, 0.1f * inv_sqrt_d);
     synthetic_fill(params_.w1, seed, kStreamW1, first * d * f, EL * d * f, inv_sqrt_d);
     synthetic_fill(params_.w2, seed, kStreamW2, first * f * d, EL * f * d, inv_sqrt_f);
     if (params_.w3) synthetic_fill(params_.w3, seed, kStreamW3, first * d * f, EL * d * f, inv_sqrt_d);
@@ -156,23 +162,28 @@ void MoeLayer::init_params(uint64_t seed) {
     if (params_.b2) synthetic_fill(params_.b2, seed, kStreamB2, first * d, EL * d, 0.02f);
 }
 
-void MoeLayer::zero_grads() { std::fill(grad_memory_.begin(), grad_memory_.end(), 0.0f); }
+void MoeLayer::zero_grads() {
+    std::fill(grad_memory_.begin(), grad_memory_.end(), 0.0f);
+}
 
 ExpertWeights MoeLayer::expert_weights(int64_t le) const {
     const int64_t d = config_.d_model, f = config_.d_ff;
-    return ExpertWeights{params_.w1 + le * d * f, params_.b1 ? params_.b1 + le * f : nullptr, params_.w2 + le * f * d,
-                         params_.b2 ? params_.b2 + le * d : nullptr, params_.w3 ? params_.w3 + le * d * f : nullptr};
+    return ExpertWeights{params_.w1 + le * d * f, params_.b1 ? params_.b1 + le * f : nullptr,
+                         params_.w2 + le * f * d, params_.b2 ? params_.b2 + le * d : nullptr,
+                         params_.w3 ? params_.w3 + le * d * f : nullptr};
 }
 
 ExpertGrads MoeLayer::expert_grads(int64_t le) const {
     const int64_t d = config_.d_model, f = config_.d_ff;
-    return ExpertGrads{grads_.w1 + le * d * f, grads_.b1 ? grads_.b1 + le * f : nullptr, grads_.w2 + le * f * d,
-                       grads_.b2 ? grads_.b2 + le * d : nullptr, grads_.w3 ? grads_.w3 + le * d * f : nullptr};
+    return ExpertGrads{grads_.w1 + le * d * f, grads_.b1 ? grads_.b1 + le * f : nullptr,
+                       grads_.w2 + le * f * d, grads_.b2 ? grads_.b2 + le * d : nullptr,
+                       grads_.w3 ? grads_.w3 + le * d * f : nullptr};
 }
 
 ExpertActivations MoeLayer::expert_acts(int64_t row_begin) {
     const int64_t f = config_.d_ff;
-    return ExpertActivations{act_h_.data() + row_begin * f, act_g_.empty() ? nullptr : act_g_.data() + row_begin * f,
+    return ExpertActivations{act_h_.data() + row_begin * f,
+                             act_g_.empty() ? nullptr : act_g_.data() + row_begin * f,
                              act_a_.data() + row_begin * f};
 }
 
@@ -206,7 +217,8 @@ void MoeLayer::route(const float* x, int64_t step, uint64_t seed) {
     const int64_t T = config_.tokens_per_rank, d = config_.d_model;
     int64_t num_nonfinite = 0;
     for (int64_t i = 0; i < T * d; ++i) num_nonfinite += !std::isfinite(x[i]);
-    gate_inputs_ = GateInputs{x, params_.router_w, params_.router_noise_w, router_bias_.data(), T, rank() * T, seed, step};
+    gate_inputs_ = GateInputs{
+        x, params_.router_w, params_.router_noise_w, router_bias_.data(), T, rank() * T, seed, step};
     GatePartialSums sums{prob_sum_.data(), local_requested_.data()};
     if (num_nonfinite == 0) {
         gate_forward(gate_, &sums, gate_inputs_, config_);
@@ -277,7 +289,8 @@ void MoeLayer::plan_layout() {
     if (capacity_needs_key_exchange(config_)) {
         select_probs_global();
     } else {
-        capacity_allowed_from_counts(handle_.allowed.data(), handle_.requested.data(), static_cast<int>(P), config_);
+        capacity_allowed_from_counts(handle_.allowed.data(), handle_.requested.data(), static_cast<int>(P),
+                                     config_);
     }
 
     // Keep the first allowed[me][e] of each expert's assignments in policy order; send them in token order.
@@ -364,8 +377,8 @@ void MoeLayer::select_probs_global() {
     }
     static_assert(sizeof(Key) == 4 * sizeof(float), "a key travels as a row of 4 floats");
     comm_.alltoallv_rows(reinterpret_cast<const float*>(key_send_.data()), key_send_rows_.data(),
-                         key_send_offsets_.data(), reinterpret_cast<float*>(key_recv_.data()), key_recv_rows_.data(),
-                         key_recv_offsets_.data(), 4);
+                         key_send_offsets_.data(), reinterpret_cast<float*>(key_recv_.data()),
+                         key_recv_rows_.data(), key_recv_offsets_.data(), 4);
     for (int64_t le = 0; le < EL; ++le) {
         const int64_t e = me * EL + le;
         if (!overflowing(e)) {
@@ -385,8 +398,8 @@ void MoeLayer::select_probs_global() {
             }
             allowed_block_[le * P + r] = 0;
         }
-        std::nth_element(key_scratch_.begin(), key_scratch_.begin() + (capacity - 1), key_scratch_.begin() + count,
-                         KeyBefore{});
+        std::nth_element(key_scratch_.begin(), key_scratch_.begin() + (capacity - 1),
+                         key_scratch_.begin() + count, KeyBefore{});
         const Key threshold = key_scratch_[capacity - 1];
         for (int64_t i = 0; i < count; ++i)
             if (!KeyBefore{}(threshold, key_scratch_[i])) ++allowed_block_[le * P + key_scratch_[i].pad];
@@ -394,7 +407,8 @@ void MoeLayer::select_probs_global() {
     comm_.allgather_i64(allowed_block_.data(), allowed_blocks_.data(), EL * P);
     for (int64_t r = 0; r < P; ++r)
         for (int64_t le = 0; le < EL; ++le)
-            for (int64_t s = 0; s < P; ++s) handle_.allowed[s * E + r * EL + le] = allowed_blocks_[r * EL * P + le * P + s];
+            for (int64_t s = 0; s < P; ++s)
+                handle_.allowed[s * E + r * EL + le] = allowed_blocks_[r * EL * P + le * P + s];
 }
 
 void MoeLayer::permute_source_to_expert(float* expert_major, const float* source_major) {
@@ -405,7 +419,8 @@ void MoeLayer::permute_source_to_expert(float* expert_major, const float* source
     for (int64_t r = 0; r < P; ++r)
         for (int64_t le = 0; le < EL; ++le) {
             const int64_t rows = handle_.allowed[r * E + me * EL + le];
-            std::memcpy(expert_major + expert_fill_[le] * d, source_major + src_row * d, sizeof(float) * rows * d);
+            std::memcpy(expert_major + expert_fill_[le] * d, source_major + src_row * d,
+                        sizeof(float) * rows * d);
             expert_fill_[le] += rows;
             src_row += rows;
         }
@@ -419,7 +434,8 @@ void MoeLayer::permute_expert_to_source(float* source_major, const float* expert
     for (int64_t r = 0; r < P; ++r)
         for (int64_t le = 0; le < EL; ++le) {
             const int64_t rows = handle_.allowed[r * E + me * EL + le];
-            std::memcpy(source_major + src_row * d, expert_major + expert_fill_[le] * d, sizeof(float) * rows * d);
+            std::memcpy(source_major + src_row * d, expert_major + expert_fill_[le] * d,
+                        sizeof(float) * rows * d);
             expert_fill_[le] += rows;
             src_row += rows;
         }
@@ -439,7 +455,8 @@ void MoeLayer::timed_alltoallv(const float* send, float* recv, bool forward_dire
     }
     stats_.alltoallv_s += now_s() - t0;
     const int64_t sent = (forward_direction ? h.num_send - h.send_rows[me] : h.num_recv - h.recv_rows[me]);
-    const int64_t received = (forward_direction ? h.num_recv - h.recv_rows[me] : h.num_send - h.send_rows[me]);
+    const int64_t received =
+        (forward_direction ? h.num_recv - h.recv_rows[me] : h.num_send - h.send_rows[me]);
     stats_.alltoallv_bytes_sent += sent * d * static_cast<int64_t>(sizeof(float));
     stats_.alltoallv_bytes_recv += received * d * static_cast<int64_t>(sizeof(float));
 }
@@ -536,8 +553,8 @@ void MoeLayer::backward(float* dx, const float* dy) {
 
     const double T_global = static_cast<double>(P * T);
     const GateLossGrads loss{aux_dprob_.data(), config_.z_loss_coef * 2.0 / T_global};
-    gate_backward(dx, grads_.router_w, grads_.router_noise_w, dlogits_.data(), dnoise_.data(), dslot_weight_.data(),
-                  gate_, gate_inputs_, loss, config_);
+    gate_backward(dx, grads_.router_w, grads_.router_noise_w, dlogits_.data(), dnoise_.data(),
+                  dslot_weight_.data(), gate_, gate_inputs_, loss, config_);
     stats_.phase_s[kBwdRoute] = now_s() - t3;
 }
 

@@ -55,8 +55,8 @@ struct DispatchHandle {
 };
 
 struct LayerStepStats {
-    double phase_s[kNumPhases] = {};  // seconds on this rank
-    double alltoallv_s = 0;           // seconds inside the token alltoallv calls (4 per step)
+    double phase_s[kNumPhases] = {};   // seconds on this rank
+    double alltoallv_s = 0;            // seconds inside the token alltoallv calls (4 per step)
     int64_t alltoallv_bytes_sent = 0;  // bytes this rank sent to *other* ranks in those calls
     int64_t alltoallv_bytes_recv = 0;
     double expert_flops = 0;  // forward + backward, this rank
@@ -65,7 +65,7 @@ struct LayerStepStats {
 };
 
 class MoeLayer {
-  public:
+   public:
     MoeLayer(const LayerConfig& config, Comm& comm, ExpertCompute& experts, int layer_index = 0);
     MoeLayer(const MoeLayer&) = delete;
     MoeLayer& operator=(const MoeLayer&) = delete;
@@ -100,7 +100,7 @@ class MoeLayer {
         return slot_row_[slot] < 0 ? nullptr : combine_recv_.data() + slot_row_[slot] * config_.d_model;
     }
 
-  private:
+   private:
     void route(const float* x, int64_t step, uint64_t seed);
     void exchange_counts(int64_t step);
     void plan_layout();
@@ -136,8 +136,8 @@ class MoeLayer {
     GateInputs gate_inputs_{};
     std::vector<double> prob_sum_, aux_dprob_;
     std::vector<int64_t> local_requested_;
-    std::vector<int64_t> count_send_, count_recv_;   // [E + 2] per rank: counts, skipped, non-finite
-    std::vector<double> sum_send_, sum_recv_;         // [E + 1] per rank: prob sums, z sum
+    std::vector<int64_t> count_send_, count_recv_;  // [E + 2] per rank: counts, skipped, non-finite
+    std::vector<double> sum_send_, sum_recv_;       // [E + 1] per rank: prob sums, z sum
 
     // Layout scratch.
     std::vector<int64_t> by_expert_, expert_begin_, expert_fill_;  // routed assignments sorted by expert
@@ -161,7 +161,7 @@ class MoeLayer {
     std::vector<float> expert_dx_;  // [max_recv, d]
     std::vector<float> act_h_, act_g_, act_a_;  // [max_recv, f]
     std::vector<float> combine_recv_;  // [T_local·k, d] expert outputs back at the source, send order
-    std::vector<int64_t> slot_row_;     // [T_local·k] send row of each slot t·k + j, -1 if not kept
+    std::vector<int64_t> slot_row_;    // [T_local·k] send row of each slot t·k + j, -1 if not kept
 
     const float* saved_x_ = nullptr;
     DispatchHandle handle_;

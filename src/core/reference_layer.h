@@ -24,18 +24,18 @@ struct ReferenceParams {
 
 template <typename S>
 struct ReferenceResult {
-    std::vector<S> y;               // [T, d]
-    std::vector<int64_t> expert;    // [T, k] selected expert per slot (slot 0 = top-1), always valid
-    std::vector<S> weight;          // [T, k] gate weight per slot
-    std::vector<uint8_t> routed;    // [T, k] 0 for gshard's skipped second slot
-    std::vector<uint8_t> kept;      // [T, k] routed and within capacity
-    std::vector<int64_t> requested; // [E] routed assignments per expert, before capacity
-    std::vector<int64_t> received;  // [E] kept assignments per expert
-    S aux = 0;                      // load-balancing loss
-    S z = 0;                        // router z-loss
-    S objective = 0;                // L = sum(dy*y) + aux_coef*aux + z_coef*z
-    std::vector<S> dx;              // [T, d]
-    ReferenceParams<S> grad;        // same shapes as the parameters
+    std::vector<S> y;                // [T, d]
+    std::vector<int64_t> expert;     // [T, k] selected expert per slot (slot 0 = top-1), always valid
+    std::vector<S> weight;           // [T, k] gate weight per slot
+    std::vector<uint8_t> routed;     // [T, k] 0 for gshard's skipped second slot
+    std::vector<uint8_t> kept;       // [T, k] routed and within capacity
+    std::vector<int64_t> requested;  // [E] routed assignments per expert, before capacity
+    std::vector<int64_t> received;   // [E] kept assignments per expert
+    S aux = 0;                       // load-balancing loss
+    S z = 0;                         // router z-loss
+    S objective = 0;                 // L = sum(dy*y) + aux_coef*aux + z_coef*z
+    std::vector<S> dx;               // [T, d]
+    ReferenceParams<S> grad;         // same shapes as the parameters
 };
 
 // Forward and backward of the whole layer over the global batch.

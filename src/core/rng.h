@@ -10,8 +10,8 @@ namespace expar {
 
 // Streams: one per kind of random quantity. Per-step streams add (step << 8).
 enum RngStream : uint64_t {
-    kStreamTokens = 1,       // x[t, i], per step
-    kStreamUpstreamGrad = 2, // dy[t, i], per step
+    kStreamTokens = 1,        // x[t, i], per step
+    kStreamUpstreamGrad = 2,  // dy[t, i], per step
     kStreamRouterW = 3,
     kStreamRouterNoiseW = 4,
     kStreamW1 = 5,
@@ -19,11 +19,13 @@ enum RngStream : uint64_t {
     kStreamW2 = 7,
     kStreamB2 = 8,
     kStreamW3 = 9,
-    kStreamGateNoise = 10,   // noisy-topk epsilon[t, e], per step
-    kStreamGshardUniform = 11, // gshard second-expert coin U[t], per step
+    kStreamGateNoise = 10,      // noisy-topk epsilon[t, e], per step
+    kStreamGshardUniform = 11,  // gshard second-expert coin U[t], per step
 };
 
-inline uint64_t rng_per_step(uint64_t stream, int64_t step) { return stream + (static_cast<uint64_t>(step) << 8); }
+inline uint64_t rng_per_step(uint64_t stream, int64_t step) {
+    return stream + (static_cast<uint64_t>(step) << 8);
+}
 
 // SplitMix64 finaliser (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
 inline uint64_t rng_mix(uint64_t z) {

@@ -7,8 +7,12 @@
 
 namespace expar::test {
 
-void make_global_inputs(const LayerConfig& c, int64_t global_tokens, uint64_t seed, int64_t step,
-                        std::vector<float>* x, std::vector<float>* dy) {
+void make_global_inputs(const LayerConfig& c,
+                        int64_t global_tokens,
+                        uint64_t seed,
+                        int64_t step,
+                        std::vector<float>* x,
+                        std::vector<float>* dy) {
     x->resize(global_tokens * c.d_model);
     dy->resize(global_tokens * c.d_model);
     synthetic_rows(x->data(), seed, kStreamTokens, step, 0, global_tokens, c.d_model);
@@ -23,7 +27,8 @@ void load_params(MoeLayer& layer, const ReferenceParams<float>& p) {
     std::copy(p.router_w.begin(), p.router_w.end(), t.router_w);
     if (t.router_noise_w) std::copy(p.router_noise_w.begin(), p.router_noise_w.end(), t.router_noise_w);
     auto slice = [&](const std::vector<float>& global, float* local, int64_t per_expert) {
-        if (local) std::copy(global.begin() + first * per_expert, global.begin() + (first + EL) * per_expert, local);
+        if (local)
+            std::copy(global.begin() + first * per_expert, global.begin() + (first + EL) * per_expert, local);
     };
     slice(p.w1, t.w1, d * f);
     slice(p.b1, t.b1, f);
@@ -33,8 +38,8 @@ void load_params(MoeLayer& layer, const ReferenceParams<float>& p) {
     (void)E;
 }
 
-GlobalResult run_distributed(const LayerConfig& config, MPI_Comm mpi_comm, uint64_t seed, int64_t step,
-                             ExpertCompute* experts) {
+GlobalResult run_distributed(
+    const LayerConfig& config, MPI_Comm mpi_comm, uint64_t seed, int64_t step, ExpertCompute* experts) {
     MpiComm comm(mpi_comm);
     const int P = comm.size(), rank = comm.rank();
     const int64_t T_local = config.tokens_per_rank, T = P * T_local, d = config.d_model, k = config.top_k;

@@ -22,8 +22,12 @@ void* operator new(size_t size) {
     if (void* p = std::malloc(size ? size : 1)) return p;
     throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, size_t) noexcept {
+    std::free(p);
+}
 
 namespace expar::test {
 namespace {
@@ -143,7 +147,8 @@ TEST(RoundTrip, IdentityExpertsGiveWeightedSumOfKeptInputs) {
         const int64_t T = c.tokens_per_rank, d = c.d_model, k = c.top_k;
         std::vector<float> x(T * d), y(T * d), dy(T * d, 1.0f), dx(T * d);
         for (int64_t t = 0; t < T; ++t)
-            for (int64_t i = 0; i < d; ++i) x[t * d + i] = static_cast<float>(comm.rank() * T + t) + i / 64.0f;
+            for (int64_t i = 0; i < d; ++i)
+                x[t * d + i] = static_cast<float>(comm.rank() * T + t) + i / 64.0f;
         layer.forward(y.data(), x.data(), 0, 5);
         const GateState& g = layer.gate_state();
         int64_t kept = 0;

@@ -117,8 +117,12 @@ const Case kCases[] = {
     {"topk2_cf2_local", 8, 2, G::topk, false, 2.0, kLocal, kPos, A::gelu, true, 0.0},
 };
 
-INSTANTIATE_TEST_SUITE_P(Configs, LayerVsReference, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Configs,
+                         LayerVsReference,
+                         ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                             return std::string(info.param.name);
+                         });
 
 }  // namespace
 }  // namespace expar::test

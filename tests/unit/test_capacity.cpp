@@ -13,15 +13,17 @@ namespace {
 
 TEST(Capacity, FormulaAndRounding) {
     EXPECT_EQ(capacity_per_expert(1.25, 4096, 2, 8), 1280);
-    EXPECT_EQ(capacity_per_expert(1.0, 10, 1, 4), 3);     // ceil(2.5)
+    EXPECT_EQ(capacity_per_expert(1.0, 10, 1, 4), 3);       // ceil(2.5)
     EXPECT_EQ(capacity_per_expert(1.1, 1000, 1, 10), 110);  // 110.00000000000001 must not become 111
-    EXPECT_EQ(capacity_per_expert(0.01, 10, 1, 8), 1);    // ceil of a tiny positive number
+    EXPECT_EQ(capacity_per_expert(0.01, 10, 1, 8), 1);      // ceil of a tiny positive number
     EXPECT_EQ(capacity_per_expert(2.0, 3, 2, 4), 3);
 }
 
 // Builds the global token order (rank-major) and keeps, per expert, the first `capacity` assignments:
 // the position policy written the obvious way.
-std::vector<int64_t> brute_force_position_global(const std::vector<int64_t>& requested, int P, int64_t E,
+std::vector<int64_t> brute_force_position_global(const std::vector<int64_t>& requested,
+                                                 int P,
+                                                 int64_t E,
                                                  int64_t capacity) {
     std::vector<int64_t> allowed(P * E, 0), used(E, 0);
     for (int r = 0; r < P; ++r)

@@ -13,17 +13,22 @@ namespace {
 
 double act_ref(Activation a, double h) {
     switch (a) {
-        case Activation::gelu: return h * 0.5 * std::erfc(-h / std::sqrt(2.0));
-        case Activation::relu: return h > 0 ? h : 0;
+        case Activation::gelu:
+            return h * 0.5 * std::erfc(-h / std::sqrt(2.0));
+        case Activation::relu:
+            return h > 0 ? h : 0;
         case Activation::silu:
-        case Activation::swiglu: return h / (1 + std::exp(-h));
+        case Activation::swiglu:
+            return h / (1 + std::exp(-h));
     }
     return 0;
 }
 double act_grad_ref(Activation a, double h) {
     switch (a) {
-        case Activation::gelu: return 0.5 * std::erfc(-h / std::sqrt(2.0)) + h * std::exp(-0.5 * h * h) / std::sqrt(2 * M_PI);
-        case Activation::relu: return h > 0 ? 1 : 0;
+        case Activation::gelu:
+            return 0.5 * std::erfc(-h / std::sqrt(2.0)) + h * std::exp(-0.5 * h * h) / std::sqrt(2 * M_PI);
+        case Activation::relu:
+            return h > 0 ? 1 : 0;
         case Activation::silu:
         case Activation::swiglu: {
             const double s = 1 / (1 + std::exp(-h));
@@ -45,8 +50,10 @@ TEST(Activation, MatchesLibmAcrossRange) {
             const double want = act_ref(a, h[i]), want_grad = act_grad_ref(a, h[i]);
             // Relative to max(|value|, floor): absolute near zeros. gelu' = Φ(h) + h·φ(h) vanishes at
             // h ≈ −0.75 by cancelling two terms of about 0.23, so its floor is 1e-2, not 1e-3.
-            EXPECT_NEAR(out[i], want, 2e-6 * std::max(std::fabs(want), 1e-3)) << to_string(a) << " h=" << h[i];
-            EXPECT_NEAR(da[i], want_grad, 2e-5 * std::max(std::fabs(want_grad), 1e-2)) << to_string(a) << " h=" << h[i];
+            EXPECT_NEAR(out[i], want, 2e-6 * std::max(std::fabs(want), 1e-3))
+                << to_string(a) << " h=" << h[i];
+            EXPECT_NEAR(da[i], want_grad, 2e-5 * std::max(std::fabs(want_grad), 1e-2))
+                << to_string(a) << " h=" << h[i];
         }
     }
 }
@@ -55,12 +62,21 @@ TEST(Activation, MatchesLibmAcrossRange) {
 struct Plain {
     std::vector<double> y, dx, dw1, db1, dw2, db2, dw3;
 };
-Plain plain_ffn(const std::vector<float>& x, const std::vector<float>& dy, const std::vector<float>& w1,
-                const std::vector<float>& b1, const std::vector<float>& w2, const std::vector<float>& b2,
-                const std::vector<float>& w3, int64_t n, int64_t d, int64_t f, Activation act) {
+Plain plain_ffn(const std::vector<float>& x,
+                const std::vector<float>& dy,
+                const std::vector<float>& w1,
+                const std::vector<float>& b1,
+                const std::vector<float>& w2,
+                const std::vector<float>& b2,
+                const std::vector<float>& w3,
+                int64_t n,
+                int64_t d,
+                int64_t f,
+                Activation act) {
     const bool sw = act == Activation::swiglu;
-    Plain p{std::vector<double>(n * d), std::vector<double>(n * d), std::vector<double>(d * f), std::vector<double>(f),
-            std::vector<double>(f * d), std::vector<double>(d), std::vector<double>(d * f)};
+    Plain p{std::vector<double>(n * d), std::vector<double>(n * d), std::vector<double>(d * f),
+            std::vector<double>(f),     std::vector<double>(f * d), std::vector<double>(d),
+            std::vector<double>(d * f)};
     for (int64_t r = 0; r < n; ++r) {
         std::vector<double> h(f), g(f, 1.0), a(f), da(f), dh(f), dgv(f);
         for (int64_t j = 0; j < f; ++j) {
@@ -119,15 +135,16 @@ TEST(ExpertFfn, BlasMatchesPlainLoops) {
             return v;
         };
         const auto x = fill(n * d, 1, 1.0f), dy = fill(n * d, 2, 1.0f), w1 = fill(d * f, 3, 0.2f),
-                   b1 = fill(f, 4, 0.1f), w2 = fill(f * d, 5, 0.15f), b2 = fill(d, 6, 0.1f), w3 = fill(d * f, 7, 0.2f);
+                   b1 = fill(f, 4, 0.1f), w2 = fill(f * d, 5, 0.15f), b2 = fill(d, 6, 0.1f),
+                   w3 = fill(d * f, 7, 0.2f);
         const bool sw = act == Activation::swiglu;
         std::vector<float> y(n * d), dx(n * d), h(n * f), g(n * f), a(n * f);
         std::vector<float> dw1(d * f, 0), db1(f, 0), dw2(f * d, 0), db2(d, 0), dw3(d * f, 0);
         const ExpertWeights w{w1.data(), b1.data(), w2.data(), b2.data(), sw ? w3.data() : nullptr};
         const ExpertShape shape{d, f, act};
         expert_ffn_forward(y.data(), {h.data(), g.data(), a.data()}, x.data(), w, n, shape);
-        expert_ffn_backward(dx.data(), {dw1.data(), db1.data(), dw2.data(), db2.data(), dw3.data()}, dy.data(), x.data(),
-                            {h.data(), g.data(), a.data()}, w, n, shape);
+        expert_ffn_backward(dx.data(), {dw1.data(), db1.data(), dw2.data(), db2.data(), dw3.data()},
+                            dy.data(), x.data(), {h.data(), g.data(), a.data()}, w, n, shape);
         const Plain p = plain_ffn(x, dy, w1, b1, w2, b2, w3, n, d, f, act);
         SCOPED_TRACE(to_string(act));
         EXPECT_LT(rel(y.data(), p.y), 1e-5);
