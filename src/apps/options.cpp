@@ -112,6 +112,7 @@ bool parse_layer_options(
     for (const auto& [key, value] : vm) {
         if (key == "help") continue;
         std::ostringstream value_text;
+        value_text.precision(17);  // doubles round-trip exactly into the HDF5 attributes
         const boost::any& any = value.value();
         if (any.type() == typeid(std::string))
             value_text << boost::any_cast<std::string>(any);

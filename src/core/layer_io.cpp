@@ -243,8 +243,7 @@ void write_layer_dump(Comm& comm,
                      tensor.dims);
     }
     if (root) {
-        write_common_attributes(*file, options, P);
-        file->attr("seed", static_cast<int64_t>(seed));
+        write_common_attributes(*file, options, P);  // includes the seed, as an option
         file->attr("step", step);
     }
 }
