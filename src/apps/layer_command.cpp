@@ -163,15 +163,15 @@ int run_layer_command(int argc, char** argv, bool print_help) {
             to_string(c.drop_policy), (long long)c.d_model, (long long)c.d_ff, to_string(c.activation),
             (long long)T, (long long)options.steps, (long long)options.warmup);
         std::printf("%s\n", blas_description().c_str());
-        std::printf("\n%-20s %14s %8s\n", "phase", "time (ms)", "share");
+        std::printf("\n%-24s %12s %8s\n", "phase", "time (ms)", "share");
         for (int p = 0; p < kNumPhases; ++p) {
             std::vector<double> values(options.steps);
             for (int64_t i = 0; i < options.steps; ++i) values[i] = phase_s[i * kNumPhases + p];
             const double ms = median(values) * 1e3;
-            std::printf("%-20s %14.3f %7.1f%%\n", phase_name(static_cast<Phase>(p)), ms,
+            std::printf("%-24s %12.3f %7.1f%%\n", phase_name(static_cast<Phase>(p)), ms,
                         100.0 * ms / (step_median * 1e3));
         }
-        std::printf("%-20s %14.3f %7.1f%%\n", "step", step_median * 1e3, 100.0);
+        std::printf("%-24s %12.3f %7.1f%%\n", "step", step_median * 1e3, 100.0);
         std::printf("(median over steps of the max over ranks)\n\n");
         std::printf("throughput          %12.0f tokens/s (forward + backward, %lld tokens per step)\n",
                     median(tokens_per_s), (long long)(P * T));
