@@ -243,3 +243,36 @@ TEST(SteadyState, NoHeapAllocationAfterTheFirstSteps) {
 
 }  // namespace
 }  // namespace expar::test
+
+namespace expar::test {
+namespace {
+
+// Parameter gradients accumulate (+=) across backward calls; activation gradients are overwritten.
+TEST(Backward, ParameterGradientsAccumulate) {
+    LayerConfig c = base_config(world_size());
+    c.activation = Activation::swiglu;
+    c.gate = GateKind::noisy_topk;
+    MpiComm comm(MPI_COMM_WORLD);
+    BlasExpertCompute experts;
+    MoeLayer layer(c, comm, experts);
+    layer.init_params(4);
+    const int64_t T = c.tokens_per_rank, d = c.d_model;
+    std::vector<float> x(T * d), dy(T * d), y(T * d), dx_once(T * d), dx_twice(T * d);
+    synthetic_rows(x.data(), 4, 1, 0, comm.rank() * T, T, d);
+    synthetic_rows(dy.data(), 4, 2, 0, comm.rank() * T, T, d);
+    layer.zero_grads();
+    layer.forward(y.data(), x.data(), 0, 4);
+    layer.backward(dx_once.data(), dy.data());
+    const LayerTensors g = layer.grads();  // router_w is the first view of the one gradient allocation
+    const std::vector<float> once(g.router_w, g.router_w + layer.num_param_floats());
+    layer.forward(y.data(), x.data(), 0, 4);
+    layer.backward(dx_twice.data(), dy.data());
+    const std::vector<float> twice(g.router_w, g.router_w + layer.num_param_floats());
+    std::vector<float> doubled(once.size());
+    for (size_t i = 0; i < once.size(); ++i) doubled[i] = 2.0f * once[i];
+    EXPECT_LT(relative_error(twice, doubled), 1e-6);
+    EXPECT_EQ(dx_once, dx_twice);
+}
+
+}  // namespace
+}  // namespace expar::test
