@@ -82,8 +82,9 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     std::vector<double> tokens_per_s(options.steps), a2a_gbps(options.steps), expert_gflops(options.steps);
     std::vector<double> drop_fraction(options.steps), load_min(options.steps), load_mean(options.steps),
         load_max(options.steps);
-    std::vector<double> reduce_send(kNumPhases + 4), reduce_recv(kNumPhases + 4);
-    MpiComm& mpi = comm;
+    // Per step, max over ranks: each phase, the step, the alltoallv time (kTimes values).
+    constexpr int kTimes = kNumPhases + 2;
+    std::vector<double> times(kTimes);
     for (int64_t step = 0; step < total_steps; ++step) {
         synthetic_rows(x.data(), options.seed, kStreamTokens, step, rank * T, T, d);
         synthetic_rows(dy.data(), options.seed, kStreamUpstreamGrad, step, rank * T, T, d);
@@ -100,21 +101,17 @@ int run_layer_command(int argc, char** argv, bool print_help) {
                              dx.data(), options.seed, step);
         if (options.learning_rate > 0) layer.sgd_update(static_cast<float>(options.learning_rate));
 
-        // Max over ranks of the step, each phase, the alltoallv time; bytes summed for the rate.
         const LayerStepStats& st = layer.stats();
-        for (int p = 0; p < kNumPhases; ++p) reduce_send[p] = st.phase_s[p];
-        reduce_send[kNumPhases] = elapsed;
-        reduce_send[kNumPhases + 1] = st.alltoallv_s;
-        reduce_send[kNumPhases + 2] =
-            static_cast<double>(st.alltoallv_bytes_sent) / std::max(st.alltoallv_s, 1e-12);
-        reduce_send[kNumPhases + 3] =
-            st.expert_flops / std::max(st.phase_s[kFwdExpert] + st.phase_s[kBwdExpert], 1e-12);
-        MPI_CHECK(MPI_Allreduce(reduce_send.data(), reduce_recv.data(), kNumPhases + 2, MPI_DOUBLE, MPI_MAX,
-                                mpi.handle()));
-        // Rates: the slowest rank's (min over ranks).
-        double rates[2] = {reduce_send[kNumPhases + 2], reduce_send[kNumPhases + 3]}, min_rates[2];
-        MPI_CHECK(MPI_Allreduce(rates, min_rates, 2, MPI_DOUBLE, MPI_MIN, mpi.handle()));
-        const double step_time = reduce_recv[kNumPhases];
+        std::copy(st.phase_s, st.phase_s + kNumPhases, times.begin());
+        times[kNumPhases] = elapsed;
+        times[kNumPhases + 1] = st.alltoallv_s;
+        comm.allreduce_max_f64(times.data(), kTimes);
+        // Rates of the slowest rank (min over ranks): alltoallv bytes/s and expert FLOP/s.
+        double rates[2] = {
+            static_cast<double>(st.alltoallv_bytes_sent) / std::max(st.alltoallv_s, 1e-12),
+            st.expert_flops / std::max(st.phase_s[kFwdExpert] + st.phase_s[kBwdExpert], 1e-12)};
+        comm.allreduce_min_f64(rates, 2);
+        const double step_time = times[kNumPhases];
         const double rate = static_cast<double>(P * T) / step_time;
         if (log) {
             log->append(step, layer, elapsed, rate);
@@ -123,11 +120,11 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         if (step < options.warmup) continue;
         const int64_t i = step - options.warmup;
         step_s[i] = step_time;
-        for (int p = 0; p < kNumPhases; ++p) phase_s[i * kNumPhases + p] = reduce_recv[p];
-        a2a_s[i] = reduce_recv[kNumPhases + 1];
+        for (int p = 0; p < kNumPhases; ++p) phase_s[i * kNumPhases + p] = times[p];
+        a2a_s[i] = times[kNumPhases + 1];
         tokens_per_s[i] = rate;
-        a2a_gbps[i] = min_rates[0] / 1e9;
-        expert_gflops[i] = min_rates[1] / 1e9;
+        a2a_gbps[i] = rates[0] / 1e9;
+        expert_gflops[i] = rates[1] / 1e9;
         const DispatchHandle& h = layer.handle();
         int64_t requested = 0, received = 0, lo = std::numeric_limits<int64_t>::max(), hi = 0;
         for (int64_t e = 0; e < E; ++e) {
@@ -151,8 +148,8 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     const int64_t rows_per_expert =
         std::max<int64_t>(1, static_cast<int64_t>(std::llround(median(load_mean))));
     const double blas_gflops = measure_blas_gflops(rows_per_expert, c, 3);
-    double blas_min = 0;
-    MPI_CHECK(MPI_Allreduce(&blas_gflops, &blas_min, 1, MPI_DOUBLE, MPI_MIN, mpi.handle()));
+    double blas_min = blas_gflops;
+    comm.allreduce_min_f64(&blas_min, 1);
 
     if (rank == 0) {
         const double step_median = median(step_s);

@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace expar {
 
@@ -31,6 +32,8 @@ class Comm {
                                 int64_t row_width) = 0;
     virtual void allreduce_sum_f32(float* data, int64_t count) = 0;
     virtual void allreduce_max_i64(int64_t* data, int64_t count) = 0;
+    virtual void allreduce_max_f64(double* data, int64_t count) = 0;
+    virtual void allreduce_min_f64(double* data, int64_t count) = 0;
     // Rank root receives recv[r*count + i] from every rank r; recv may be null elsewhere.
     virtual void gather_f64(const double* send, double* recv, int64_t count, int root) = 0;
     // Variable-length gather of floats to root, concatenated in rank order.
@@ -58,6 +61,8 @@ class MpiComm final : public Comm {
                         int64_t row_width) override;
     void allreduce_sum_f32(float* data, int64_t count) override;
     void allreduce_max_i64(int64_t* data, int64_t count) override;
+    void allreduce_max_f64(double* data, int64_t count) override;
+    void allreduce_min_f64(double* data, int64_t count) override;
     void gather_f64(const double* send, double* recv, int64_t count, int root) override;
     void gatherv_f32(const float* send, int64_t count, float* recv, int root) override;
 
@@ -65,8 +70,8 @@ class MpiComm final : public Comm {
     MPI_Comm comm_;
     int rank_ = 0;
     int size_ = 1;
-    // MPI counts are int: scratch arrays converted from int64 once per call, sized at construction.
-    int* scratch_ints_;  // 4 * size_
+    // MPI counts are int: alltoallv converts its int64 counts here, sized at construction.
+    std::vector<int> scratch_ints_;  // 4 * size_
     MPI_Datatype row_type_ = MPI_DATATYPE_NULL;
     int64_t row_type_width_ = -1;
 };

@@ -17,11 +17,10 @@ MpiComm::MpiComm(MPI_Comm comm) {
     MPI_CHECK(MPI_Comm_dup(comm, &comm_));
     MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
     MPI_CHECK(MPI_Comm_size(comm_, &size_));
-    scratch_ints_ = new int[4 * static_cast<size_t>(size_)];
+    scratch_ints_.resize(4 * static_cast<size_t>(size_));
 }
 
 MpiComm::~MpiComm() {
-    delete[] scratch_ints_;
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) {
@@ -60,7 +59,7 @@ void MpiComm::alltoallv_rows(const float* send,
         MPI_CHECK(MPI_Type_commit(&row_type_));
         row_type_width_ = row_width;
     }
-    int* sc = scratch_ints_;
+    int* sc = scratch_ints_.data();
     int* sd = sc + size_;
     int* rc = sd + size_;
     int* rd = rc + size_;
@@ -79,6 +78,14 @@ void MpiComm::allreduce_sum_f32(float* data, int64_t count) {
 
 void MpiComm::allreduce_max_i64(int64_t* data, int64_t count) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, to_int(count), MPI_INT64_T, MPI_MAX, comm_));
+}
+
+void MpiComm::allreduce_max_f64(double* data, int64_t count) {
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, to_int(count), MPI_DOUBLE, MPI_MAX, comm_));
+}
+
+void MpiComm::allreduce_min_f64(double* data, int64_t count) {
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, to_int(count), MPI_DOUBLE, MPI_MIN, comm_));
 }
 
 void MpiComm::gather_f64(const double* send, double* recv, int64_t count, int root) {

@@ -4,6 +4,7 @@
 
 #include "blas.h"
 #include "check.h"
+#include "git_revision.h"
 #include "rng.h"
 
 namespace expar {
@@ -30,18 +31,16 @@ enum TableIndex {
 // Rank 0 tries to create the file; everyone learns whether it worked, so all ranks fail together.
 std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
     std::unique_ptr<H5File> file;
-    int64_t ok = 1;
-    std::string message;
+    int64_t failed = 0;
     if (comm.rank() == 0) {
         try {
             file = std::make_unique<H5File>(path);
-        } catch (const Error& error) {
-            ok = 0;
+        } catch (const Error&) {
+            failed = 1;
         }
     }
-    int64_t all_ok = -ok;  // max of -ok: 0 if any rank failed
-    comm.allreduce_max_i64(&all_ok, 1);
-    if (all_ok == 0)
+    comm.allreduce_max_i64(&failed, 1);
+    if (failed)
         EXPAR_FAIL("cannot create HDF5 file '" << path
                                                << "' (check that its directory exists and is writable)");
     return file;

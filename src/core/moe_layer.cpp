@@ -92,6 +92,7 @@ MoeLayer::MoeLayer(const LayerConfig& config, Comm& comm, ExpertCompute& experts
     prob_sum_.resize(E);
     aux_dprob_.resize(E);
     local_requested_.resize(E);
+    expert_load_.resize(E);
     count_send_.resize(E + 2);
     count_recv_.resize(P * (E + 2));
     sum_send_.resize(E + 1);
@@ -192,7 +193,6 @@ ExpertActivations MoeLayer::expert_acts(int64_t row_begin) {
 
 void MoeLayer::forward(float* y, const float* x, int64_t step, uint64_t seed) {
     stats_ = LayerStepStats{};
-    saved_x_ = x;
     double t0 = now_s();
     route(x, step, seed);
     double t1 = now_s();
@@ -265,6 +265,7 @@ void MoeLayer::exchange_counts(int64_t step) {
     for (int64_t e = 0; e < E; ++e) {
         int64_t requested_e = 0;
         for (int64_t r = 0; r < P; ++r) requested_e += handle_.requested[r * E + e];
+        expert_load_[e] = requested_e;
         const double f_e = static_cast<double>(requested_e) / (T_global * k);
         aux += f_e * prob_sum_[e] / T_global;
         aux_dprob_[e] = config_.aux_loss_coef * static_cast<double>(E) * f_e / T_global;
@@ -350,11 +351,7 @@ void MoeLayer::select_probs_global() {
     const int64_t P = num_ranks(), E = config_.num_experts, k = config_.top_k, EL = num_local_experts_;
     const int64_t me = rank(), first_slot = me * config_.tokens_per_rank * k;
     const int64_t capacity = handle_.capacity;
-    auto overflowing = [&](int64_t e) {
-        int64_t load = 0;
-        for (int64_t r = 0; r < P; ++r) load += handle_.requested[r * E + e];
-        return load > capacity;
-    };
+    auto overflowing = [&](int64_t e) { return expert_load_[e] > capacity; };
     int64_t n = 0;
     for (int64_t r = 0; r < P; ++r) {
         key_send_offsets_[r] = n;

@@ -95,10 +95,6 @@ class MoeLayer {
     LayerTensors grads() const { return grads_; }
     int64_t num_param_floats() const { return num_param_floats_; }
     const float* router_bias() const { return router_bias_.data(); }
-    // Expert output of kept assignment slot (t·k + j) at its source, [d]; null if not kept.
-    const float* slot_output(int64_t slot) const {
-        return slot_row_[slot] < 0 ? nullptr : combine_recv_.data() + slot_row_[slot] * config_.d_model;
-    }
 
    private:
     void route(const float* x, int64_t step, uint64_t seed);
@@ -136,6 +132,7 @@ class MoeLayer {
     GateInputs gate_inputs_{};
     std::vector<double> prob_sum_, aux_dprob_;
     std::vector<int64_t> local_requested_;
+    std::vector<int64_t> expert_load_;  // [E] routed assignments per expert over all ranks (before capacity)
     std::vector<int64_t> count_send_, count_recv_;  // [E + 2] per rank: counts, skipped, non-finite
     std::vector<double> sum_send_, sum_recv_;       // [E + 1] per rank: prob sums, z sum
 
@@ -163,7 +160,6 @@ class MoeLayer {
     std::vector<float> combine_recv_;  // [T_local·k, d] expert outputs back at the source, send order
     std::vector<int64_t> slot_row_;    // [T_local·k] send row of each slot t·k + j, -1 if not kept
 
-    const float* saved_x_ = nullptr;
     DispatchHandle handle_;
     LayerStepStats stats_;
 };

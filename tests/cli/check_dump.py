@@ -21,7 +21,8 @@ import sys
 import h5py
 import numpy as np
 
-failures = []
+from checks import check, failures, text
+
 
 # Tolerances: float32 C++ against a float64 oracle.
 # Observed errors are ~3e-7 at d = 16. The router bar must stay tight: with the default coefficients the
@@ -30,13 +31,6 @@ RTOL_FORWARD = 1e-5   # y, expert gradients
 RTOL_ROUTER = 1e-5    # router gradients and dx
 
 
-def check(ok, message):
-    if ok:
-        print(f"ok:   {message}")
-    else:
-        print(f"FAIL: {message}", file=sys.stderr)
-        failures.append(message)
-    return ok
 
 
 def rel_err(a, b):
@@ -125,9 +119,6 @@ def act_grad(name, h):
 def softplus(v):
     return np.maximum(v, 0.0) + np.log1p(np.exp(-np.abs(v)))
 
-
-def text(value):
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def main(path):

@@ -13,23 +13,14 @@ import sys
 import h5py
 import numpy as np
 
+from checks import check, failures, text
+
 PHASES = ("forward/route,forward/count_exchange,forward/layout,forward/dispatch,forward/expert,"
           "forward/combine,backward/combine,backward/expert,backward/dispatch,backward/route").split(",")
 
-failures = []
 
 
-def check(ok, message):
-    if ok:
-        print(f"ok:   {message}")
-    else:
-        print(f"FAIL: {message}", file=sys.stderr)
-        failures.append(message)
-    return ok
 
-
-def text(value):
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def dataset(f, path, shape, kind, units=None):
