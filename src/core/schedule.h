@@ -1,0 +1,78 @@
+// Token-exchange schedules: how the rows of one all-to-all(v) travel between ranks.
+// plain = one MPI_Alltoallv; pairwise = FasterMoE's grouped ring of pairwise exchanges;
+// hierarchical = a 2D all-to-all (intra-node, then inter-node between same-index ranks, Tutel 2DH).
+// All three deliver the same bytes to the same places; only the route and the timing differ.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm.h"
+#include "node_map.h"
+
+namespace expar {
+
+enum class ScheduleKind { plain, pairwise, hierarchical };
+ScheduleKind parse_schedule(const std::string& name);  // throws (all ranks) naming --schedule
+const char* to_string(ScheduleKind kind);
+
+// FasterMoE stage s of the rank's group i (n groups of group_size ranks in a ring):
+// send to the ranks of group (i − s) mod n, receive from the ranks of group (i + s) mod n.
+// Stage 0 is the rank's own group (itself included), so the fastest, intra-group exchange comes first.
+struct PairwiseStage {
+    std::vector<int> send_to;
+    std::vector<int> recv_from;
+};
+
+// Groups are consecutive blocks of group_size ranks in node order (node 0's ranks, node 1's, ...), so a
+// group never straddles a node boundary when group_size divides ranks_per_node. Throws (all ranks)
+// unless group_size divides the rank count.
+std::vector<PairwiseStage> pairwise_stages(const NodeMap& map, int group_size, int rank);
+
+// The traffic of one exchange, identical on every rank: rows[src * P + dst] rows from src to dst.
+// Layouts: a sender's rows are grouped by destination in rank order; a receiver's by source in rank order.
+class TokenExchange {
+   public:
+    // max_send_rows / max_recv_rows bound the rows any one rank sends / receives in one call (either
+    // direction); every buffer is sized from them here, never in alltoallv.
+    TokenExchange(ScheduleKind kind,
+                  Comm& comm,
+                  const NodeMap& map,
+                  int group_size,
+                  int64_t max_send_rows,
+                  int64_t max_recv_rows,
+                  int64_t row_width);
+    ~TokenExchange();
+    TokenExchange(const TokenExchange&) = delete;
+    TokenExchange& operator=(const TokenExchange&) = delete;
+
+    ScheduleKind kind() const { return kind_; }
+    const std::vector<PairwiseStage>& stages() const { return stages_; }
+
+    // reverse = false: rank me sends rows[me][dst] to each dst and receives rows[src][me] from each src.
+    // reverse = true: the same traffic sent back (sends rows[dst][me], receives rows[me][src]).
+    void alltoallv(const float* send, float* recv, const int64_t* rows, bool reverse);
+
+    // Bytes this rank put on the wire in the last alltoallv, split by link class (relayed rows count at
+    // every hop). Rows a rank keeps for itself are not counted.
+    int64_t last_bytes_intra_node() const { return bytes_intra_; }
+    int64_t last_bytes_inter_node() const { return bytes_inter_; }
+
+   private:
+    void run_plain(const float* send, float* recv, const int64_t* rows, bool reverse);
+    void run_pairwise(const float* send, float* recv, const int64_t* rows, bool reverse);
+    void run_hierarchical(const float* send, float* recv, const int64_t* rows, bool reverse);
+
+    ScheduleKind kind_;
+    Comm& comm_;
+    const NodeMap& map_;
+    int group_size_;
+    int64_t row_width_;
+    std::vector<PairwiseStage> stages_;
+    std::vector<int64_t> send_rows_, send_offsets_, recv_rows_, recv_offsets_;  // [P]
+    std::vector<float> relay_a_, relay_b_;  // hierarchical staging, sized at construction
+    int64_t bytes_intra_ = 0, bytes_inter_ = 0;
+};
+
+}  // namespace expar
