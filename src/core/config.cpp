@@ -34,6 +34,35 @@ DropPolicy parse_drop_policy(const std::string& name) {
     EXPAR_FAIL("unknown --drop-policy '" << name << "' (expected position or probs)");
 }
 
+ScheduleKind parse_schedule(const std::string& name) {
+    if (name == "plain") return ScheduleKind::plain;
+    if (name == "pairwise") return ScheduleKind::pairwise;
+    if (name == "hierarchical") return ScheduleKind::hierarchical;
+    EXPAR_FAIL("unknown --schedule '" << name << "' (expected plain, pairwise or hierarchical)");
+}
+
+GateTopology parse_gate_topology(const std::string& name) {
+    if (name == "none") return GateTopology::none;
+    if (name == "fastermoe") return GateTopology::fastermoe;
+    EXPAR_FAIL("unknown --gate-topology '" << name << "' (expected none or fastermoe)");
+}
+
+const char* to_string(ScheduleKind kind) {
+    switch (kind) {
+        case ScheduleKind::plain:
+            return "plain";
+        case ScheduleKind::pairwise:
+            return "pairwise";
+        case ScheduleKind::hierarchical:
+            return "hierarchical";
+    }
+    return "?";
+}
+
+const char* to_string(GateTopology kind) {
+    return kind == GateTopology::none ? "none" : "fastermoe";
+}
+
 const char* to_string(GateKind gate) {
     switch (gate) {
         case GateKind::topk:
@@ -88,6 +117,18 @@ void validate(const LayerConfig& c, int num_ranks) {
     EXPAR_REQUIRE(std::isfinite(c.aux_loss_coef) && c.aux_loss_coef >= 0, "--aux-loss-coef must be >= 0");
     EXPAR_REQUIRE(std::isfinite(c.z_loss_coef) && c.z_loss_coef >= 0, "--z-loss-coef must be >= 0");
     EXPAR_REQUIRE(std::isfinite(c.skew) && c.skew >= 0, "--skew must be >= 0 (got " << c.skew << ")");
+    EXPAR_REQUIRE(c.group_size > 0, "--group-size must be positive (got " << c.group_size << ")");
+    const int g = effective_group_size(c, num_ranks);
+    EXPAR_REQUIRE(c.schedule != ScheduleKind::pairwise || num_ranks % g == 0,
+                  "--group-size " << g << " does not divide the " << num_ranks << " ranks");
+    EXPAR_REQUIRE(c.node_limit >= 0, "--node-limit must be >= 0 (0 = off), got " << c.node_limit);
+    EXPAR_REQUIRE(
+        c.node_limit == 0 || c.gate_topology == GateTopology::none,
+        "--node-limit and --gate-topology fastermoe cannot be combined (both restrict off-node routing)");
+    EXPAR_REQUIRE(std::isfinite(c.router_bias_rate) && c.router_bias_rate >= 0,
+                  "--router-bias must be >= 0 (0 = off), got " << c.router_bias_rate);
+    EXPAR_REQUIRE(!c.shadow || c.shadow_max_experts > 0,
+                  "--shadow-max-experts must be positive (got " << c.shadow_max_experts << ")");
 }
 
 }  // namespace expar

@@ -41,6 +41,35 @@ void expert_ffn_forward(
     gemm(false, false, n, d, f, 1.0f, acts.a, w.w2, 1.0f, y);  // y = a·W2 + b2   [n,d]
 }
 
+void expert_ffn_backward_data(
+    float* dx, const float* dy, ExpertActivations acts, ExpertWeights w, int64_t n, ExpertShape shape) {
+    if (n == 0) return;
+    const int64_t d = shape.d_model, f = shape.d_ff;
+    float* dh = acts.dh;
+    gemm(false, true, n, f, d, 1.0f, dy, w.w2, 0.0f, dh);  // da = dy·W2ᵀ   [n,f], then dh in place
+    float* dg = acts.g;  // swiglu: dg overwrites g element by element (activation_backward allows it)
+    activation_backward(shape.activation, acts.h, acts.g, dh, dg, n * f);
+    gemm(false, true, n, d, f, 1.0f, dh, w.w1, 0.0f, dx);  // dx = dh·W1ᵀ   [n,d]
+    if (shape.activation == Activation::swiglu)
+        gemm(false, true, n, d, f, 1.0f, dg, w.w3, 1.0f, dx);  // += dg·W3ᵀ
+}
+
+void expert_ffn_backward_weights(ExpertGrads grads,
+                                 const float* dy,
+                                 const float* x,
+                                 ExpertActivations acts,
+                                 int64_t n,
+                                 ExpertShape shape) {
+    if (n == 0) return;
+    const int64_t d = shape.d_model, f = shape.d_ff;
+    gemm(true, false, f, d, n, 1.0f, acts.a, dy, 1.0f, grads.dw2);  // dW2 += aᵀ·dy   [f,d]
+    add_column_sums(grads.db2, dy, n, d);
+    gemm(true, false, d, f, n, 1.0f, x, acts.dh, 1.0f, grads.dw1);  // dW1 += xᵀ·dh   [d,f]
+    add_column_sums(grads.db1, acts.dh, n, f);
+    if (shape.activation == Activation::swiglu)
+        gemm(true, false, d, f, n, 1.0f, x, acts.g, 1.0f, grads.dw3);  // dW3 += xᵀ·dg
+}
+
 void expert_ffn_backward(float* dx,
                          ExpertGrads grads,
                          const float* dy,
@@ -49,23 +78,8 @@ void expert_ffn_backward(float* dx,
                          ExpertWeights w,
                          int64_t n,
                          ExpertShape shape) {
-    if (n == 0) return;
-    const int64_t d = shape.d_model, f = shape.d_ff;
-    const bool swiglu = shape.activation == Activation::swiglu;
-    gemm(true, false, f, d, n, 1.0f, acts.a, dy, 1.0f, grads.dw2);  // dW2 += aᵀ·dy   [f,d]
-    add_column_sums(grads.db2, dy, n, d);
-    float* da = acts.a;                                    // a is dead after dW2: reuse its storage
-    gemm(false, true, n, f, d, 1.0f, dy, w.w2, 0.0f, da);  // da = dy·W2ᵀ   [n,f]
-    float* dg = acts.g;  // swiglu: dg overwrites g element by element (activation_backward allows it)
-    activation_backward(shape.activation, acts.h, acts.g, da, dg, n * f);
-    float* dh = da;
-    gemm(true, false, d, f, n, 1.0f, x, dh, 1.0f, grads.dw1);  // dW1 += xᵀ·dh   [d,f]
-    add_column_sums(grads.db1, dh, n, f);
-    gemm(false, true, n, d, f, 1.0f, dh, w.w1, 0.0f, dx);  // dx = dh·W1ᵀ   [n,d]
-    if (swiglu) {
-        gemm(true, false, d, f, n, 1.0f, x, dg, 1.0f, grads.dw3);  // dW3 += xᵀ·dg
-        gemm(false, true, n, d, f, 1.0f, dg, w.w3, 1.0f, dx);      // dx += dg·W3ᵀ
-    }
+    expert_ffn_backward_data(dx, dy, acts, w, n, shape);
+    expert_ffn_backward_weights(grads, dy, x, acts, n, shape);
 }
 
 double expert_ffn_forward_flops(int64_t n, ExpertShape shape) {
@@ -79,14 +93,8 @@ void IdentityExpertCompute::forward(
     std::copy(x, x + n * shape.d_model, y);
 }
 
-void IdentityExpertCompute::backward(float* dx,
-                                     ExpertGrads,
-                                     const float* dy,
-                                     const float*,
-                                     ExpertActivations,
-                                     ExpertWeights,
-                                     int64_t n,
-                                     ExpertShape shape) {
+void IdentityExpertCompute::backward_data(
+    float* dx, const float* dy, ExpertActivations, ExpertWeights, int64_t n, ExpertShape shape) {
     std::copy(dy, dy + n * shape.d_model, dx);
 }
 

@@ -29,9 +29,10 @@ struct ExpertGrads {
 
 // Activations saved by the forward for the backward, each [n, f]; g only for swiglu.
 struct ExpertActivations {
-    float* h;  // x·W1 + b1 (pre-activation)
-    float* g;  // x·W3
-    float* a;  // act(h), or silu(h)⊙g
+    float* h;   // x·W1 + b1 (pre-activation)
+    float* g;   // x·W3; the backward overwrites it with dL/dg
+    float* a;   // act(h), or silu(h)⊙g
+    float* dh;  // backward: dL/dh, kept from backward_data for backward_weights
 };
 
 struct ExpertShape {
@@ -44,7 +45,16 @@ struct ExpertShape {
 void expert_ffn_forward(
     float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n, ExpertShape shape);
 
-// dx[n,d] (overwritten) and grads (+=) from dy[n,d]. Destroys acts.a and acts.g (reused as scratch).
+// The backward in two halves, so a schedule can return dx for a block of rows as soon as that block is
+// done and take the weight gradients once over all of an expert's rows (the same GEMMs, in the same
+// order, whatever the schedule). backward_data: dx[n,d] (overwritten) from dy[n,d]; fills acts.dh and
+// turns acts.g into dL/dg. backward_weights: grads (+=) from dy, x and those.
+void expert_ffn_backward_data(
+    float* dx, const float* dy, ExpertActivations acts, ExpertWeights w, int64_t n, ExpertShape shape);
+void expert_ffn_backward_weights(
+    ExpertGrads grads, const float* dy, const float* x, ExpertActivations acts, int64_t n, ExpertShape shape);
+
+// Both halves on one block: dx[n,d] (overwritten) and grads (+=) from dy[n,d].
 void expert_ffn_backward(float* dx,
                          ExpertGrads grads,
                          const float* dy,
@@ -63,14 +73,18 @@ class ExpertCompute {
     virtual ~ExpertCompute() = default;
     virtual void forward(
         float* y, ExpertActivations acts, const float* x, ExpertWeights w, int64_t n, ExpertShape shape) = 0;
-    virtual void backward(float* dx,
-                          ExpertGrads grads,
-                          const float* dy,
-                          const float* x,
-                          ExpertActivations acts,
-                          ExpertWeights w,
-                          int64_t n,
-                          ExpertShape shape) = 0;
+    virtual void backward_data(float* dx,
+                               const float* dy,
+                               ExpertActivations acts,
+                               ExpertWeights w,
+                               int64_t n,
+                               ExpertShape shape) = 0;
+    virtual void backward_weights(ExpertGrads grads,
+                                  const float* dy,
+                                  const float* x,
+                                  ExpertActivations acts,
+                                  int64_t n,
+                                  ExpertShape shape) = 0;
 };
 
 class BlasExpertCompute final : public ExpertCompute {
@@ -83,15 +97,21 @@ class BlasExpertCompute final : public ExpertCompute {
                  ExpertShape shape) override {
         expert_ffn_forward(y, acts, x, w, n, shape);
     }
-    void backward(float* dx,
-                  ExpertGrads grads,
-                  const float* dy,
-                  const float* x,
-                  ExpertActivations acts,
-                  ExpertWeights w,
-                  int64_t n,
-                  ExpertShape shape) override {
-        expert_ffn_backward(dx, grads, dy, x, acts, w, n, shape);
+    void backward_data(float* dx,
+                       const float* dy,
+                       ExpertActivations acts,
+                       ExpertWeights w,
+                       int64_t n,
+                       ExpertShape shape) override {
+        expert_ffn_backward_data(dx, dy, acts, w, n, shape);
+    }
+    void backward_weights(ExpertGrads grads,
+                          const float* dy,
+                          const float* x,
+                          ExpertActivations acts,
+                          int64_t n,
+                          ExpertShape shape) override {
+        expert_ffn_backward_weights(grads, dy, x, acts, n, shape);
     }
 };
 
@@ -104,14 +124,14 @@ class IdentityExpertCompute final : public ExpertCompute {
                  ExpertWeights w,
                  int64_t n,
                  ExpertShape shape) override;
-    void backward(float* dx,
-                  ExpertGrads grads,
-                  const float* dy,
-                  const float* x,
-                  ExpertActivations acts,
-                  ExpertWeights w,
-                  int64_t n,
-                  ExpertShape shape) override;
+    void backward_data(float* dx,
+                       const float* dy,
+                       ExpertActivations acts,
+                       ExpertWeights w,
+                       int64_t n,
+                       ExpertShape shape) override;
+    void backward_weights(
+        ExpertGrads, const float*, const float*, ExpertActivations, int64_t, ExpertShape) override {}
 };
 
 }  // namespace expar

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "blas.h"
 #include "rng.h"
@@ -31,12 +32,74 @@ void select_top_k(int32_t* expert, const float* score, int64_t num_experts, int 
     }
 }
 
+// DeepSeek-V3 node-limited routing on one token's selection scores: rank nodes by the sum of their
+// best max(1, k / M) scores and send every expert off the M best nodes to -inf. Ties: lower node.
+void limit_to_nodes(
+    float* selection, const GateRouting& routing, int64_t num_experts, int k, float* scratch) {
+    const int N = routing.num_nodes, M = routing.node_limit;
+    const int per_node = std::max(1, k / M);
+    float* node_score = scratch;  // [N]
+    float* values = scratch + N;  // [E]
+    for (int n = 0; n < N; ++n) {
+        int64_t count = 0;
+        for (int64_t e = 0; e < num_experts; ++e)
+            if (routing.node_of_expert[e] == n) values[count++] = selection[e];
+        const int64_t top = std::min<int64_t>(per_node, count);
+        std::partial_sort(values, values + top, values + count, std::greater<float>());
+        float sum = 0;
+        for (int64_t i = 0; i < top; ++i) sum += values[i];
+        node_score[n] = count > 0 ? sum : -INFINITY;
+    }
+    // Mark the M best nodes with +inf (scores are finite), then mask the rest.
+    for (int m = 0; m < M; ++m) {
+        int best = -1;
+        for (int n = 0; n < N; ++n)
+            if (node_score[n] != INFINITY && (best < 0 || node_score[n] > node_score[best])) best = n;
+        node_score[best] = INFINITY;
+    }
+    for (int64_t e = 0; e < num_experts; ++e)
+        if (node_score[routing.node_of_expert[e]] != INFINITY) selection[e] = -INFINITY;
+}
+
+// The FasterMoE topology gate over this rank's tokens: at most max_offnode assignments may leave the
+// node, the highest-scoring ones; the others move to the best on-node expert the token has not taken.
+int64_t limit_offnode(
+    GateState s, const float* score, const GateRouting& routing, int64_t T, int64_t E, int k) {
+    int64_t n = 0;
+    for (int64_t slot = 0; slot < T * k; ++slot)
+        if (routing.node_of_expert[s.expert[slot]] != routing.home_node) s.order[n++] = slot;
+    if (n <= routing.max_offnode) return 0;
+    auto slot_score = [&](int64_t slot) { return score[(slot / k) * E + s.expert[slot]]; };
+    std::sort(s.order, s.order + n, [&](int64_t a, int64_t b) {
+        const float sa = slot_score(a), sb = slot_score(b);
+        if (sa != sb) return sa > sb;
+        return a < b;
+    });
+    int64_t redirected = 0;
+    for (int64_t i = routing.max_offnode; i < n; ++i) {
+        const int64_t slot = s.order[i], t = slot / k;
+        const float* sel = s.selection + t * E;
+        const int32_t* taken = s.expert + t * k;
+        int32_t best = -1;
+        for (int64_t e = 0; e < E; ++e) {
+            if (routing.node_of_expert[e] != routing.home_node || sel[e] == -INFINITY) continue;
+            if (std::find(taken, taken + k, static_cast<int32_t>(e)) != taken + k) continue;
+            if (best < 0 || sel[e] > sel[best]) best = static_cast<int32_t>(e);
+        }
+        if (best < 0) continue;  // no on-node expert left for this token: it stays off-node
+        s.expert[slot] = best;
+        ++redirected;
+    }
+    return redirected;
+}
+
 }  // namespace
 
 void gate_forward(GateState s, GatePartialSums* sums, const GateInputs& in, const LayerConfig& config) {
     const int64_t T = in.num_tokens, E = config.num_experts, d = config.d_model;
     const int k = config.top_k;
     const bool noisy = config.gate == GateKind::noisy_topk;
+    const GateRouting& routing = in.routing;
 
     gemm(false, false, T, E, d, 1.0f, in.x, in.router_w, 0.0f, s.logits);  // [T,E]
     if (noisy) gemm(false, false, T, E, d, 1.0f, in.x, in.router_noise_w, 0.0f, s.noise_logits);
@@ -45,9 +108,11 @@ void gate_forward(GateState s, GatePartialSums* sums, const GateInputs& in, cons
     std::fill(sums->requested, sums->requested + E, 0);
     sums->z_sum = 0;
     sums->num_skipped = 0;
+    sums->num_redirected = 0;
     const uint64_t noise_stream = rng_per_step(kStreamGateNoise, in.step);
     const uint64_t coin_stream = rng_per_step(kStreamGshardUniform, in.step);
 
+    // Pass 1, per token: probabilities, scores, top-k selection under the routing constraints.
     for (int64_t t = 0; t < T; ++t) {
         const int64_t global_t = in.first_token + t;
         float* logit = s.logits + t * E;
@@ -79,10 +144,25 @@ void gate_forward(GateState s, GatePartialSums* sums, const GateInputs& in, cons
             }
             score = h;
         }
+        float* sel = s.selection + t * E;
+        for (int64_t e = 0; e < E; ++e)
+            sel[e] = score[e] + (routing.selection_bias ? routing.selection_bias[e] : 0.0f);
+        if (routing.node_limit > 0 && routing.node_limit < routing.num_nodes)
+            limit_to_nodes(sel, routing, E, k, s.node_scratch);
+        select_top_k(s.expert + t * k, sel, E, k);
+    }
+
+    // Pass 2, over the rank's tokens together: the topology gate.
+    if (routing.max_offnode >= 0)
+        sums->num_redirected = limit_offnode(s, noisy ? s.scores : s.probs, routing, T, E, k);
+
+    // Pass 3, per token: gate weights, gshard's coin, counts.
+    for (int64_t t = 0; t < T; ++t) {
+        const int64_t global_t = in.first_token + t;
+        const float* prob = s.probs + t * E;
         int32_t* ex = s.expert + t * k;
         float* w = s.weight + t * k;
         uint8_t* routed = s.routed + t * k;
-        select_top_k(ex, score, E, k);
         for (int j = 0; j < k; ++j) routed[j] = 1;
 
         switch (config.gate) {
@@ -107,7 +187,8 @@ void gate_forward(GateState s, GatePartialSums* sums, const GateInputs& in, cons
             }
             case GateKind::noisy_topk: {
                 const float* h = s.scores + t * E;
-                const float top = h[ex[0]];  // the largest kept score
+                float top = -INFINITY;  // the largest kept score (not always slot 0 once rerouted)
+                for (int j = 0; j < k; ++j) top = std::max(top, h[ex[j]]);
                 float sum = 0;
                 for (int j = 0; j < k; ++j) sum += (w[j] = std::exp(h[ex[j]] - top));
                 for (int j = 0; j < k; ++j) w[j] /= sum;

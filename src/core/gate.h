@@ -19,14 +19,29 @@ struct GateState {
     int32_t* expert;      // [T, k] selected expert per slot (slot 0 = top-1)
     float* weight;        // [T, k] gate weight per slot
     uint8_t* routed;      // [T, k] 0 for gshard's skipped second slot
+    float* selection;     // [T, E] scores top-k selects on: score + router bias, other nodes -inf
+    int64_t* order;       // [T·k] scratch of the topology gate
+    float* node_scratch;  // [num_nodes + E] scratch of node-limited routing
+};
+
+// Routing constraints on top of the gate's own top-k (docs/layer.md, "Routing constraints").
+// All optional; the defaults leave the gate as it was.
+struct GateRouting {
+    const float* selection_bias = nullptr;    // [E] DeepSeek-V3 bias, added for selection only
+    const int32_t* node_of_expert = nullptr;  // [E] node of each expert's owner (needed by the two below)
+    int num_nodes = 1;
+    int node_limit = 0;        // DeepSeek-V3: a token's experts lie on at most this many nodes; 0 = off
+    int home_node = 0;         // node of this rank
+    int64_t max_offnode = -1;  // FasterMoE topology gate: most assignments that may leave the node; -1 = off
 };
 
 // Local sums the count exchange turns into global losses.
 struct GatePartialSums {
-    double* prob_sum;         // [E] Σ_t p[t,e] over this rank's tokens
-    int64_t* requested;       // [E] routed assignments per expert
-    double z_sum = 0;         // Σ_t lse_t²
-    int64_t num_skipped = 0;  // gshard: unrouted second slots
+    double* prob_sum;            // [E] Σ_t p[t,e] over this rank's tokens
+    int64_t* requested;          // [E] routed assignments per expert
+    double z_sum = 0;            // Σ_t lse_t²
+    int64_t num_skipped = 0;     // gshard: unrouted second slots
+    int64_t num_redirected = 0;  // topology gate: assignments moved from an off-node to an on-node expert
 };
 
 struct GateInputs {
@@ -38,6 +53,7 @@ struct GateInputs {
     int64_t first_token;          // global index of local token 0
     uint64_t seed;
     int64_t step;
+    GateRouting routing;
 };
 
 void gate_forward(GateState state, GatePartialSums* sums, const GateInputs& in, const LayerConfig& config);

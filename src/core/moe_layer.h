@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,9 @@
 #include "config.h"
 #include "expert_ffn.h"
 #include "gate.h"
+#include "node_map.h"
+#include "schedule.h"
+#include "shadow_policy.h"
 
 namespace expar {
 
@@ -41,24 +45,48 @@ enum Phase : int {
 };
 const char* phase_name(Phase phase);  // e.g. "forward/dispatch"
 
+// What the layer knows of the machine: the node of every rank, and the cost-model rates from the
+// topology file (docs/topology.md). Without one, all ranks share one node and the rates are unknown
+// (0), which the topology gate and shadowing refuse.
+struct LayerCluster {
+    NodeMap nodes;
+    double local_GBps = 0;     // intra-node bandwidth per rank, one direction [GB/s]
+    double net_GBps = 0;       // inter-node bandwidth share per rank, one direction [GB/s]
+    double device_gflops = 0;  // expert compute rate per rank [GFLOP/s]
+};
+
+// FasterMoE's topology gate limit L = W_net / (M · W_local) · B assignments per rank, B = T_local · k.
+int64_t topology_gate_max_offnode(const LayerConfig& config, const LayerCluster& cluster);
+
 // What dispatch decided, kept for combine and the backward pass (DeepEP's "handle").
 struct DispatchHandle {
     std::vector<int64_t> requested;  // [P, E] routed assignments per (source rank, expert), every rank
     std::vector<int64_t> allowed;    // [P, E] kept assignments per (source rank, expert), every rank
+    std::vector<int64_t> sent;       // [P, E] allowed, less the shadowed experts (computed at the source)
+    std::vector<uint8_t> shadowed;   // [E] experts replicated this step
+    int num_shadowed = 0;
+    std::vector<int64_t> rows;       // [P, P] token rows from src to dst (the exchange's traffic)
     int64_t capacity = 0;            // per (scope group, expert); dropless: largest real load
     int64_t num_skipped = 0;         // gshard's unrouted second slots, all ranks
     std::vector<uint8_t> kept;       // [T_local, k]
-    std::vector<int64_t> send_slot;  // [num_send] assignment (t·k + j) of each send row, expert-major
+    std::vector<int64_t> send_slot;  // [num_send + num_shadow_rows] assignment (t·k + j) of each row,
+                                     // expert-major: network rows first, then shadowed experts' rows
     std::vector<int64_t> send_rows, send_offsets;  // [P] rows to / from each rank
     std::vector<int64_t> recv_rows, recv_offsets;  // [P]
     int64_t num_send = 0, num_recv = 0;
+    int64_t num_shadow_rows = 0;  // rows this rank computes itself on shadowed experts
 };
 
 struct LayerStepStats {
     double phase_s[kNumPhases] = {};   // seconds on this rank
-    double alltoallv_s = 0;            // seconds inside the token alltoallv calls (4 per step)
-    int64_t alltoallv_bytes_sent = 0;  // bytes this rank sent to *other* ranks in those calls
+    double alltoallv_s = 0;            // seconds inside (or waiting on) the 4 token exchanges per step
+    int64_t alltoallv_bytes_sent = 0;  // token bytes this rank sent to *other* ranks (end to end)
     int64_t alltoallv_bytes_recv = 0;
+    int64_t bytes_intra_node = 0;       // bytes this rank put on intra-node links (relays count per hop)
+    int64_t bytes_inter_node = 0;       // bytes this rank put on inter-node links
+    int64_t num_redirected = 0;         // topology gate: this rank's assignments moved on-node
+    int64_t num_redirected_global = 0;  // ... summed over ranks
+    int num_shadowed = 0;
     double expert_flops = 0;  // forward + backward, this rank
     double aux_loss = 0;
     double z_loss = 0;
@@ -66,7 +94,13 @@ struct LayerStepStats {
 
 class MoeLayer {
    public:
-    MoeLayer(const LayerConfig& config, Comm& comm, ExpertCompute& experts, int layer_index = 0);
+    // cluster: node map and rates; null = one node, rates unknown.
+    MoeLayer(const LayerConfig& config,
+             Comm& comm,
+             ExpertCompute& experts,
+             int layer_index = 0,
+             const LayerCluster* cluster = nullptr);
+    ~MoeLayer();
     MoeLayer(const MoeLayer&) = delete;
     MoeLayer& operator=(const MoeLayer&) = delete;
 
@@ -95,28 +129,47 @@ class MoeLayer {
     LayerTensors grads() const { return grads_; }
     int64_t num_param_floats() const { return num_param_floats_; }
     const float* router_bias() const { return router_bias_.data(); }
+    // DeepSeek-V3 selection bias [E] (--router-bias): state that moves every step; checkpoints save it.
+    const float* selection_bias() const { return selection_bias_.data(); }
+    void set_selection_bias(const float* bias);
+    const LayerCluster& cluster() const { return cluster_; }
+    int64_t max_offnode() const { return max_offnode_; }
 
    private:
     void route(const float* x, int64_t step, uint64_t seed);
     void exchange_counts(int64_t step);
     void plan_layout();
     void select_probs_global();
-    void dispatch(const float* x);
-    void compute_experts();
+    void update_selection_bias();
+    void choose_shadows();
+    void broadcast_shadow_weights();
+    void reduce_shadow_grads();
+    void pack_rows(const float* x);
+    void exchange(const float* send, float* recv, bool reverse);
+    void run_experts(bool backward_pass, double* wait_in_s, double* compute_s, double* wait_out_s);
+    void compute_source(int src, bool backward_pass);
+    void compute_shadows(bool backward_pass);
+    void count_bytes(bool reverse);
     void combine(float* y);
-    void permute_source_to_expert(float* expert_major, const float* source_major);
-    void permute_expert_to_source(float* source_major, const float* expert_major);
-    void timed_alltoallv(const float* send, float* recv, bool forward_direction);
     ExpertWeights expert_weights(int64_t le) const;
     ExpertGrads expert_grads(int64_t le) const;
     ExpertActivations expert_acts(int64_t row_begin);
+    ExpertWeights shadow_weights(int i) const;
+    ExpertGrads shadow_grads(int i) const;
+    ExpertActivations shadow_acts(int64_t row_begin);
 
     LayerConfig config_;
     Comm& comm_;
     ExpertCompute& experts_;
     int layer_index_;
+    LayerCluster cluster_;
     int64_t num_local_experts_;
     int64_t max_recv_rows_;
+    int64_t max_offnode_ = -1;
+    std::unique_ptr<TokenExchange> exchange_;
+    std::unique_ptr<ShadowPolicy> shadow_policy_;
+    std::vector<int32_t> node_of_expert_;  // [E]
+    std::vector<float> selection_bias_;    // [E]
 
     std::vector<float> param_memory_, grad_memory_;
     int64_t num_param_floats_ = 0;
@@ -128,17 +181,23 @@ class MoeLayer {
     std::vector<int32_t> slot_expert_;
     std::vector<float> slot_weight_, dslot_weight_;
     std::vector<uint8_t> slot_routed_;
+    std::vector<float> selection_, node_scratch_;
+    std::vector<int64_t> gate_order_;
     GateState gate_{};
     GateInputs gate_inputs_{};
     std::vector<double> prob_sum_, aux_dprob_;
     std::vector<int64_t> local_requested_;
     std::vector<int64_t> expert_load_;  // [E] routed assignments per expert over all ranks (before capacity)
-    std::vector<int64_t> count_send_, count_recv_;  // [E + 2] per rank: counts, skipped, non-finite
-    std::vector<double> sum_send_, sum_recv_;       // [E + 1] per rank: prob sums, z sum
+    std::vector<int64_t> count_send_,
+        count_recv_;                           // [E + 3] per rank: counts, skipped, non-finite, redirected
+    std::vector<double> sum_send_, sum_recv_;  // [E + 1] per rank: prob sums, z sum
 
     // Layout scratch.
     std::vector<int64_t> by_expert_, expert_begin_, expert_fill_;  // routed assignments sorted by expert
     std::vector<int64_t> expert_row_begin_;  // [E_local + 1] expert-major row offsets at the owner
+    std::vector<int64_t> block_begin_;       // [E_local, P] expert-major row of block (local expert, source)
+    std::vector<int64_t> source_block_row_;  // [P, E_local] source-major row of the same block
+    std::vector<int> stage_first_, stage_count_;  // [stages] request ranges of the pairwise pipeline
     // probs/global key exchange
     struct Key {
         float weight;
@@ -150,15 +209,23 @@ class MoeLayer {
     std::vector<Key> key_scratch_;  // one expert's keys from all sources (pad holds the source rank)
     std::vector<int64_t> allowed_block_, allowed_blocks_;  // [E_local·P], [P·E_local·P]
 
-    // Token rows. Source-major buffers hold rows in the order ranks exchange them.
-    std::vector<float> send_buf_;   // [T_local·k, d] x rows out; scaled dy rows out; dx rows back
-    std::vector<float> recv_buf_;   // [max_recv, d] source-major rows at the expert owner
-    std::vector<float> expert_x_;   // [max_recv, d] expert-major inputs (kept for backward)
-    std::vector<float> expert_y_;   // [max_recv, d] expert-major outputs; then dy
-    std::vector<float> expert_dx_;  // [max_recv, d]
-    std::vector<float> act_h_, act_g_, act_a_;  // [max_recv, f]
+    // Token rows. Source-major buffers hold rows in the order ranks exchange them; expert-major ones
+    // hold each local expert's rows together, blocks ordered by source rank.
+    std::vector<float> send_buf_;  // [T_local·k, d] x rows out; then scaled dy rows out
+    std::vector<float> recv_buf_;  // [max_recv, d] source-major rows at the owner: x in, y out, dy in, dx out
+    std::vector<float> expert_x_;  // [max_recv, d] expert-major inputs (kept for backward)
+    std::vector<float> expert_dy_;                       // [max_recv, d] expert-major output gradients
+    std::vector<float> act_h_, act_g_, act_a_, act_dh_;  // [max_recv, f]
     std::vector<float> combine_recv_;  // [T_local·k, d] expert outputs back at the source, send order
-    std::vector<int64_t> slot_row_;    // [T_local·k] send row of each slot t·k + j, -1 if not kept
+    std::vector<float> return_buf_;    // [T_local·k, d] dx rows back at the source, send order
+    // Shadowing: replicated experts' weights and gradients, and this rank's rows on them.
+    int64_t expert_floats_ = 0;                        // one expert's parameter count
+    std::vector<float> shadow_params_, shadow_grads_;  // [shadow_max, expert_floats]
+    std::vector<int64_t> shadow_expert_;               // [shadow_max] global expert of each slot
+    std::vector<int64_t> shadow_row_begin_;            // [shadow_max + 1] rows of each slot
+    std::vector<float> shadow_x_;                      // [T_local·k, d]
+    std::vector<float> shadow_h_, shadow_g_, shadow_a_, shadow_dh_;  // [T_local·k, f]
+    std::vector<int64_t> slot_row_;  // [T_local·k] send row of each slot t·k + j, -1 if not kept
 
     DispatchHandle handle_;
     LayerStepStats stats_;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "check.h"
@@ -102,7 +103,8 @@ void reference_layer(const LayerConfig& config,
                      const std::vector<S>& x,
                      const std::vector<S>& dy,
                      const ReferenceParams<S>& params,
-                     ReferenceResult<S>* out) {
+                     ReferenceResult<S>* out,
+                     const ReferenceRouting& routing) {
     validate(config, num_ranks);
     const int64_t E = config.num_experts;
     const int k = config.top_k;
@@ -179,7 +181,41 @@ void reference_layer(const LayerConfig& config,
     r.expert.assign(T * k, 0);
     r.weight.assign(T * k, S(0));
     r.routed.assign(T * k, 1);
+    const int64_t experts_per_rank = E / num_ranks;
+    auto node_of_expert = [&](int64_t e) {
+        return routing.node_of_rank.empty() ? 0 : routing.node_of_rank[e / experts_per_rank];
+    };
+    int num_nodes = 1;
+    for (int node : routing.node_of_rank) num_nodes = std::max(num_nodes, node + 1);
+    std::vector<S> selection(T * E);
     for (int64_t t = 0; t < T; ++t) {
+        S* sel = &selection[t * E];
+        for (int64_t e = 0; e < E; ++e)
+            sel[e] =
+                score[t * E + e] + (routing.selection_bias.empty() ? S(0) : S(routing.selection_bias[e]));
+        if (config.node_limit > 0 && config.node_limit < num_nodes) {
+            // Node score = sum of the node's best max(1, k/M) selection scores, largest first.
+            const int per_node = std::max(1, k / config.node_limit);
+            std::vector<S> node_score(num_nodes);
+            for (int n = 0; n < num_nodes; ++n) {
+                std::vector<S> values;
+                for (int64_t e = 0; e < E; ++e)
+                    if (node_of_expert(e) == n) values.push_back(sel[e]);
+                std::sort(values.begin(), values.end(), std::greater<S>());
+                S sum = 0;
+                for (int i = 0; i < std::min<int>(per_node, values.size()); ++i) sum += values[i];
+                node_score[n] = sum;
+            }
+            std::vector<bool> chosen(num_nodes, false);
+            for (int m = 0; m < config.node_limit; ++m) {
+                int best = -1;
+                for (int n = 0; n < num_nodes; ++n)
+                    if (!chosen[n] && (best < 0 || node_score[n] > node_score[best])) best = n;
+                chosen[best] = true;
+            }
+            for (int64_t e = 0; e < E; ++e)
+                if (!chosen[node_of_expert(e)]) sel[e] = -std::numeric_limits<S>::infinity();
+        }
         // Slot j takes the best expert not yet taken; scanning e upwards with a strict '>' makes ties
         // go to the lower expert index.
         std::vector<bool> taken(E, false);
@@ -187,11 +223,44 @@ void reference_layer(const LayerConfig& config,
             int64_t best = -1;
             for (int64_t e = 0; e < E; ++e) {
                 if (taken[e]) continue;
-                if (best < 0 || score[t * E + e] > score[t * E + best]) best = e;
+                if (best < 0 || sel[e] > sel[best]) best = e;
             }
             taken[best] = true;
             r.expert[t * k + j] = best;
         }
+    }
+    // Topology gate, per source rank: its max_offnode best-scoring off-node assignments keep their
+    // expert; the rest move to the token's best on-node expert not yet taken.
+    if (routing.max_offnode >= 0) {
+        for (int g = 0; g < num_ranks; ++g) {
+            const int home = routing.node_of_rank.empty() ? 0 : routing.node_of_rank[g];
+            std::vector<int64_t> remote;
+            for (int64_t slot = g * t_local * k; slot < (g + 1) * t_local * k; ++slot)
+                if (node_of_expert(r.expert[slot]) != home) remote.push_back(slot);
+            if (static_cast<int64_t>(remote.size()) <= routing.max_offnode) continue;
+            auto slot_score = [&](int64_t slot) { return score[(slot / k) * E + r.expert[slot]]; };
+            std::sort(remote.begin(), remote.end(), [&](int64_t a, int64_t b) {
+                if (slot_score(a) != slot_score(b)) return slot_score(a) > slot_score(b);
+                return a < b;
+            });
+            for (size_t i = routing.max_offnode; i < remote.size(); ++i) {
+                const int64_t slot = remote[i], t = slot / k;
+                int64_t best = -1;
+                for (int64_t e = 0; e < E; ++e) {
+                    if (node_of_expert(e) != home) continue;
+                    if (selection[t * E + e] == -std::numeric_limits<S>::infinity()) continue;
+                    bool taken = false;
+                    for (int j = 0; j < k; ++j) taken |= r.expert[t * k + j] == e;
+                    if (taken) continue;
+                    if (best < 0 || selection[t * E + e] > selection[t * E + best]) best = e;
+                }
+                if (best < 0) continue;
+                r.expert[slot] = best;
+                ++r.num_redirected;
+            }
+        }
+    }
+    for (int64_t t = 0; t < T; ++t) {
         const int64_t* sel = &r.expert[t * k];
         S* w = &r.weight[t * k];
         switch (config.gate) {
@@ -217,6 +286,7 @@ void reference_layer(const LayerConfig& config,
             }
             case GateKind::noisy_topk: {
                 // Softmax over the kept h values; the others are -inf and get weight 0.
+                // (softmax_row subtracts the largest kept value, as the layer does.)
                 std::vector<double> row(k), prob(k);
                 for (int j = 0; j < k; ++j) row[j] = h[t * E + sel[j]];
                 softmax_row(row.data(), k, prob.data(), nullptr);
@@ -499,7 +569,8 @@ template void reference_layer<float>(const LayerConfig&,
                                      const std::vector<float>&,
                                      const std::vector<float>&,
                                      const ReferenceParams<float>&,
-                                     ReferenceResult<float>*);
+                                     ReferenceResult<float>*,
+                                     const ReferenceRouting&);
 template void reference_layer<double>(const LayerConfig&,
                                       int,
                                       uint64_t,
@@ -507,7 +578,8 @@ template void reference_layer<double>(const LayerConfig&,
                                       const std::vector<double>&,
                                       const std::vector<double>&,
                                       const ReferenceParams<double>&,
-                                      ReferenceResult<double>*);
+                                      ReferenceResult<double>*,
+                                      const ReferenceRouting&);
 template ReferenceParams<float> reference_params_init<float>(const LayerConfig&, uint64_t);
 template ReferenceParams<double> reference_params_init<double>(const LayerConfig&, uint64_t);
 

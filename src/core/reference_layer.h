@@ -29,6 +29,7 @@ struct ReferenceResult {
     std::vector<S> weight;           // [T, k] gate weight per slot
     std::vector<uint8_t> routed;     // [T, k] 0 for gshard's skipped second slot
     std::vector<uint8_t> kept;       // [T, k] routed and within capacity
+    int64_t num_redirected = 0;      // topology gate: assignments moved on-node, all ranks
     std::vector<int64_t> requested;  // [E] routed assignments per expert, before capacity
     std::vector<int64_t> received;   // [E] kept assignments per expert
     S aux = 0;                       // load-balancing loss
@@ -36,6 +37,13 @@ struct ReferenceResult {
     S objective = 0;                 // L = sum(dy*y) + aux_coef*aux + z_coef*z
     std::vector<S> dx;               // [T, d]
     ReferenceParams<S> grad;         // same shapes as the parameters
+};
+
+// Routing constraints (docs/layer.md, "Routing constraints"); the defaults apply none.
+struct ReferenceRouting {
+    std::vector<int> node_of_rank;      // [P] node of each rank; empty = every rank on node 0
+    std::vector<float> selection_bias;  // [E] router bias for selection only; empty = none
+    int64_t max_offnode = -1;           // topology gate: most off-node assignments per rank; -1 = off
 };
 
 // Forward and backward of the whole layer over the global batch.
@@ -49,7 +57,8 @@ void reference_layer(const LayerConfig& config,
                      const std::vector<S>& x,
                      const std::vector<S>& dy,
                      const ReferenceParams<S>& params,
-                     ReferenceResult<S>* out);
+                     ReferenceResult<S>* out,
+                     const ReferenceRouting& routing = ReferenceRouting{});
 
 // The parameters of docs/layer.md ("Synthetic data and parameters") for all E experts.
 template <typename S>

@@ -9,13 +9,12 @@
 #include <vector>
 
 #include "comm.h"
+#include "config.h"
 #include "node_map.h"
 
 namespace expar {
 
-enum class ScheduleKind { plain, pairwise, hierarchical };
-ScheduleKind parse_schedule(const std::string& name);  // throws (all ranks) naming --schedule
-const char* to_string(ScheduleKind kind);
+// ScheduleKind, parse_schedule and to_string live in config.h (the layer's configuration names them).
 
 // FasterMoE stage s of the rank's group i (n groups of group_size ranks in a ring):
 // send to the ranks of group (i − s) mod n, receive from the ranks of group (i + s) mod n.

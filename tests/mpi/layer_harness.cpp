@@ -38,14 +38,20 @@ void load_params(MoeLayer& layer, const ReferenceParams<float>& p) {
     (void)E;
 }
 
-GlobalResult run_distributed(
-    const LayerConfig& config, MPI_Comm mpi_comm, uint64_t seed, int64_t step, ExpertCompute* experts) {
+GlobalResult run_distributed(const LayerConfig& config,
+                             MPI_Comm mpi_comm,
+                             uint64_t seed,
+                             int64_t step,
+                             ExpertCompute* experts,
+                             const LayerCluster* cluster,
+                             const float* selection_bias) {
     MpiComm comm(mpi_comm);
     const int P = comm.size(), rank = comm.rank();
     const int64_t T_local = config.tokens_per_rank, T = P * T_local, d = config.d_model, k = config.top_k;
     const int64_t E = config.num_experts, f = config.d_ff;
     BlasExpertCompute blas;
-    MoeLayer layer(config, comm, experts ? *experts : blas);
+    MoeLayer layer(config, comm, experts ? *experts : blas, 0, cluster);
+    if (selection_bias) layer.set_selection_bias(selection_bias);
     const ReferenceParams<float> params = reference_params_init<float>(config, seed);
     load_params(layer, params);
     std::vector<float> x, dy;
@@ -88,7 +94,17 @@ GlobalResult run_distributed(
         }
     out.aux = layer.stats().aux_loss;
     out.z = layer.stats().z_loss;
+    out.num_redirected = layer.stats().num_redirected_global;
+    out.num_shadowed = layer.stats().num_shadowed;
     return out;
+}
+
+std::vector<float> all_grads(const GlobalResult& r) {
+    std::vector<float> all;
+    for (const auto* v : {&r.grad.router_w, &r.grad.router_noise_w, &r.grad.w1, &r.grad.b1, &r.grad.w2,
+                          &r.grad.b2, &r.grad.w3})
+        all.insert(all.end(), v->begin(), v->end());
+    return all;
 }
 
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {

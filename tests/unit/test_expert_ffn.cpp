@@ -138,13 +138,13 @@ TEST(ExpertFfn, BlasMatchesPlainLoops) {
                    b1 = fill(f, 4, 0.1f), w2 = fill(f * d, 5, 0.15f), b2 = fill(d, 6, 0.1f),
                    w3 = fill(d * f, 7, 0.2f);
         const bool sw = act == Activation::swiglu;
-        std::vector<float> y(n * d), dx(n * d), h(n * f), g(n * f), a(n * f);
+        std::vector<float> y(n * d), dx(n * d), h(n * f), g(n * f), a(n * f), dh(n * f);
         std::vector<float> dw1(d * f, 0), db1(f, 0), dw2(f * d, 0), db2(d, 0), dw3(d * f, 0);
         const ExpertWeights w{w1.data(), b1.data(), w2.data(), b2.data(), sw ? w3.data() : nullptr};
         const ExpertShape shape{d, f, act};
-        expert_ffn_forward(y.data(), {h.data(), g.data(), a.data()}, x.data(), w, n, shape);
+        expert_ffn_forward(y.data(), {h.data(), g.data(), a.data(), dh.data()}, x.data(), w, n, shape);
         expert_ffn_backward(dx.data(), {dw1.data(), db1.data(), dw2.data(), db2.data(), dw3.data()},
-                            dy.data(), x.data(), {h.data(), g.data(), a.data()}, w, n, shape);
+                            dy.data(), x.data(), {h.data(), g.data(), a.data(), dh.data()}, w, n, shape);
         const Plain p = plain_ffn(x, dy, w1, b1, w2, b2, w3, n, d, f, act);
         SCOPED_TRACE(to_string(act));
         EXPECT_LT(rel(y.data(), p.y), 1e-5);
