@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config git openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
-          libboost-program-options-dev libopenblas-dev libyaml-cpp-dev libgtest-dev python3-h5py python3-numpy)
+          libboost-program-options-dev libopenblas-dev libyaml-cpp-dev libgtest-dev libgmock-dev python3-h5py python3-numpy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@
 #include "blas.h"
 #include "check.h"
 #include "layer_command.h"
+#include "topology_command.h"
 
 namespace {
 
@@ -18,6 +19,7 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  layer      run steps of one expert-parallel MoE layer on synthetic tokens\n"
+    "  topology   check topology files (topology/*.yaml) and print what they describe\n"
     "\n"
     "Later issues add: train, simulate, alltoall, calibrate.\n"
     "`expar <command> --help` lists a command's options with defaults and units.\n";
@@ -30,6 +32,7 @@ int run(int argc, char** argv) {
         return expar::run_layer_command(0, argv, true);  // and every option of `layer`
     }
     if (command == "layer") return expar::run_layer_command(argc - 1, argv + 1, false);
+    if (command == "topology") return expar::run_topology_command(argc - 1, argv + 1);
     EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");
 }
 

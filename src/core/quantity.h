@@ -1,0 +1,20 @@
+// Physical quantities written with their unit ("25 GB/s", "400 Gb/s", "2 us", "19.5 TFLOP/s", "64 MiB"),
+// converted to expar's canonical units: bandwidth GB/s (1e9 bytes/s, one direction), time µs, compute rate
+// GFLOP/s, size bytes. A bare number is an error: units are never guessed.
+#pragma once
+
+#include <string>
+
+namespace expar {
+
+enum class QuantityKind { bandwidth, time, rate, size };
+
+// "bandwidth", "time", ... for messages.
+const char* to_string(QuantityKind kind);
+
+// The value of `text` in the canonical unit of `kind`. Throws an all-ranks expar::Error that starts with
+// `where` (e.g. "topology/x.yaml:12: links.nic.bandwidth") on a missing, unknown or wrong-kind unit, or a
+// text that is not a finite number. The sign is not checked here: callers state their own range.
+double parse_quantity(const std::string& text, QuantityKind kind, const std::string& where);
+
+}  // namespace expar

@@ -1,0 +1,328 @@
+#include "topology.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "check.h"
+#include "quantity.h"
+
+namespace expar {
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// Reading one YAML map: every key must be allowed, and every error names file, line and key path.
+
+std::string location(const std::string& origin, const YAML::Mark& mark) {
+    return mark.is_null() ? origin : origin + ":" + std::to_string(mark.line + 1);
+}
+
+std::string location(const std::string& origin, const YAML::Node& node) {
+    return location(origin, node.Mark());
+}
+
+std::string join(const std::vector<std::string>& words) {
+    std::string out;
+    for (const std::string& word : words) out += (out.empty() ? "" : ", ") + word;
+    return out;
+}
+
+class MapReader {
+   public:
+    // `path` is the key path of `node` ("" at the top, "links.nic" below).
+    MapReader(const std::string& origin,
+              const YAML::Node& node,
+              const std::string& path,
+              const std::vector<std::string>& allowed)
+        : origin_(origin), node_(node), path_(path) {
+        const std::string what = path.empty() ? "the file" : path;
+        if (!node.IsMap())
+            EXPAR_FAIL(location(origin, node)
+                       << ": " << what << ": expected a map with the keys " << join(allowed));
+        for (const auto& entry : node) {
+            const std::string key = entry.first.IsScalar() ? entry.first.Scalar() : "?";
+            const std::string key_path = path.empty() ? key : path + "." + key;
+            if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+                EXPAR_FAIL(location(origin, entry.first)
+                           << ": " << key_path << ": unknown key (allowed: " << join(allowed) << ")");
+            if (!key_marks_.emplace(key, entry.first.Mark()).second)
+                EXPAR_FAIL(location(origin, entry.first) << ": " << key_path << ": duplicate key");
+        }
+    }
+
+    bool has(const std::string& key) const { return bool(node_[key]); }
+    std::string path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+    // "FILE:LINE: key.path", with the line of the key, or of the map itself when the key is absent.
+    std::string where(const std::string& key) const {
+        const auto it = key_marks_.find(key);
+        return location(origin_, it == key_marks_.end() ? node_.Mark() : it->second) + ": " + path(key);
+    }
+
+    YAML::Node required(const std::string& key) const {
+        if (!has(key)) EXPAR_FAIL(where(key) << ": missing required key");
+        return node_[key];
+    }
+    MapReader map(const std::string& key, const std::vector<std::string>& allowed) const {
+        return MapReader(origin_, required(key), path(key), allowed);
+    }
+    std::string text(const std::string& key) const { return scalar(required(key), where(key)); }
+    std::string text_or(const std::string& key, const std::string& fallback) const {
+        return has(key) ? text(key) : fallback;
+    }
+    double quantity(const std::string& key, QuantityKind kind) const {
+        return parse_quantity(text(key), kind, where(key));
+    }
+    int positive_int(const std::string& key) const {
+        const std::string s = text(key);
+        char* end = nullptr;
+        const long value = std::strtol(s.c_str(), &end, 10);
+        if (*end != '\0' || end == s.c_str() || value <= 0 || value > 1 << 30)
+            EXPAR_FAIL(where(key) << ": must be a positive whole number, got '" << s << "'");
+        return int(value);
+    }
+    double number(const std::string& key) const { return plain_number(text(key), where(key)); }
+
+    static std::string scalar(const YAML::Node& node, const std::string& where) {
+        if (node.IsNull()) EXPAR_FAIL(where << ": has no value");
+        if (!node.IsScalar()) EXPAR_FAIL(where << ": expected a single value, not a list or map");
+        return node.Scalar();
+    }
+    static double plain_number(const std::string& s, const std::string& where) {
+        char* end = nullptr;
+        const double value = std::strtod(s.c_str(), &end);
+        if (*end != '\0' || end == s.c_str() || !std::isfinite(value))
+            EXPAR_FAIL(where << ": expected a plain number, got '" << s << "'");
+        return value;
+    }
+
+    const std::string& origin() const { return origin_; }
+
+   private:
+    std::string origin_;
+    YAML::Node node_;
+    std::string path_;
+    std::map<std::string, YAML::Mark> key_marks_;
+};
+
+// ------------------------------------------------------------------------------------------------
+
+const std::vector<std::string> kLinkKeys = {"bandwidth", "latency"};
+const std::vector<std::string> kPrecisions = {"fp64", "fp32", "tf32", "fp16", "bf16", "fp8"};
+
+Link read_link(const MapReader& link) {
+    Link out;
+    out.bandwidth_GBps = link.quantity("bandwidth", QuantityKind::bandwidth);
+    out.latency_us = link.quantity("latency", QuantityKind::time);
+    if (!(out.bandwidth_GBps > 0))
+        EXPAR_FAIL(link.where("bandwidth")
+                   << ": bandwidth must be positive, got '" << link.text("bandwidth") << "'");
+    if (out.latency_us < 0)
+        EXPAR_FAIL(link.where("latency")
+                   << ": latency must not be negative, got '" << link.text("latency") << "'");
+    return out;
+}
+
+IntraFabric read_intra_fabric(const MapReader& fabric) {
+    const std::string name = fabric.text("intra");
+    if (name == "nvswitch") return IntraFabric::nvswitch;
+    if (name == "ring") return IntraFabric::ring;
+    if (name == "pcie") return IntraFabric::pcie;
+    if (name == "shared_memory") return IntraFabric::shared_memory;
+    EXPAR_FAIL(fabric.where("intra") << ": unknown fabric '" << name
+                                     << "' (expected nvswitch, ring, pcie or shared_memory)");
+}
+
+InterFabric read_inter_fabric(const MapReader& fabric) {
+    const std::string name = fabric.text("inter");
+    if (name == "single_switch") return InterFabric::single_switch;
+    if (name == "fat_tree") return InterFabric::fat_tree;
+    EXPAR_FAIL(fabric.where("inter") << ": unknown fabric '" << name
+                                     << "' (expected single_switch or fat_tree)");
+}
+
+Calibration read_calibration(const MapReader& block) {
+    Calibration out;
+    out.when = block.text("when");
+    out.how = block.text("how");
+    out.measured_topology = block.text("topology");
+    if (block.has("links")) {
+        const MapReader links = block.map("links", {"intra", "nic"});
+        if (links.has("intra")) out.intra = read_link(links.map("intra", kLinkKeys));
+        if (links.has("nic")) out.nic = read_link(links.map("nic", kLinkKeys));
+    }
+    if (block.has("alltoall_efficiency")) {
+        const YAML::Node table = block.required("alltoall_efficiency");
+        if (!table.IsSequence() || table.size() == 0)
+            EXPAR_FAIL(block.where("alltoall_efficiency") << ": expected a list of [size, efficiency] pairs");
+        for (size_t i = 0; i < table.size(); ++i) {
+            const std::string where = location(block.origin(), table[i]) + ": " +
+                                      block.path("alltoall_efficiency") + "[" + std::to_string(i) + "]";
+            if (!table[i].IsSequence() || table[i].size() != 2)
+                EXPAR_FAIL(where << ": expected a [size, efficiency] pair such as [64 KiB, 0.5]");
+            const double bytes =
+                parse_quantity(MapReader::scalar(table[i][0], where), QuantityKind::size, where);
+            const double efficiency = MapReader::plain_number(MapReader::scalar(table[i][1], where), where);
+            if (!(bytes > 0)) EXPAR_FAIL(where << ": size must be positive");
+            if (!(efficiency > 0 && efficiency <= 1)) EXPAR_FAIL(where << ": efficiency must be in (0, 1]");
+            if (!out.alltoall_efficiency.empty() && bytes <= out.alltoall_efficiency.back().first)
+                EXPAR_FAIL(where << ": sizes must be strictly ascending");
+            out.alltoall_efficiency.emplace_back(bytes, efficiency);
+        }
+    }
+    if (block.has("gemm_efficiency")) {
+        const double efficiency = block.number("gemm_efficiency");
+        if (!(efficiency > 0 && efficiency <= 1))
+            EXPAR_FAIL(block.where("gemm_efficiency") << ": must be in (0, 1], got " << efficiency);
+        out.gemm_efficiency = efficiency;
+    }
+    return out;
+}
+
+}  // namespace
+
+const char* to_string(IntraFabric fabric) {
+    switch (fabric) {
+        case IntraFabric::nvswitch:
+            return "nvswitch";
+        case IntraFabric::ring:
+            return "ring";
+        case IntraFabric::pcie:
+            return "pcie";
+        case IntraFabric::shared_memory:
+            return "shared_memory";
+    }
+    return "?";
+}
+
+const char* to_string(InterFabric fabric) {
+    switch (fabric) {
+        case InterFabric::single_switch:
+            return "single_switch";
+        case InterFabric::fat_tree:
+            return "fat_tree";
+    }
+    return "?";
+}
+
+double Topology::net_GBps_per_device() const {
+    return nics_per_node * nic.bandwidth_GBps / devices_per_node / oversubscription;
+}
+
+double Topology::device_flops_per_s(const std::string& precision) const {
+    const auto it = dense_gflops.find(precision);
+    if (it == dense_gflops.end()) {
+        std::vector<std::string> listed;
+        for (const auto& entry : dense_gflops) listed.push_back(entry.first);
+        EXPAR_FAIL(origin << ": topology '" << name << "' has no dense_rate." << precision << " (it lists "
+                          << join(listed) << ")");
+    }
+    return it->second * 1e9;
+}
+
+Topology parse_topology(const std::string& yaml_text, const std::string& origin) {
+    YAML::Node root;
+    try {
+        root = YAML::Load(yaml_text);
+    } catch (const YAML::Exception& error) {
+        EXPAR_FAIL(origin << (error.mark.is_null() ? "" : ":" + std::to_string(error.mark.line + 1))
+                          << ": YAML syntax error: " << error.msg);
+    }
+    const MapReader top(origin, root, "",
+                        {"name", "description", "device", "nodes", "devices_per_node", "nics_per_node",
+                         "fabric", "links", "dense_rate", "calibration"});
+    Topology t;
+    t.origin = origin;
+    t.name = top.text("name");
+    t.description = top.text_or("description", "");
+    t.device = top.text_or("device", "");
+    t.num_nodes = top.positive_int("nodes");
+    t.devices_per_node = top.positive_int("devices_per_node");
+    t.nics_per_node = top.positive_int("nics_per_node");
+
+    const MapReader fabric = top.map("fabric", {"intra", "inter", "oversubscription"});
+    t.intra_fabric = read_intra_fabric(fabric);
+    t.inter_fabric = read_inter_fabric(fabric);
+    if (fabric.has("oversubscription")) {
+        if (t.inter_fabric != InterFabric::fat_tree)
+            EXPAR_FAIL(fabric.where("oversubscription") << ": applies to fabric.inter: fat_tree only");
+        t.oversubscription = fabric.number("oversubscription");
+        if (!(t.oversubscription >= 1))
+            EXPAR_FAIL(fabric.where("oversubscription")
+                       << ": must be >= 1 (2 means 2:1, half the bandwidth up the tree), got "
+                       << t.oversubscription);
+    }
+
+    const MapReader links = top.map("links", {"intra", "nic"});
+    t.intra = read_link(links.map("intra", kLinkKeys));
+    t.nic = read_link(links.map("nic", kLinkKeys));
+
+    const MapReader rates = top.map("dense_rate", kPrecisions);
+    for (const std::string& precision : kPrecisions) {
+        if (!rates.has(precision) && precision != "fp32") continue;  // fp32 is required
+        const double gflops = rates.quantity(precision, QuantityKind::rate);
+        if (!(gflops > 0)) EXPAR_FAIL(rates.where(precision) << ": compute rate must be positive");
+        t.dense_gflops[precision] = gflops;
+    }
+
+    if (top.has("calibration"))
+        t.calibration = read_calibration(top.map(
+            "calibration", {"when", "how", "topology", "links", "alltoall_efficiency", "gemm_efficiency"}));
+    return t;
+}
+
+Topology load_topology(const std::string& path) {
+    std::ifstream file(path);
+    if (!file) EXPAR_FAIL("cannot read topology file '" << path << "'");
+    std::stringstream text;
+    text << file.rdbuf();
+    if (file.bad()) EXPAR_FAIL("cannot read topology file '" << path << "'");
+    return parse_topology(text.str(), path);
+}
+
+std::string describe(const Topology& t) {
+    std::ostringstream out;
+    out << t.name << " (" << t.origin << ")" << (t.description.empty() ? "" : ": " + t.description) << "\n";
+    out << "  nodes x devices: " << t.num_nodes << " x " << t.devices_per_node
+        << (t.device.empty() ? "" : " (" + t.device + ")") << " = " << t.num_devices() << " devices\n";
+    out << "  intra-node: " << to_string(t.intra_fabric) << ", " << t.intra.bandwidth_GBps << " GB/s, "
+        << t.intra.latency_us << " us per device (one direction)\n";
+    out << "  inter-node: " << to_string(t.inter_fabric);
+    if (t.inter_fabric == InterFabric::fat_tree) out << " (oversubscription " << t.oversubscription << ")";
+    out << ", " << t.nics_per_node << " NIC" << (t.nics_per_node > 1 ? "s" : "") << " per node x "
+        << t.nic.bandwidth_GBps << " GB/s, " << t.nic.latency_us << " us\n";
+    out << "  per device: network share " << t.net_GBps_per_device() << " GB/s, local "
+        << t.local_GBps_per_device() << " GB/s\n";
+    out << "  dense rate per device:";
+    const char* separator = " ";
+    for (const std::string& precision : kPrecisions) {
+        const auto it = t.dense_gflops.find(precision);
+        if (it == t.dense_gflops.end()) continue;
+        out << separator << precision << " " << it->second << " GFLOP/s";
+        separator = ", ";
+    }
+    out << "\n";
+    if (!t.calibration) {
+        out << "  calibration: none (nominal figures)\n";
+        return out.str();
+    }
+    const Calibration& c = *t.calibration;
+    out << "  calibration: " << c.when << ", on " << c.measured_topology << ", by `" << c.how << "`\n";
+    if (c.intra)
+        out << "    intra: " << c.intra->bandwidth_GBps << " GB/s, " << c.intra->latency_us << " us\n";
+    if (c.nic) out << "    nic: " << c.nic->bandwidth_GBps << " GB/s, " << c.nic->latency_us << " us\n";
+    if (!c.alltoall_efficiency.empty()) {
+        out << "    all-to-all efficiency (bytes per peer: efficiency):";
+        for (const auto& point : c.alltoall_efficiency) out << " " << point.first << ": " << point.second;
+        out << "\n";
+    }
+    if (c.gemm_efficiency) out << "    GEMM efficiency: " << *c.gemm_efficiency << "\n";
+    return out.str();
+}
+
+}  // namespace expar
