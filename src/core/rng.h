@@ -21,6 +21,10 @@ enum RngStream : uint64_t {
     kStreamW3 = 9,
     kStreamGateNoise = 10,      // noisy-topk epsilon[t, e], per step
     kStreamGshardUniform = 11,  // gshard second-expert coin U[t], per step
+    kStreamDataTrain = 12,      // training sequence g of the global batch: window offset or key, per step
+    kStreamDataEval = 13,       // synthetic evaluation sequences; + split index
+    kStreamSyntheticTables = 16,
+    kStreamSyntheticSample = 17,  // per-sequence draws, seeded by the sequence key
 };
 
 inline uint64_t rng_per_step(uint64_t stream, int64_t step) {
