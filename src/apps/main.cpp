@@ -7,6 +7,7 @@
 #include <exception>
 #include <string>
 
+#include "alltoall_command.h"
 #include "blas.h"
 #include "check.h"
 #include "layer_command.h"
@@ -18,8 +19,9 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  layer      run steps of one expert-parallel MoE layer on synthetic tokens\n"
+    "  alltoall   time the token-exchange schedules over a sweep of sizes (nccl-tests style)\n"
     "\n"
-    "Later issues add: train, simulate, alltoall, calibrate.\n"
+    "Later issues add: train, simulate, calibrate.\n"
     "`expar <command> --help` lists a command's options with defaults and units.\n";
 
 int run(int argc, char** argv) {
@@ -30,6 +32,7 @@ int run(int argc, char** argv) {
         return expar::run_layer_command(0, argv, true);  // and every option of `layer`
     }
     if (command == "layer") return expar::run_layer_command(argc - 1, argv + 1, false);
+    if (command == "alltoall") return expar::run_alltoall_command(argc - 1, argv + 1, false);
     EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");
 }
 
