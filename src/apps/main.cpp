@@ -7,6 +7,7 @@
 #include <exception>
 #include <string>
 
+#include "alltoall_command.h"
 #include "blas.h"
 #include "check.h"
 #include "layer_command.h"
@@ -20,8 +21,9 @@ const char* kUsage =
     "commands:\n"
     "  layer      run steps of one expert-parallel MoE layer on synthetic tokens\n"
     "  topology   check topology files (topology/*.yaml) and print what they describe\n"
+    "  alltoall   time the token-exchange schedules over a sweep of sizes (nccl-tests style)\n"
     "\n"
-    "Later issues add: train, simulate, alltoall, calibrate.\n"
+    "Later issues add: train, simulate, calibrate.\n"
     "`expar <command> --help` lists a command's options with defaults and units.\n";
 
 int run(int argc, char** argv) {
@@ -33,6 +35,7 @@ int run(int argc, char** argv) {
     }
     if (command == "layer") return expar::run_layer_command(argc - 1, argv + 1, false);
     if (command == "topology") return expar::run_topology_command(argc - 1, argv + 1);
+    if (command == "alltoall") return expar::run_alltoall_command(argc - 1, argv + 1, false);
     EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");
 }
 

@@ -134,4 +134,57 @@ bool parse_layer_options(
     return true;
 }
 
+bool parse_command_options(int argc,
+                           char** argv,
+                           const po::options_description& description,
+                           const std::string& usage,
+                           bool print_help,
+                           po::variables_map* vm) {
+    try {
+        const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+        po::store(po::command_line_parser(argc, argv).options(description).style(style).run(), *vm);
+        if (vm->count("help") || print_help) {
+            std::ostringstream help;
+            help << usage << "\n" << description << "\n";
+            if (world_rank_or_minus_one() <= 0) std::cout << help.str();
+            return false;
+        }
+        const auto file_it = vm->find("config");
+        if (file_it != vm->end() && !file_it->second.as<std::string>().empty()) {
+            const std::string path = file_it->second.as<std::string>();
+            std::ifstream in(path);
+            if (!in) EXPAR_FAIL("cannot read config file '" << path << "'");
+            po::store(po::parse_config_file(in, description), *vm);
+        }
+        po::notify(*vm);
+    } catch (const po::error& error) {
+        EXPAR_FAIL(error.what());
+    }
+    return true;
+}
+
+Attributes options_as_attributes(const po::variables_map& vm) {
+    Attributes out;
+    for (const auto& [key, value] : vm) {
+        if (key == "help") continue;
+        std::ostringstream text;
+        text.precision(17);  // doubles round-trip exactly
+        const boost::any& any = value.value();
+        if (any.type() == typeid(std::string))
+            text << boost::any_cast<std::string>(any);
+        else if (any.type() == typeid(int64_t))
+            text << boost::any_cast<int64_t>(any);
+        else if (any.type() == typeid(uint64_t))
+            text << boost::any_cast<uint64_t>(any);
+        else if (any.type() == typeid(int))
+            text << boost::any_cast<int>(any);
+        else if (any.type() == typeid(double))
+            text << boost::any_cast<double>(any);
+        else if (any.type() == typeid(bool))
+            text << (boost::any_cast<bool>(any) ? "true" : "false");
+        out.emplace_back(key, text.str());
+    }
+    return out;
+}
+
 }  // namespace expar

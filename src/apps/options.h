@@ -38,4 +38,17 @@ boost::program_options::options_description layer_options_description(LayerRunOp
 bool parse_layer_options(
     int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out);
 
+// Shared by the subcommands other than `layer`: parses argv against description. With --help (or
+// print_help) prints usage and the options on rank 0 and returns false. --config FILE adds the file's keys
+// (the command line wins). Abbreviations are refused. Throws an all-ranks expar::Error on bad input.
+bool parse_command_options(int argc,
+                           char** argv,
+                           const boost::program_options::options_description& description,
+                           const std::string& usage,
+                           bool print_help,
+                           boost::program_options::variables_map* vm);
+
+// Every option in vm (defaults included) as text, for the root attributes of HDF5 files.
+Attributes options_as_attributes(const boost::program_options::variables_map& vm);
+
 }  // namespace expar

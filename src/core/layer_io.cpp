@@ -28,7 +28,8 @@ enum TableIndex {
     kNumTables
 };
 
-// Rank 0 tries to create the file; everyone learns whether it worked, so all ranks fail together.
+}  // namespace
+
 std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
     std::unique_ptr<H5File> file;
     int64_t failed = 0;
@@ -45,8 +46,6 @@ std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
                                                << "' (check that its directory exists and is writable)");
     return file;
 }
-
-}  // namespace
 
 void write_common_attributes(H5File& file, const Attributes& options, int num_ranks) {
     for (const auto& [key, value] : options) file.attr(key, value);

@@ -15,6 +15,10 @@ namespace expar {
 
 using Attributes = std::vector<std::pair<std::string, std::string>>;
 
+// Collective: rank 0 creates (truncates) path, null elsewhere. If rank 0 cannot, every rank throws the same
+// one-line error, so all ranks fail together.
+std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path);
+
 // Root attributes every expar file carries: the given options, git revision, rank count, BLAS.
 void write_common_attributes(H5File& file, const Attributes& options, int num_ranks);
 

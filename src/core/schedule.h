@@ -48,6 +48,9 @@ class TokenExchange {
 
     ScheduleKind kind() const { return kind_; }
     const std::vector<PairwiseStage>& stages() const { return stages_; }
+    // MPI tag of stage s of the pairwise exchange (forward or reverse): distinct per stage and direction,
+    // and from the hierarchical phases, so a caller interleaving stages with compute cannot mix them up.
+    static int pairwise_tag(int stage, bool reverse);
 
     // reverse = false: rank me sends rows[me][dst] to each dst and receives rows[src][me] from each src.
     // reverse = true: the same traffic sent back (sends rows[dst][me], receives rows[me][src]).
@@ -59,6 +62,14 @@ class TokenExchange {
     int64_t last_bytes_inter_node() const { return bytes_inter_; }
 
    private:
+    // Rows from src to dst in this call's direction.
+    static int64_t traffic(const int64_t* rows, int num_ranks, int src, int dst, bool reverse) {
+        return reverse ? rows[dst * num_ranks + src] : rows[src * num_ranks + dst];
+    }
+    void copy_rows(float* to, const float* from, int64_t num_rows) const;
+    void count_sent(int peer, int64_t num_rows);  // adds to bytes_intra_ or bytes_inter_
+    void init_hierarchical();                     // sizes the relays
+    void post_pairwise_stage(int stage, const float* send, float* recv, bool reverse);
     void run_plain(const float* send, float* recv, const int64_t* rows, bool reverse);
     void run_pairwise(const float* send, float* recv, const int64_t* rows, bool reverse);
     void run_hierarchical(const float* send, float* recv, const int64_t* rows, bool reverse);
@@ -69,8 +80,14 @@ class TokenExchange {
     int group_size_;
     int64_t row_width_;
     std::vector<PairwiseStage> stages_;
+    int64_t max_send_rows_, max_recv_rows_;
     std::vector<int64_t> send_rows_, send_offsets_, recv_rows_, recv_offsets_;  // [P]
-    std::vector<float> relay_a_, relay_b_;  // hierarchical staging, sized at construction
+    std::vector<int> stage_first_request_, stage_num_requests_;                 // [num stages], pairwise
+    // Hierarchical staging, sized at construction (bounds in schedule_hierarchical.cpp):
+    // relay_a_ = phase-1 send pack, then phase-2 send pack; relay_b_ = phase-1 receive [+ phase-2 receive].
+    std::vector<float> relay_a_, relay_b_;
+    std::vector<int64_t> relay_cursor_;  // [ranks_per_node] read position in each phase-1 chunk
+    bool nodes_contiguous_ = true;       // every node's ranks are consecutive: phase 2 receives in place
     int64_t bytes_intra_ = 0, bytes_inter_ = 0;
 };
 
