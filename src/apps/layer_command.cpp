@@ -16,6 +16,7 @@
 #include "options.h"
 #include "rng.h"
 #include "synthetic.h"
+#include "topology.h"
 
 namespace expar {
 
@@ -57,6 +58,22 @@ double measure_blas_gflops(int64_t n, const LayerConfig& c, int repeats) {
     return 3.0 * 2.0 * matrices * n * d * f / best / 1e9;
 }
 
+// The node map (real or emulated) and the rates of the topology file, if one is given.
+LayerCluster make_cluster(const LayerRunOptions& options, int rank) {
+    LayerCluster cluster{make_node_map(MPI_COMM_WORLD, options.ranks_per_node)};
+    if (options.topology_path.empty()) return cluster;
+    const Topology topology = load_topology(options.topology_path);
+    cluster.local_GBps = topology.local_GBps_per_device();
+    cluster.net_GBps = topology.net_GBps_per_device();
+    cluster.device_gflops = topology.device_flops_per_s("fp32") / 1e9;
+    if (rank == 0 && topology.devices_per_node != cluster.nodes.ranks_per_node)
+        std::fprintf(stderr,
+                     "expar: note: %s describes %d devices per node, this run has %d ranks per node; "
+                     "its rates are used as given\n",
+                     options.topology_path.c_str(), topology.devices_per_node, cluster.nodes.ranks_per_node);
+    return cluster;
+}
+
 }  // namespace
 
 int run_layer_command(int argc, char** argv, bool print_help) {
@@ -69,8 +86,9 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     validate(c, P);
     blas_set_num_threads(options.blas_threads);
 
+    const LayerCluster cluster = make_cluster(options, rank);
     BlasExpertCompute experts;
-    MoeLayer layer(c, comm, experts);
+    MoeLayer layer(c, comm, experts, 0, &cluster);
     layer.init_params(options.seed);
     const int64_t T = c.tokens_per_rank, d = c.d_model, E = c.num_experts;
     std::vector<float> x(T * d), dy(T * d), y(T * d), dx(T * d);
@@ -81,7 +99,8 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     std::vector<double> step_s(options.steps), phase_s(options.steps * kNumPhases), a2a_s(options.steps);
     std::vector<double> tokens_per_s(options.steps), a2a_gbps(options.steps), expert_gflops(options.steps);
     std::vector<double> drop_fraction(options.steps), load_min(options.steps), load_mean(options.steps),
-        load_max(options.steps);
+        load_max(options.steps), redirected(options.steps), shadowed(options.steps),
+        intra_bytes(options.steps), inter_bytes(options.steps);
     // Per step, max over ranks: each phase, the step, the alltoallv time (kTimes values).
     constexpr int kTimes = kNumPhases + 2;
     std::vector<double> times(kTimes);
@@ -111,6 +130,10 @@ int run_layer_command(int argc, char** argv, bool print_help) {
             static_cast<double>(st.alltoallv_bytes_sent) / std::max(st.alltoallv_s, 1e-12),
             st.expert_flops / std::max(st.phase_s[kFwdExpert] + st.phase_s[kBwdExpert], 1e-12)};
         comm.allreduce_min_f64(rates, 2);
+        // Bytes on each link class: the busiest rank.
+        double bytes[2] = {static_cast<double>(st.bytes_intra_node),
+                           static_cast<double>(st.bytes_inter_node)};
+        comm.allreduce_max_f64(bytes, 2);
         const double step_time = times[kNumPhases];
         const double rate = static_cast<double>(P * T) / step_time;
         if (log) {
@@ -125,6 +148,10 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         tokens_per_s[i] = rate;
         a2a_gbps[i] = rates[0] / 1e9;
         expert_gflops[i] = rates[1] / 1e9;
+        redirected[i] = static_cast<double>(st.num_redirected_global);
+        shadowed[i] = st.num_shadowed;
+        intra_bytes[i] = bytes[0];
+        inter_bytes[i] = bytes[1];
         const DispatchHandle& h = layer.handle();
         int64_t requested = 0, received = 0, lo = std::numeric_limits<int64_t>::max(), hi = 0;
         for (int64_t e = 0; e < E; ++e) {
@@ -160,6 +187,14 @@ int run_layer_command(int argc, char** argv, bool print_help) {
             to_string(c.drop_policy), (long long)c.d_model, (long long)c.d_ff, to_string(c.activation),
             (long long)T, (long long)options.steps, (long long)options.warmup);
         std::printf("%s\n", blas_description().c_str());
+        std::printf("schedule %s", to_string(c.schedule));
+        if (c.schedule == ScheduleKind::pairwise) std::printf(" (group size %d)", effective_group_size(c, P));
+        std::printf(", %d node%s x %d ranks%s", cluster.nodes.num_nodes,
+                    cluster.nodes.num_nodes > 1 ? "s" : "", cluster.nodes.ranks_per_node,
+                    cluster.nodes.emulated ? " (emulated)" : "");
+        if (!options.topology_path.empty()) std::printf(", topology %s", options.topology_path.c_str());
+        std::printf(", gate-topology %s, node-limit %d, router-bias %g, shadow %s\n",
+                    to_string(c.gate_topology), c.node_limit, c.router_bias_rate, c.shadow ? "on" : "off");
         std::printf("\n%-24s %12s %8s\n", "phase", "time (ms)", "share");
         for (int p = 0; p < kNumPhases; ++p) {
             std::vector<double> values(options.steps);
@@ -184,9 +219,16 @@ int run_layer_command(int argc, char** argv, bool print_help) {
             "(%.0f%%)\n",
             median(expert_gflops), blas_min, 100.0 * median(expert_gflops) / std::max(blas_min, 1e-12));
         std::printf(
-            "MPI_Alltoallv       %12.2f GB/s per rank (bytes sent to other ranks / time in the call, "
-            "slowest rank; %.3f ms per step in 4 calls)\n",
+            "token exchange      %12.2f GB/s per rank (bytes sent to other ranks / time in or waiting on the "
+            "exchange, slowest rank; %.3f ms per step over 4 exchanges)\n",
             median(a2a_gbps), median(a2a_s) * 1e3);
+        std::printf("link bytes          %12.3f MB intra-node, %.3f MB inter-node per step (busiest rank)\n",
+                    median(intra_bytes) / 1e6, median(inter_bytes) / 1e6);
+        if (c.gate_topology != GateTopology::none)
+            std::printf(
+                "redirected          %12.0f assignments per step moved on-node (limit L = %lld per rank)\n",
+                median(redirected), (long long)layer.max_offnode());
+        if (c.shadow) std::printf("shadowed            %12.1f experts per step (median)\n", median(shadowed));
         if (log) std::printf("log                 %s\n", options.log_path.c_str());
         if (!options.dump_path.empty()) std::printf("dump                %s\n", options.dump_path.c_str());
     }

@@ -45,6 +45,29 @@ po::options_description layer_options_description(LayerRunOptions* o, LayerOptio
         "load-balancing loss coefficient [1]")(
         "z-loss-coef", po::value<double>(&c.z_loss_coef)->default_value(c.z_loss_coef),
         "router z-loss coefficient [1]");
+    po::options_description fastermoe("Schedules, topology-aware routing, shadowing (docs/layer.md)");
+    fastermoe.add_options()(
+        "schedule", po::value<std::string>(&text->schedule)->default_value(text->schedule),
+        "token exchange: plain (one MPI_Alltoallv) | pairwise (FasterMoE, overlapped with "
+        "expert compute) | hierarchical (2D: intra-node, then inter-node)")(
+        "group-size", po::value<int>(&c.group_size)->default_value(c.group_size),
+        "pairwise: ranks per group [ranks]; clipped to the rank count, then must divide it")(
+        "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
+        "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes (MPI shared-memory split)")(
+        "topology", po::value<std::string>(&o->topology_path)->default_value(""),
+        "cluster file (topology/*.yaml, docs/topology.md): link bandwidths and compute rate for the "
+        "topology gate and shadowing")(
+        "gate-topology", po::value<std::string>(&text->gate_topology)->default_value(text->gate_topology),
+        "none | fastermoe: at most L = W_net/(M*W_local)*T*k assignments per rank leave the node; the "
+        "lowest-scoring others move to on-node experts (needs --topology)")(
+        "node-limit", po::value<int>(&c.node_limit)->default_value(c.node_limit),
+        "DeepSeek-V3 node-limited routing: a token's experts lie on at most M nodes [nodes]; 0 = off")(
+        "router-bias", po::value<double>(&c.router_bias_rate)->default_value(c.router_bias_rate),
+        "DeepSeek-V3 auxiliary-loss-free balancing: per-expert selection bias moved by +-GAMMA each step "
+        "[1]; 0 = off")("shadow", po::value<bool>(&c.shadow)->default_value(c.shadow),
+                        "FasterMoE dynamic shadowing of hot experts (true|false; needs --topology)")(
+        "shadow-max-experts", po::value<int>(&c.shadow_max_experts)->default_value(c.shadow_max_experts),
+        "most experts shadowed in one step (buffers for their weights are kept) [experts]");
     po::options_description run("Run");
     run.add_options()("steps", po::value<int64_t>(&o->steps)->default_value(o->steps),
                       "timed steps (forward + backward) [steps]")(
@@ -64,7 +87,7 @@ po::options_description layer_options_description(LayerRunOptions* o, LayerOptio
         "inject-nan-step", po::value<int64_t>(&o->inject_nan_step)->default_value(o->inject_nan_step),
         "fault injection for tests: put a NaN into x at this step [step]; -1 = never");
     po::options_description all;
-    all.add(general).add(layer).add(run);
+    all.add(general).add(layer).add(fastermoe).add(run);
     return all;
 }
 
@@ -103,6 +126,8 @@ bool parse_layer_options(
     c.activation = parse_activation(text.activation);
     c.capacity_scope = parse_capacity_scope(text.scope);
     c.drop_policy = parse_drop_policy(text.policy);
+    c.schedule = parse_schedule(text.schedule);
+    c.gate_topology = parse_gate_topology(text.gate_topology);
     if (c.gate == GateKind::switch_top1 && vm["top-k"].defaulted()) c.top_k = 1;
     EXPAR_REQUIRE(out->steps > 0, "--steps must be positive (got " << out->steps << ")");
     EXPAR_REQUIRE(out->warmup >= 0, "--warmup must be >= 0 (got " << out->warmup << ")");

@@ -22,11 +22,14 @@ struct LayerRunOptions {
     std::string dump_path;
     int blas_threads = 1;
     int64_t inject_nan_step = -1;
+    int ranks_per_node = 0;     // 0 = from MPI (shared-memory split)
+    std::string topology_path;  // empty = none
 };
 
 // Enum-valued options as text: converted after parsing so errors name the option.
 struct LayerOptionText {
     std::string gate = "topk", activation = "gelu", scope = "local", policy = "position";
+    std::string schedule = "plain", gate_topology = "none";
     std::string config_file;
 };
 

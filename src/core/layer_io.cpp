@@ -25,7 +25,23 @@ enum TableIndex {
     kRequested,
     kReceived,
     kDropped,
+    kSchedule,
+    kRedirected,
+    kShadowed,
+    kBytesIntra,
+    kBytesInter,
     kNumTables
+};
+
+// Per-rank values gathered each step, after the phase times.
+enum RankValue {
+    kRankStepUs,
+    kRankA2aUs,
+    kRankA2aBytes,
+    kRankRedirected,
+    kRankBytesIntra,
+    kRankBytesInter,
+    kNumRankValues
 };
 
 }  // namespace
@@ -58,7 +74,7 @@ LayerLog::LayerLog(Comm& comm, const std::string& path, const Attributes& option
     : comm_(comm), num_experts_(config.num_experts) {
     const int P = comm_.size();
     const int64_t E = num_experts_;
-    rank_row_.resize(kNumPhases + 3);
+    rank_row_.resize(kNumPhases + kNumRankValues);
     all_rows_.resize(comm_.rank() == 0 ? P * rank_row_.size() : 0);
     phase_us_.resize(P * kNumPhases);
     a2a_us_.resize(P);
@@ -67,6 +83,10 @@ LayerLog::LayerLog(Comm& comm, const std::string& path, const Attributes& option
     requested_.resize(E);
     received_.resize(E);
     dropped_.resize(E);
+    redirected_.resize(P);
+    bytes_intra_.resize(P);
+    bytes_inter_.resize(P);
+    shadowed_.resize(E);
     file_ = create_on_root(comm_, path);
     if (comm_.rank() != 0) return;
     write_common_attributes(*file_, options, P);
@@ -103,6 +123,17 @@ LayerLog::LayerLog(Comm& comm, const std::string& path, const Attributes& option
                                                    H5T_NATIVE_INT64, "tokens");
     tables_[kDropped] = std::make_unique<H5Table>(*file_, "/experts/dropped", std::vector<hsize_t>{E_},
                                                   H5T_NATIVE_INT64, "tokens");
+    tables_[kSchedule] = std::make_unique<H5Table>(*file_, "/steps/schedule", std::vector<hsize_t>{},
+                                                   H5T_NATIVE_INT64, "index into the names attribute");
+    file_->attr("names", std::string("plain,pairwise,hierarchical"), "/steps/schedule");
+    tables_[kRedirected] = std::make_unique<H5Table>(*file_, "/steps/redirected", std::vector<hsize_t>{P_},
+                                                     H5T_NATIVE_INT64, "assignments moved on-node per rank");
+    tables_[kShadowed] = std::make_unique<H5Table>(*file_, "/experts/shadowed", std::vector<hsize_t>{E_},
+                                                   H5T_NATIVE_INT64, "1 if replicated this step");
+    tables_[kBytesIntra] = std::make_unique<H5Table>(
+        *file_, "/steps/bytes_intra_node", std::vector<hsize_t>{P_}, H5T_NATIVE_INT64, "bytes sent per rank");
+    tables_[kBytesInter] = std::make_unique<H5Table>(
+        *file_, "/steps/bytes_inter_node", std::vector<hsize_t>{P_}, H5T_NATIVE_INT64, "bytes sent per rank");
     file_->flush();
 }
 
@@ -116,9 +147,13 @@ void LayerLog::append(int64_t step, const MoeLayer& layer, double step_time_s, d
     const int P = comm_.size();
     const size_t width = rank_row_.size();
     for (int p = 0; p < kNumPhases; ++p) rank_row_[p] = stats.phase_s[p] * 1e6;
-    rank_row_[kNumPhases] = step_time_s * 1e6;
-    rank_row_[kNumPhases + 1] = stats.alltoallv_s * 1e6;
-    rank_row_[kNumPhases + 2] = static_cast<double>(stats.alltoallv_bytes_sent);
+    rank_row_[kNumPhases + kRankStepUs] = step_time_s * 1e6;
+    rank_row_[kNumPhases + kRankA2aUs] = stats.alltoallv_s * 1e6;
+    rank_row_[kNumPhases + kRankA2aBytes] = static_cast<double>(stats.alltoallv_bytes_sent);
+    // Counts travel as doubles: exact below 2^53.
+    rank_row_[kNumPhases + kRankRedirected] = static_cast<double>(stats.num_redirected);
+    rank_row_[kNumPhases + kRankBytesIntra] = static_cast<double>(stats.bytes_intra_node);
+    rank_row_[kNumPhases + kRankBytesInter] = static_cast<double>(stats.bytes_inter_node);
     comm_.gather_f64(rank_row_.data(), all_rows_.data(), static_cast<int64_t>(width), 0);
     if (comm_.rank() != 0) return;
 
@@ -137,10 +172,16 @@ void LayerLog::append(int64_t step, const MoeLayer& layer, double step_time_s, d
     }
     for (int r = 0; r < P; ++r) {
         for (int p = 0; p < kNumPhases; ++p) phase_us_[r * kNumPhases + p] = all_rows_[r * width + p];
-        step_us_[r] = all_rows_[r * width + kNumPhases];
-        a2a_us_[r] = all_rows_[r * width + kNumPhases + 1];
-        a2a_bytes_[r] = all_rows_[r * width + kNumPhases + 2];
+        const double* row = all_rows_.data() + r * width + kNumPhases;
+        step_us_[r] = row[kRankStepUs];
+        a2a_us_[r] = row[kRankA2aUs];
+        a2a_bytes_[r] = row[kRankA2aBytes];
+        redirected_[r] = static_cast<int64_t>(row[kRankRedirected]);
+        bytes_intra_[r] = static_cast<int64_t>(row[kRankBytesIntra]);
+        bytes_inter_[r] = static_cast<int64_t>(row[kRankBytesInter]);
     }
+    for (int64_t e = 0; e < E; ++e) shadowed_[e] = h.shadowed[e];
+    const int64_t schedule = static_cast<int64_t>(layer.config().schedule);
     const double drop_fraction = total_requested ? static_cast<double>(total_dropped) / total_requested : 0.0;
     tables_[kStep]->append(&step);
     tables_[kPhaseUs]->append(phase_us_.data());
@@ -148,6 +189,11 @@ void LayerLog::append(int64_t step, const MoeLayer& layer, double step_time_s, d
     tables_[kA2aUs]->append(a2a_us_.data());
     tables_[kA2aBytes]->append(a2a_bytes_.data());
     tables_[kTokensPerS]->append(&tokens_per_s);
+    tables_[kSchedule]->append(&schedule);
+    tables_[kRedirected]->append(redirected_.data());
+    tables_[kShadowed]->append(shadowed_.data());
+    tables_[kBytesIntra]->append(bytes_intra_.data());
+    tables_[kBytesInter]->append(bytes_inter_.data());
     tables_[kAux]->append(&stats.aux_loss);
     tables_[kZ]->append(&stats.z_loss);
     tables_[kCapacity]->append(&h.capacity);

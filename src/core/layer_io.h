@@ -36,8 +36,9 @@ class LayerLog {
     int64_t num_experts_;
     std::vector<double> rank_row_, all_rows_;  // per-rank values, gathered to rank 0
     std::vector<double> phase_us_, a2a_us_, a2a_bytes_, step_us_;
-    std::vector<int64_t> requested_, received_, dropped_;
-    std::unique_ptr<H5File> file_;  // rank 0 only
+    std::vector<int64_t> requested_, received_, dropped_, shadowed_;  // [E]
+    std::vector<int64_t> redirected_, bytes_intra_, bytes_inter_;     // [P]
+    std::unique_ptr<H5File> file_;                                    // rank 0 only
     std::vector<std::unique_ptr<H5Table>> tables_;
 };
 

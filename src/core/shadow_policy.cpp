@@ -79,8 +79,11 @@ int ShadowPolicy::select(uint8_t* shadowed, const int64_t* tokens, int max_shado
     for (int src = 0; src < num_ranks_; ++src)
         for (int64_t e = 0; e < E; ++e) expert_load_[e] += tokens[src * E + e];
     for (int64_t e = 0; e < E; ++e) order_[e] = e;
-    std::stable_sort(order_.begin(), order_.end(),
-                     [&](int64_t a, int64_t b) { return expert_load_[a] > expert_load_[b]; });
+    // Ties go to the lower index (std::sort, not stable_sort: that one allocates).
+    std::sort(order_.begin(), order_.end(), [&](int64_t a, int64_t b) {
+        if (expert_load_[a] != expert_load_[b]) return expert_load_[a] > expert_load_[b];
+        return a < b;
+    });
     double latency = latency_s(0);
     int num_shadowed = 0;
     for (int64_t i = 0; i < E && num_shadowed < max_shadowed; ++i) {

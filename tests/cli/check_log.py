@@ -129,6 +129,37 @@ def main(argv):
         if "skew" in a and "capacity-factor" in a:
             cf, skew = float(text(a["capacity-factor"])), float(text(a["skew"]))
             expect_drops = expect_drops or (skew >= 1.0 and 0 < cf <= 1.0)
+        # FasterMoE-era fields: schedule, redirected, shadowed, bytes per link class.
+        schedule = dataset(f, "/steps/schedule", (S,), "i", "index into the names attribute")
+        if schedule is not None:
+            names = text(f["/steps/schedule"].attrs.get("names", b"")).split(",")
+            check(names == ["plain", "pairwise", "hierarchical"], f"/steps/schedule names {names}")
+            if "schedule" in a:
+                want = names.index(text(a["schedule"]))
+                check(bool(np.all(schedule == want)), f"/steps/schedule == {want} ({text(a['schedule'])}) every step")
+        redirected = dataset(f, "/steps/redirected", (S, P), "i", "assignments moved on-node per rank")
+        if redirected is not None:
+            check(bool(np.all(redirected >= 0)), "redirected >= 0")
+            if text(a.get("gate-topology", b"none")) == "none":
+                check(int(redirected.sum()) == 0, "no redirection without --gate-topology")
+        shadowed = dataset(f, "/experts/shadowed", (S, E), "i", "1 if replicated this step")
+        if shadowed is not None:
+            check(bool(np.all((shadowed == 0) | (shadowed == 1))), "shadowed is 0/1")
+            if text(a.get("shadow", b"false")) != "true":
+                check(int(shadowed.sum()) == 0, "nothing shadowed without --shadow")
+            else:
+                print(f"note: shadowed experts per step: {shadowed.sum(1).tolist()}")
+        intra = dataset(f, "/steps/bytes_intra_node", (S, P), "i", "bytes sent per rank")
+        inter = dataset(f, "/steps/bytes_inter_node", (S, P), "i", "bytes sent per rank")
+        if intra is not None and inter is not None and a2a_bytes is not None:
+            on_wire = intra + inter
+            if text(a.get("schedule", b"plain")) == "hierarchical":  # relays add hops
+                check(bool(np.all(on_wire >= a2a_bytes)), "intra + inter >= bytes sent end to end (hierarchical)")
+            else:
+                check(np.array_equal(on_wire, a2a_bytes.astype(np.int64)),
+                      "intra + inter == bytes sent end to end (one hop per row)")
+            if int(text(a.get("ranks-per-node", b"0"))) == P:
+                check(int(inter.sum()) == 0, "one node: no inter-node bytes")
         if expect_drops:
             check(int(drop.sum()) > 0, f"some assignments dropped ({int(drop.sum())} of {int(req.sum())})")
     return 1 if failures else 0

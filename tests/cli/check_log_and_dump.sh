@@ -74,6 +74,11 @@ check_run() {  # check_run NAME NRANKS [extra expar options...]
 
 check_run topk_gelu_2 2
 check_run noisy_swiglu_4 4 --gate noisy-topk --activation swiglu --aux-loss-coef 0.1 --z-loss-coef 0.01
+# Schedules and shadowing change how tokens travel, never the result: the same oracle must hold.
+topology="$cli_dir/../../topology/local-2x2.yaml"
+check_run pairwise_shadow_4 4 --ranks-per-node 2 --schedule pairwise --group-size 2 --topology "$topology" \
+    --shadow true
+check_run hierarchical_4 4 --ranks-per-node 2 --schedule hierarchical
 
 if [ "$failures" -ne 0 ]; then
     echo "check_log_and_dump: $failures check group(s) FAILED" >&2

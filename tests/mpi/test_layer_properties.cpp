@@ -241,6 +241,44 @@ TEST(SteadyState, NoHeapAllocationAfterTheFirstSteps) {
     }
 }
 
+// The same with every schedule and every FasterMoE switch on (nodes emulated as pairs of ranks).
+TEST(SteadyState, NoHeapAllocationWithSchedulesAndShadowing) {
+    const int P = world_size();
+    for (ScheduleKind schedule : {ScheduleKind::plain, ScheduleKind::pairwise, ScheduleKind::hierarchical}) {
+        LayerConfig c = base_config(P);
+        c.schedule = schedule;
+        c.group_size = 1;
+        c.skew = 2.0;
+        c.capacity_factor = 0;
+        c.shadow = true;
+        c.gate_topology = GateTopology::fastermoe;
+        c.router_bias_rate = 0.01;
+        LayerCluster cluster{node_map_blocks(P, P > 1 ? P / 2 : 1)};
+        cluster.local_GBps = cluster.net_GBps = cluster.device_gflops = 1.0;
+        MpiComm comm(MPI_COMM_WORLD);
+        BlasExpertCompute experts;
+        MoeLayer layer(c, comm, experts, 0, &cluster);
+        layer.init_params(1);
+        const int64_t T = c.tokens_per_rank, d = c.d_model;
+        std::vector<float> x(T * d), dy(T * d), y(T * d), dx(T * d);
+        long before = 0;
+        int num_shadowed = 0;
+        for (int step = 0; step < 5; ++step) {
+            if (step == 2) before = g_num_allocations.load();
+            synthetic_rows(x.data(), 1, 1, step, comm.rank() * T, T, d);
+            synthetic_rows(dy.data(), 1, 2, step, comm.rank() * T, T, d);
+            layer.zero_grads();
+            layer.forward(y.data(), x.data(), step, 1);
+            layer.backward(dx.data(), dy.data());
+            layer.allreduce_router_grads();
+            layer.sgd_update(0.05f);
+            num_shadowed += layer.stats().num_shadowed;
+        }
+        EXPECT_EQ(g_num_allocations.load() - before, 0) << to_string(schedule);
+        if (P > 1) EXPECT_GT(num_shadowed, 0) << "the skewed steps should shadow";
+    }
+}
+
 }  // namespace
 }  // namespace expar::test
 
