@@ -58,7 +58,7 @@ else
 fi
 
 # Every option line must show a default "(=...)", except those whose default is empty (a path).
-empty_default_ok=" config log dump "
+empty_default_ok=" config log dump topology "
 check_option_defaults() {  # check_option_defaults OUTFILE LABEL
     local out=$1 label=$2 n=0 line name
     while IFS= read -r line; do
@@ -85,7 +85,8 @@ check_option_defaults "$scratch/top.out" "expar --help"
 # Every option of `expar layer` that docs and scripts rely on.
 required_options=(config experts top-k gate renormalize capacity-factor capacity-scope drop-policy d-model d-ff
                   activation expert-bias tokens-per-rank skew aux-loss-coef z-loss-coef steps warmup seed lr log
-                  log-flush-every dump blas-threads inject-nan-step)
+                  log-flush-every dump blas-threads inject-nan-step schedule group-size ranks-per-node topology
+                  gate-topology node-limit router-bias shadow shadow-max-experts)
 for out in layer top; do
     missing=()
     for option in "${required_options[@]}"; do
