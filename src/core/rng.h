@@ -21,6 +21,14 @@ enum RngStream : uint64_t {
     kStreamW3 = 9,
     kStreamGateNoise = 10,      // noisy-topk epsilon[t, e], per step
     kStreamGshardUniform = 11,  // gshard second-expert coin U[t], per step
+    // The language model's dense parameters (src/train/model.h), indexed within the tensor stacked over
+    // layers: layer l's element i of a [rows, cols] matrix is index l·rows·cols + i.
+    kStreamWte = 12,
+    kStreamWpe = 13,
+    kStreamQkvW = 14,
+    kStreamAttnProjW = 15,
+    kStreamFfnFcW = 16,
+    kStreamFfnProjW = 17,
 };
 
 inline uint64_t rng_per_step(uint64_t stream, int64_t step) {
