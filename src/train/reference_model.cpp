@@ -15,6 +15,7 @@ Real reference_gpt(const ModelConfig& c,
                    std::vector<Real>* logits_out,
                    std::vector<Real>* grads_out) {
     EXPAR_REQUIRE(c.moe_every == 0, "the reference model is dense only (moe_every = 0)");
+    EXPAR_REQUIRE(targets != nullptr, "the reference model needs targets");
     const int64_t S = c.seq_len, N = B * S, d = c.d_model, H = c.num_heads, f = c.d_ff_dense,
                   V = c.vocab_size, L = c.num_layers;
     EXPAR_ASSERT(static_cast<int64_t>(params_in.size()) == gpt_num_params(c));

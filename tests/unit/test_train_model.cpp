@@ -26,15 +26,44 @@ std::atomic<bool> g_count_allocations{false};
 std::atomic<int64_t> g_num_allocations{0};
 }  // namespace
 
-void* operator new(std::size_t size) {
+// Every replaceable non-aligned form, so that allocation and deallocation always pair up (sanitizers
+// replace the forms left out).
+namespace {
+void* counted_malloc(std::size_t size) noexcept {
     if (g_count_allocations.load(std::memory_order_relaxed)) g_num_allocations.fetch_add(1);
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+    return std::malloc(size == 0 ? 1 : size);
+}
+}  // namespace
+void* operator new(std::size_t size) {
+    if (void* p = counted_malloc(size)) return p;
     throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) {
+    if (void* p = counted_malloc(size)) return p;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+    return counted_malloc(size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+    return counted_malloc(size);
 }
 void operator delete(void* p) noexcept {
     std::free(p);
 }
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
 void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
     std::free(p);
 }
 
