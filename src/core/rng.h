@@ -25,6 +25,14 @@ enum RngStream : uint64_t {
     kStreamDataEval = 13,       // synthetic evaluation sequences; + split index
     kStreamSyntheticTables = 16,
     kStreamSyntheticSample = 17,  // per-sequence draws, seeded by the sequence key
+    // The language model's dense parameters (src/train/model.h), indexed within the tensor stacked over
+    // layers: layer l's element i of a [rows, cols] matrix is index l·rows·cols + i.
+    kStreamWte = 18,
+    kStreamWpe = 19,
+    kStreamQkvW = 20,
+    kStreamAttnProjW = 21,
+    kStreamFfnFcW = 22,
+    kStreamFfnProjW = 23,
 };
 
 inline uint64_t rng_per_step(uint64_t stream, int64_t step) {
