@@ -448,6 +448,17 @@ TEST_F(BadCheckpointTest, Hdf5FileThatIsNoCheckpoint) {
               "'" + path + "' is not an expar checkpoint (it has no checkpoint_format_version attribute)");
 }
 
+TEST_F(BadCheckpointTest, AnotherFormatVersion) {
+    const std::string path = file("future.h5");
+    if (world_rank() == 0) {
+        H5File future(path);
+        future.attr("checkpoint_format_version", int64_t{2});
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    EXPECT_EQ(load_error(path, no_change),
+              "checkpoint '" + path + "' has format version 2; this expar reads version 1");
+}
+
 TEST_F(BadCheckpointTest, ShapeAttributeDiffers) {
     EXPECT_EQ(load_error(path_, [](TrainingState& s) { s.shape_attributes[0].second = "7"; }),
               "checkpoint '" + path_ + "' is from another model: d_model 7 here, 6 in the file");
