@@ -55,7 +55,7 @@ std::string shape_text(const std::vector<hsize_t>& dims) {
 void check_local_tensors(const TrainingState& state) {
     for (const StateTensor& t : state.tensors) {
         EXPAR_ASSERT(!t.path.empty() && t.path[0] == '/');
-        for (int64_t d : t.item_shape) EXPAR_ASSERT(d >= 0);
+        for (int64_t d : t.item_shape) EXPAR_ASSERT(d > 0);
         EXPAR_ASSERT(t.num_items_global >= 1);
         if (!is_sharded(t)) EXPAR_ASSERT(t.first_item == 0 && t.num_items == 1);
         EXPAR_ASSERT(t.first_item >= 0 && t.num_items >= 0 &&
