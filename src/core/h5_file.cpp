@@ -28,6 +28,20 @@ void H5File::flush() {
     HDF5_CHECK(H5Fflush(file_, H5F_SCOPE_GLOBAL));
 }
 
+void H5File::close() {
+    hid_t file = file_;
+    file_ = -1;
+    HDF5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));  // H5Fclose alone would defer if an object were still open
+    HDF5_CHECK(H5Fclose(file));
+}
+
+void H5File::create_group(const std::string& path) {
+    hid_t lcpl = link_creation_with_parents();
+    hid_t group = HDF5_CHECK(H5Gcreate2(file_, path.c_str(), lcpl, H5P_DEFAULT, H5P_DEFAULT));
+    H5Gclose(group);
+    H5Pclose(lcpl);
+}
+
 void H5File::attr(const std::string& name, const std::string& value, const std::string& object_path) {
     hid_t type = HDF5_CHECK(H5Tcopy(H5T_C_S1));
     HDF5_CHECK(H5Tset_size(type, value.empty() ? 1 : value.size()));
@@ -86,6 +100,33 @@ void H5File::write(const std::string& path, const std::vector<hsize_t>& dims, co
 }
 void H5File::write(const std::string& path, const std::vector<hsize_t>& dims, const int32_t* data) {
     write_typed(path, dims, H5T_NATIVE_INT32, data);
+}
+
+void H5File::create_f32(const std::string& path, const std::vector<hsize_t>& dims) {
+    EXPAR_ASSERT(!dims.empty());
+    hid_t space = HDF5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+    hid_t lcpl = link_creation_with_parents();
+    hid_t dataset =
+        HDF5_CHECK(H5Dcreate2(file_, path.c_str(), H5T_NATIVE_FLOAT, space, lcpl, H5P_DEFAULT, H5P_DEFAULT));
+    H5Dclose(dataset);
+    H5Pclose(lcpl);
+    H5Sclose(space);
+}
+
+void H5File::write_rows(const std::string& path, hsize_t first_row, hsize_t num_rows, const float* rows) {
+    hid_t dataset = HDF5_CHECK(H5Dopen2(file_, path.c_str(), H5P_DEFAULT));
+    hid_t file_space = HDF5_CHECK(H5Dget_space(dataset));
+    std::vector<hsize_t> start(HDF5_CHECK(H5Sget_simple_extent_ndims(file_space)), 0);
+    std::vector<hsize_t> count(start.size());
+    H5Sget_simple_extent_dims(file_space, count.data(), nullptr);
+    start[0] = first_row;
+    count[0] = num_rows;
+    HDF5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
+    hid_t mem_space = HDF5_CHECK(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr));
+    HDF5_CHECK(H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, rows));
+    H5Sclose(mem_space);
+    H5Sclose(file_space);
+    H5Dclose(dataset);
 }
 
 H5Table::H5Table(H5File& file,

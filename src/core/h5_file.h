@@ -1,5 +1,6 @@
-// A thin C++ layer over the HDF5 C API for what expar writes: attributes, whole datasets (dumps) and
-// append-only tables that grow one step at a time (logs). Written by one rank; throws on failure.
+// A thin C++ layer over the HDF5 C API for what expar writes: attributes, whole datasets (dumps), datasets
+// written a block of rows at a time (checkpoints) and append-only tables that grow one step at a time
+// (logs). Written by one rank; throws on failure. Reading: h5_reader.h.
 #pragma once
 
 #include <hdf5.h>
@@ -19,6 +20,10 @@ class H5File {
     H5File& operator=(const H5File&) = delete;
     hid_t id() const { return file_; }
     void flush();
+    // Closes the file now, checking that HDF5 could write everything out; the destructor then does nothing.
+    void close();
+
+    void create_group(const std::string& path);
 
     // Attributes on the root group (or on the object at `object_path`).
     void attr(const std::string& name, const std::string& value, const std::string& object_path = "/");
@@ -30,6 +35,11 @@ class H5File {
     void write(const std::string& path, const std::vector<hsize_t>& dims, const double* data);
     void write(const std::string& path, const std::vector<hsize_t>& dims, const int64_t* data);
     void write(const std::string& path, const std::vector<hsize_t>& dims, const int32_t* data);
+
+    // A float32 dataset of shape dims (at least 1-d), filled later by write_rows.
+    void create_f32(const std::string& path, const std::vector<hsize_t>& dims);
+    // Rows [first_row, first_row + num_rows) along the first dimension, each dims[1:] floats.
+    void write_rows(const std::string& path, hsize_t first_row, hsize_t num_rows, const float* rows);
 
    private:
     void write_typed(const std::string& path, const std::vector<hsize_t>& dims, hid_t type, const void* data);

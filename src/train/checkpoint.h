@@ -15,11 +15,12 @@ namespace expar {
 // One tensor of the training state.
 // Replicated (num_items_global == 1): every rank holds all of it; the file holds one copy.
 // Sharded over experts: this rank holds items [first_item, first_item + num_items) of num_items_global
-// items (experts), each item_shape; the file holds all items in global order, [num_items_global, item_shape...].
+// items (experts), each item_shape; the file holds all items in global order,
+// [num_items_global, item_shape...].
 struct StateTensor {
-    std::string path;               // HDF5 dataset path, e.g. "/params/h3.qkv_w", "/adam_m/moe1.w1"
+    std::string path;  // HDF5 dataset path, e.g. "/params/h3.qkv_w", "/adam_m/moe1.w1"
     std::vector<int64_t> item_shape;
-    float* data = nullptr;          // this rank's items, contiguous
+    float* data = nullptr;  // this rank's items, contiguous
     int64_t num_items_global = 1;
     int64_t first_item = 0;
     int64_t num_items = 1;
@@ -36,12 +37,15 @@ struct TrainingState {
 
 // Collective. Rank 0 writes path + ".tmp" (sharded tensors gathered in rank order), then renames it over
 // path, so a crash during the save leaves the previous checkpoint intact. Throws (all ranks) on failure.
+// Ranks must hold consecutive item ranges in rank order (rank 0 the first items); any other split is an
+// internal error. File layout: docs/hdf5.md, "Checkpoints".
 void save_checkpoint(Comm& comm, const std::string& path, const TrainingState& state);
 
 // Collective. Fills every tensor's data (each rank reads its own items) and every counter named in
 // state. Throws (all ranks), one line, if the file is missing or unreadable, a shape attribute differs
 // ("checkpoint 'F' is from another model: d_model 128 here, 256 in the file"), a tensor is missing or has
-// another shape, or a counter is missing.
+// another shape, or a counter is missing. Every rank checks the file before any rank reads, so a rejected
+// checkpoint leaves state unchanged. The items may be split differently from the save (any rank count).
 void load_checkpoint(Comm& comm, const std::string& path, TrainingState& state);
 
 }  // namespace expar
