@@ -9,6 +9,7 @@
 
 #include "alltoall_command.h"
 #include "blas.h"
+#include "calibrate_command.h"
 #include "check.h"
 #include "layer_command.h"
 #include "topology_command.h"
@@ -22,8 +23,9 @@ const char* kUsage =
     "  layer      run steps of one expert-parallel MoE layer on synthetic tokens\n"
     "  topology   check topology files (topology/*.yaml) and print what they describe\n"
     "  alltoall   time the token-exchange schedules over a sweep of sizes (nccl-tests style)\n"
+    "  calibrate  measure link latency/bandwidth, all-to-all efficiency and the GEMM rate; write a topology\n"
     "\n"
-    "Later issues add: train, simulate, calibrate.\n"
+    "Later issues add: train, simulate.\n"
     "`expar <command> --help` lists a command's options with defaults and units.\n";
 
 int run(int argc, char** argv) {
@@ -36,6 +38,7 @@ int run(int argc, char** argv) {
     if (command == "layer") return expar::run_layer_command(argc - 1, argv + 1, false);
     if (command == "topology") return expar::run_topology_command(argc - 1, argv + 1);
     if (command == "alltoall") return expar::run_alltoall_command(argc - 1, argv + 1, false);
+    if (command == "calibrate") return expar::run_calibrate_command(argc - 1, argv + 1, false);
     EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");
 }
 

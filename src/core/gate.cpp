@@ -200,6 +200,21 @@ void gate_forward(GateState s, GatePartialSums* sums, const GateInputs& in, cons
     }
 }
 
+void router_bias_update(float* selection_bias,
+                        const int64_t* expert_load,
+                        int64_t num_experts,
+                        double gamma) {
+    const int64_t E = num_experts;
+    int64_t total = 0;
+    for (int64_t e = 0; e < E; ++e) total += expert_load[e];
+    const float step = static_cast<float>(gamma);
+    for (int64_t e = 0; e < E; ++e) {
+        const int64_t scaled = expert_load[e] * E;  // compare load with total / E exactly, in integers
+        if (scaled > total) selection_bias[e] -= step;
+        if (scaled < total) selection_bias[e] += step;
+    }
+}
+
 void gate_backward(float* dx,
                    float* d_router_w,
                    float* d_router_noise_w,

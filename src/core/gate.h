@@ -58,6 +58,11 @@ struct GateInputs {
 
 void gate_forward(GateState state, GatePartialSums* sums, const GateInputs& in, const LayerConfig& config);
 
+// DeepSeek-V3 auxiliary-loss-free balancing, after each step: an expert whose routed load (global,
+// [E]) is above the mean loses gamma from its selection bias, one below gains gamma. The MoE layer and
+// the simulator both call this, so every rank (and every simulated step) moves the bias identically.
+void router_bias_update(float* selection_bias, const int64_t* expert_load, int64_t num_experts, double gamma);
+
 // Global quantities the backward needs, identical on all ranks.
 struct GateLossGrads {
     const double* aux_dprob;  // [E] d(aux)/d p[t,e] = E·f_e / T_global, already times aux_coef

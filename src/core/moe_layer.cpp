@@ -399,15 +399,8 @@ void MoeLayer::exchange_counts(int64_t step) {
 // and an underloaded one's rises by gamma (global routed load against the mean). Same bits everywhere.
 void MoeLayer::update_selection_bias() {
     if (config_.router_bias_rate <= 0) return;
-    const int64_t E = config_.num_experts;
-    int64_t total = 0;
-    for (int64_t e = 0; e < E; ++e) total += expert_load_[e];
-    const float gamma = static_cast<float>(config_.router_bias_rate);
-    for (int64_t e = 0; e < E; ++e) {
-        const int64_t scaled = expert_load_[e] * E;  // compare load with total / E exactly, in integers
-        if (scaled > total) selection_bias_[e] -= gamma;
-        if (scaled < total) selection_bias_[e] += gamma;
-    }
+    router_bias_update(selection_bias_.data(), expert_load_.data(), config_.num_experts,
+                       config_.router_bias_rate);
 }
 
 void MoeLayer::plan_layout() {

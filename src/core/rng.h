@@ -33,6 +33,10 @@ enum RngStream : uint64_t {
     kStreamAttnProjW = 21,
     kStreamFfnFcW = 22,
     kStreamFfnProjW = 23,
+    // 24-31 left free for other branches. The simulator's routing (src/sim/routing.h), per step:
+    kStreamSimRouting = 32,    // count path: expert draws of (rank, token), rejection retries included
+    kStreamSimDirichlet = 33,  // per-rank Dirichlet expert preferences (gamma variates), fixed over steps
+    kStreamSimScores = 34,     // gate path: Gumbel noise of the synthetic scores [token, expert]
 };
 
 inline uint64_t rng_per_step(uint64_t stream, int64_t step) {

@@ -181,6 +181,11 @@ Calibration read_calibration(const MapReader& block) {
             EXPAR_FAIL(block.where("gemm_efficiency") << ": must be in (0, 1], got " << efficiency);
         out.gemm_efficiency = efficiency;
     }
+    if (block.has("gemm_rate")) {
+        const double gflops = block.quantity("gemm_rate", QuantityKind::rate);
+        if (!(gflops > 0)) EXPAR_FAIL(block.where("gemm_rate") << ": compute rate must be positive");
+        out.gemm_gflops = gflops;
+    }
     return out;
 }
 
@@ -271,8 +276,9 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     }
 
     if (top.has("calibration"))
-        t.calibration = read_calibration(top.map(
-            "calibration", {"when", "how", "topology", "links", "alltoall_efficiency", "gemm_efficiency"}));
+        t.calibration =
+            read_calibration(top.map("calibration", {"when", "how", "topology", "links",
+                                                     "alltoall_efficiency", "gemm_efficiency", "gemm_rate"}));
     return t;
 }
 
@@ -322,6 +328,7 @@ std::string describe(const Topology& t) {
         out << "\n";
     }
     if (c.gemm_efficiency) out << "    GEMM efficiency: " << *c.gemm_efficiency << "\n";
+    if (c.gemm_gflops) out << "    GEMM rate: " << *c.gemm_gflops << " GFLOP/s\n";
     return out.str();
 }
 

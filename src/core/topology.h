@@ -23,7 +23,7 @@ struct Link {
     double latency_us = 0;      // >= 0
 };
 
-// Measured figures that replace or refine the nominal ones (written by `expar calibrate`, a later issue).
+// Measured figures that replace or refine the nominal ones (written by `expar calibrate`).
 struct Calibration {
     std::string when;                // free text, ISO date recommended
     std::string how;                 // command line and host
@@ -32,6 +32,7 @@ struct Calibration {
     // (bytes each rank sends to each peer, efficiency in (0, 1]), ascending in bytes.
     std::vector<std::pair<double, double>> alltoall_efficiency;
     std::optional<double> gemm_efficiency;  // achieved / nominal dense rate, in (0, 1]
+    std::optional<double> gemm_gflops;      // achieved expert GEMM rate per device [GFLOP/s]
 };
 
 struct Topology {

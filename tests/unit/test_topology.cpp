@@ -152,6 +152,7 @@ calibration:
     - [4 KiB, 0.1]
     - [1 MiB, 0.75]
   gemm_efficiency: 0.9
+  gemm_rate: 9 TFLOP/s
 )";
 
 // kFull with the first occurrence of `from` replaced by `to`.
@@ -195,6 +196,7 @@ TEST(Topology, ReadsEveryKey) {
     EXPECT_DOUBLE_EQ(c.alltoall_efficiency[1].first, 1048576.0);
     EXPECT_DOUBLE_EQ(c.alltoall_efficiency[1].second, 0.75);
     EXPECT_DOUBLE_EQ(c.gemm_efficiency.value_or(0), 0.9);
+    EXPECT_DOUBLE_EQ(c.gemm_gflops.value_or(0), 9000.0);
     EXPECT_THAT(expar::describe(t), HasSubstr("network share 6.25 GB/s, local 100 GB/s"));
 }
 
@@ -287,6 +289,8 @@ TEST(Topology, RejectsBadCalibration) {
                 HasSubstr("calibration.gemm_efficiency: expected a plain number, got '90%'"));
     EXPECT_THAT(load_error(variant("gemm_efficiency: 0.9", "gemm_efficiency: 1.2")),
                 HasSubstr("calibration.gemm_efficiency: must be in (0, 1]"));
+    EXPECT_THAT(load_error(variant("gemm_rate: 9 TFLOP/s", "gemm_rate: 9")),
+                HasSubstr("calibration.gemm_rate: '9' has no unit"));
     EXPECT_THAT(load_error(variant("bandwidth: 20 GB/s", "bandwidth: -20 GB/s")),
                 HasSubstr("calibration.links.nic.bandwidth: bandwidth must be positive"));
 }

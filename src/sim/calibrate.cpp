@@ -1,0 +1,387 @@
+#include "calibrate.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <sstream>
+#include <thread>
+
+#include "check.h"
+#include "expert_ffn.h"
+#include "schedule.h"
+
+namespace expar {
+
+namespace {
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> values) {
+    if (values.empty()) return 0;
+    std::sort(values.begin(), values.end());
+    const size_t n = values.size();
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// A barrier that sleeps instead of spinning: ranks outnumber cores when nodes are emulated, and a
+// spinning bystander would steal the core of a rank being timed.
+void quiet_barrier(MPI_Comm comm) {
+    MPI_Request request;
+    MPI_CHECK(MPI_Ibarrier(comm, &request));
+    int done = 0;
+    for (;;) {
+        MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+        if (done) return;
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+}
+
+std::vector<int64_t> size_sweep(int64_t min_bytes, int64_t max_bytes, int64_t factor) {
+    std::vector<int64_t> sizes;
+    for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= factor) {
+        sizes.push_back(bytes);
+        if (bytes > max_bytes / factor) break;
+    }
+    return sizes;
+}
+
+// Rank `a` and rank `b` exchange messages of each size; every other rank waits quietly. Rank a's
+// result holds the one-way times (half the round trip), median over repetitions.
+std::vector<PingPongPoint> pingpong(
+    MPI_Comm comm, int me, int a, int b, const CalibrateOptions& o, std::vector<char>& buffer) {
+    std::vector<PingPongPoint> points;
+    std::vector<double> rep_s(o.repetitions);
+    for (int64_t bytes : size_sweep(o.min_bytes, o.max_bytes, o.step_factor)) {
+        const int count = static_cast<int>(bytes);
+        if (me == a || me == b) {
+            const int peer = me == a ? b : a;
+            auto round_trip = [&]() {
+                if (me == a) {
+                    MPI_CHECK(MPI_Send(buffer.data(), count, MPI_BYTE, peer, 7, comm));
+                    MPI_CHECK(MPI_Recv(buffer.data(), count, MPI_BYTE, peer, 7, comm, MPI_STATUS_IGNORE));
+                } else {
+                    MPI_CHECK(MPI_Recv(buffer.data(), count, MPI_BYTE, peer, 7, comm, MPI_STATUS_IGNORE));
+                    MPI_CHECK(MPI_Send(buffer.data(), count, MPI_BYTE, peer, 7, comm));
+                }
+            };
+            for (int i = 0; i < 2; ++i) round_trip();  // warm-up: connection set-up, page faults
+            for (int64_t rep = 0; rep < o.repetitions; ++rep) {
+                const double t0 = now_s();
+                for (int64_t i = 0; i < o.pingpong_iters; ++i) round_trip();
+                rep_s[rep] = (now_s() - t0) / (2.0 * static_cast<double>(o.pingpong_iters));
+            }
+            points.push_back({static_cast<double>(bytes), median(rep_s) * 1e6});
+        }
+        quiet_barrier(comm);
+    }
+    return points;
+}
+
+std::vector<AlltoallPoint> alltoall_sweep(MpiComm& comm, const NodeMap& map, const CalibrateOptions& o) {
+    const int P = comm.size();
+    constexpr int64_t kRowFloats = 64;  // 256-byte rows, so the smallest sizes are whole rows
+    const int64_t row_bytes = kRowFloats * 4;
+    const std::vector<int64_t> sizes = size_sweep(o.a2a_min_bytes, o.a2a_max_bytes, o.step_factor);
+    const int64_t max_rows_per_peer = (sizes.back() + row_bytes - 1) / row_bytes;
+    TokenExchange exchange(ScheduleKind::plain, comm, map, 1, P * max_rows_per_peer, P * max_rows_per_peer,
+                           kRowFloats);
+    std::vector<float> send(P * max_rows_per_peer * kRowFloats, 1.0f), recv(send.size(), 0.0f);
+    std::vector<int64_t> rows(P * P);
+    std::vector<double> iteration_s(o.a2a_iters);
+    std::vector<AlltoallPoint> points;
+    for (int64_t bytes : sizes) {
+        const int64_t rows_per_peer = std::max<int64_t>(1, bytes / row_bytes);
+        std::fill(rows.begin(), rows.end(), rows_per_peer);
+        for (int i = 0; i < 2; ++i) exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
+        for (int64_t i = 0; i < o.a2a_iters; ++i) {
+            comm.barrier();
+            const double t0 = now_s();
+            exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
+            iteration_s[i] = now_s() - t0;
+        }
+        comm.allreduce_max_f64(iteration_s.data(), o.a2a_iters);
+        AlltoallPoint point;
+        point.bytes_per_peer = static_cast<double>(rows_per_peer * row_bytes);
+        point.time_us = median(iteration_s) * 1e6;
+        point.busbw_GBps = (P - 1) * point.bytes_per_peer / (point.time_us * 1e-6) / 1e9;
+        points.push_back(point);
+    }
+    return points;
+}
+
+// The expert FFN, forward and backward, on o.gemm_tokens rows; every rank at once, as in a layer step.
+// Returns this rank's median rate [GFLOP/s].
+double gemm_rate(const CalibrateOptions& o) {
+    const int64_t n = o.gemm_tokens, d = o.d_model, f = o.d_ff;
+    const bool gated = has_gate_matrix(o.activation);
+    const ExpertShape shape{d, f, o.activation};
+    auto filled = [](int64_t size, float scale) {
+        std::vector<float> v(size);
+        for (int64_t i = 0; i < size; ++i) v[i] = scale * static_cast<float>(i % 7 - 3);
+        return v;
+    };
+    std::vector<float> w1 = filled(d * f, 0.01f), w2 = filled(f * d, 0.01f),
+                       w3 = filled(gated ? d * f : 0, 0.01f);
+    std::vector<float> x = filled(n * d, 0.1f), dy = filled(n * d, 0.1f), y(n * d), dx(n * d);
+    std::vector<float> h(n * f), g(gated ? n * f : 0), a(n * f), dh(n * f);
+    std::vector<float> dw1(d * f), dw2(f * d), dw3(gated ? d * f : 0);
+    const ExpertWeights weights{w1.data(), nullptr, w2.data(), nullptr, gated ? w3.data() : nullptr};
+    const ExpertGrads grads{dw1.data(), nullptr, dw2.data(), nullptr, gated ? dw3.data() : nullptr};
+    const ExpertActivations acts{h.data(), gated ? g.data() : nullptr, a.data(), dh.data()};
+    std::vector<double> rep_s(o.repetitions);
+    for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
+        const double t0 = now_s();
+        expert_ffn_forward(y.data(), acts, x.data(), weights, n, shape);
+        expert_ffn_backward(dx.data(), grads, dy.data(), x.data(), acts, weights, n, shape);
+        if (rep >= 0) rep_s[rep] = now_s() - t0;
+    }
+    return 3.0 * expert_ffn_forward_flops(n, shape) / median(rep_s) / 1e9;
+}
+
+std::string utc_now() {
+    const std::time_t t = std::time(nullptr);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    return text;
+}
+
+std::string host_name() {
+    char name[256] = {0};
+    if (gethostname(name, sizeof name - 1) != 0) return "unknown-host";
+    return name;
+}
+
+std::string fmt(const char* format, double value) {
+    char text[64];
+    std::snprintf(text, sizeof text, format, value);
+    return text;
+}
+
+// A YAML double-quoted scalar.
+std::string quoted(const std::string& text) {
+    std::string out = "\"";
+    for (char c : text) {
+        if (c == '"' || c == '\\') out += '\\';
+        out += c;
+    }
+    return out + "\"";
+}
+
+std::string size_text(double bytes) {
+    return fmt("%.0f", bytes) + " B";
+}
+
+std::string link_yaml(const AlphaBetaFit& fit) {
+    return "{bandwidth: " + fmt("%.6g", fit.bandwidth_GBps) +
+           " GB/s, latency: " + fmt("%.6g", fit.latency_us) + " us}";
+}
+
+std::string fit_comment(const std::vector<PingPongPoint>& points,
+                        const AlphaBetaFit& fit,
+                        int peer,
+                        bool same_node) {
+    std::ostringstream out;
+    out << "# ping-pong rank 0 <-> rank " << peer << (same_node ? " (same node)" : " (other node)") << ", "
+        << points.size() << " sizes " << size_text(points.front().bytes) << " .. "
+        << size_text(points.back().bytes) << ": R^2 " << fmt("%.4f", fit.r_squared) << ", max residual "
+        << fmt("%.1f", 100 * fit.max_rel_residual) << "%";
+    return out.str();
+}
+
+}  // namespace
+
+AlphaBetaFit fit_alpha_beta(const std::vector<PingPongPoint>& points) {
+    EXPAR_ASSERT(points.size() >= 2);
+    // Weighted least squares with w = 1/t²: minimises Σ w (t − α − βm)².
+    double sw = 0, sm = 0, st = 0, smm = 0, smt = 0;
+    for (const PingPongPoint& p : points) {
+        const double w = 1.0 / (p.time_us * p.time_us);
+        sw += w;
+        sm += w * p.bytes;
+        st += w * p.time_us;
+        smm += w * p.bytes * p.bytes;
+        smt += w * p.bytes * p.time_us;
+    }
+    const double det = sw * smm - sm * sm;
+    double beta = det > 0 ? (sw * smt - sm * st) / det : 0;  // us per byte
+    double alpha = det > 0 ? (st - beta * sm) / sw : 0;
+    if (alpha < 0) {  // refit through the origin: a latency cannot be negative
+        alpha = 0;
+        beta = smt / smm;
+    }
+    AlphaBetaFit fit;
+    fit.latency_us = alpha;
+    fit.bandwidth_GBps = beta > 0 ? 1.0 / beta / 1e3 : 0;  // bytes/us → GB/s
+    const double mean = st / sw;
+    double ss_res = 0, ss_tot = 0;
+    for (const PingPongPoint& p : points) {
+        const double w = 1.0 / (p.time_us * p.time_us);
+        const double predicted = alpha + beta * p.bytes;
+        ss_res += w * (p.time_us - predicted) * (p.time_us - predicted);
+        ss_tot += w * (p.time_us - mean) * (p.time_us - mean);
+        fit.max_rel_residual = std::max(fit.max_rel_residual, std::fabs(p.time_us - predicted) / p.time_us);
+    }
+    fit.r_squared = ss_tot > 0 ? 1.0 - ss_res / ss_tot : 1.0;
+    return fit;
+}
+
+CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const CalibrateOptions& o) {
+    const int P = comm.size(), me = comm.rank();
+    CalibrationResult result;
+    result.options = o;
+    result.when = utc_now();
+    result.host = host_name();
+    result.num_ranks = P;
+    result.num_nodes = map.num_nodes;
+    result.ranks_per_node = map.ranks_per_node;
+    result.emulated = map.emulated;
+    result.peak_gflops = o.peak_gflops;
+
+    // Point-to-point: rank 0 with a rank of its own node, then with the first rank of node 1.
+    std::vector<char> buffer(std::max<int64_t>(o.max_bytes, 1), 1);
+    if (map.ranks_per_node > 1) {
+        result.intra_peer = map.rank_at(map.node_of_rank[0], 1);
+        result.intra_points = pingpong(comm.handle(), me, 0, result.intra_peer, o, buffer);
+        if (me == 0) result.intra = fit_alpha_beta(result.intra_points);
+    }
+    if (map.num_nodes > 1) {
+        result.inter_peer = map.rank_at(map.node_of_rank[0] == 0 ? 1 : 0, 0);
+        result.inter_points = pingpong(comm.handle(), me, 0, result.inter_peer, o, buffer);
+        if (me == 0) result.inter = fit_alpha_beta(result.inter_points);
+    }
+
+    // All-to-all efficiency against the slower link class it crosses (as fitted on rank 0).
+    if (P > 1) {
+        double reference = 0;
+        if (me == 0) {
+            reference = result.intra ? result.intra->bandwidth_GBps : 1e300;
+            if (result.inter) reference = std::min(reference, result.inter->bandwidth_GBps);
+        }
+        result.alltoall = alltoall_sweep(comm, map, o);
+        result.alltoall_reference_GBps = reference;
+        if (me == 0)
+            for (AlltoallPoint& point : result.alltoall) point.efficiency = point.busbw_GBps / reference;
+    }
+
+    // GEMM: every rank at once; the slowest rank's rate is what a layer step sees.
+    quiet_barrier(comm.handle());
+    const double mine = gemm_rate(o);
+    std::vector<double> rates(P);
+    comm.gather_f64(&mine, rates.data(), 1, 0);
+    if (me == 0) {
+        result.gemm_gflops = *std::min_element(rates.begin(), rates.end());
+        result.gemm_gflops_median_rank = median(rates);
+    }
+    return result;
+}
+
+std::string calibration_yaml(const CalibrationResult& r, const std::string& measured_topology) {
+    std::ostringstream out;
+    out << "calibration:  # measured by expar calibrate (docs/simulator.md, \"Calibration\")\n";
+    out << "  when: " << r.when << "\n";
+    out << "  how: " << quoted(r.how) << "\n";
+    out << "  topology: " << quoted(measured_topology) << "\n";
+    if (r.intra || r.inter) {
+        out << "  links:  # one-way time(m) = latency + m / bandwidth, fitted to minimise relative "
+               "residuals\n";
+        auto link = [&](const char* key, const AlphaBetaFit& fit, const std::vector<PingPongPoint>& points,
+                        int peer, bool same_node) {
+            out << "    " << fit_comment(points, fit, peer, same_node) << "\n";
+            for (const PingPongPoint& p : points)
+                out << "    #   " << size_text(p.bytes) << ": " << fmt("%.3f", p.time_us) << " us\n";
+            out << "    " << key << ": " << link_yaml(fit) << "\n";
+        };
+        if (r.intra) link("intra", *r.intra, r.intra_points, r.intra_peer, true);
+        if (r.inter) link("nic", *r.inter, r.inter_points, r.inter_peer, false);
+    }
+    if (!r.alltoall.empty()) {
+        out << "  # all-to-all: MPI_Alltoallv (TokenExchange plain) over " << r.num_ranks
+            << " ranks, uniform; efficiency = busbw ((P-1)*size/time) / "
+            << fmt("%.4g", r.alltoall_reference_GBps)
+            << " GB/s (the slower fitted link class), clamped to (0, 1]\n";
+        out << "  alltoall_efficiency:  # [bytes per peer, efficiency]\n";
+        for (const AlltoallPoint& p : r.alltoall) {
+            const double clamped = std::min(1.0, std::max(1e-6, p.efficiency));
+            out << "    - [" << size_text(p.bytes_per_peer) << ", " << fmt("%.4g", clamped) << "]  # "
+                << fmt("%.2f", p.time_us) << " us, busbw " << fmt("%.4g", p.busbw_GBps) << " GB/s"
+                << (p.efficiency > 1 ? ", measured efficiency " + fmt("%.3g", p.efficiency) : "") << "\n";
+        }
+    }
+    if (r.gemm_gflops > 0) {
+        const CalibrateOptions& o = r.options;
+        if (r.peak_gflops > 0) {
+            const double efficiency = r.gemm_gflops / r.peak_gflops;
+            out << "  gemm_efficiency: " << fmt("%.4g", std::min(1.0, efficiency)) << "  # "
+                << fmt("%.4g", r.gemm_gflops) << " of " << fmt("%.4g", r.peak_gflops)
+                << " GFLOP/s nominal (dense_rate.fp32)" << (efficiency > 1 ? ", clamped to 1" : "") << "\n";
+        }
+        out << "  # expert FFN forward + backward (3x the forward FLOPs), d_model " << o.d_model << ", d_ff "
+            << o.d_ff << ", " << to_string(o.activation) << ", " << o.gemm_tokens
+            << " rows, fp32 BLAS; every rank at "
+            << "once, slowest of " << r.num_ranks << " (median over ranks "
+            << fmt("%.4g", r.gemm_gflops_median_rank) << ")\n";
+        out << "  gemm_rate: " << fmt("%.6g", r.gemm_gflops) << " GFLOP/s\n";
+    }
+    return out.str();
+}
+
+std::string topology_yaml_from_measurement(const CalibrationResult& r, const std::string& name) {
+    EXPAR_REQUIRE(
+        r.intra || r.inter,
+        "expar calibrate measured no link (1 rank): run at least 2 ranks, or give --base FILE.yaml");
+    const AlphaBetaFit intra = r.intra ? *r.intra : *r.inter;
+    const AlphaBetaFit nic = r.inter ? *r.inter : *r.intra;
+    std::ostringstream out;
+    out << "# Written by expar calibrate on " << r.host << ", " << r.when
+        << ". Every figure was measured: the\n"
+        << "# nominal links are the fitted ones, and dense_rate is "
+        << (r.peak_gflops > 0 ? "the --peak-gflops given" : "the measured GEMM rate (no nominal peak known)")
+        << ".\n";
+    out << "name: " << quoted(name) << "\n";
+    out << "description: "
+        << quoted("measured by expar calibrate on " + r.host + ": " + std::to_string(r.num_nodes) +
+                  " node(s) x " + std::to_string(r.ranks_per_node) + " ranks" +
+                  (r.emulated ? " (emulated by --ranks-per-node)" : ""))
+        << "\n";
+    out << "nodes: " << r.num_nodes << "\n";
+    out << "devices_per_node: " << r.ranks_per_node << "\n";
+    out << "nics_per_node: " << r.ranks_per_node << "  # shared memory: each rank copies for itself\n";
+    out << "fabric: {intra: shared_memory, inter: single_switch}\n";
+    out << "links:\n";
+    out << "  intra: " << link_yaml(intra)
+        << (r.intra ? "" : "  # not measured (1 rank per node): the nic fit") << "\n";
+    out << "  nic: " << link_yaml(nic) << (r.inter ? "" : "  # not measured (1 node): the intra fit") << "\n";
+    out << "dense_rate: {fp32: " << fmt("%.6g", r.peak_gflops > 0 ? r.peak_gflops : r.gemm_gflops)
+        << " GFLOP/s}\n";
+    out << calibration_yaml(r, name);
+    return out.str();
+}
+
+std::string topology_yaml_with_base(const std::string& base_text,
+                                    const Topology& base,
+                                    const CalibrationResult& r) {
+    // Drop an existing top-level calibration block: its line and the indented, blank or comment lines after
+    // it.
+    std::istringstream in(base_text);
+    std::ostringstream out;
+    std::string line;
+    bool skipping = false;
+    while (std::getline(in, line)) {
+        if (line.rfind("calibration:", 0) == 0) {
+            skipping = true;
+            continue;
+        }
+        if (skipping && (line.empty() || line[0] == ' ' || line[0] == '#' || line[0] == '\t')) continue;
+        skipping = false;
+        out << line << "\n";
+    }
+    return out.str() + calibration_yaml(r, base.name);
+}
+
+}  // namespace expar
