@@ -33,6 +33,14 @@ enum RngStream : uint64_t {
     kStreamAttnProjW = 21,
     kStreamFfnFcW = 22,
     kStreamFfnProjW = 23,
+    // The trainer's MoE blocks (src/train/moe_ffn.h): each block's seed is rng_bits(seed, kStreamMoeBlock,
+    // block); the shared-expert and dense-branch FFNs draw from their own streams under that seed.
+    kStreamMoeBlock = 24,
+    kStreamSharedW1 = 25,
+    kStreamSharedW2 = 26,
+    kStreamSharedW3 = 27,
+    kStreamDenseBranchW1 = 28,
+    kStreamDenseBranchW2 = 29,
 };
 
 inline uint64_t rng_per_step(uint64_t stream, int64_t step) {
