@@ -165,9 +165,9 @@ po::options_description train_options_description(TrainOptions* o) {
     output.add_options()("eval-every", po::value<int64_t>(&o->eval_every)->default_value(0),
                          "validation perplexity every N steps [steps]; 0 = only at the end")(
         "eval-windows", po::value<int64_t>(&o->eval_windows)->default_value(0),
-        "evaluate at most N windows of S tokens per split [windows]; 0 = all")(
-        "log", po::value<std::string>(&o->log_path)->default_value(""),
-        "HDF5 training log (FILE.h5; empty = none); schema in docs/hdf5.md")(
+        "periodic validation: at most N windows of S tokens [windows]; 0 = all (the final valid and test "
+        "passes score every token)")("log", po::value<std::string>(&o->log_path)->default_value(""),
+                                     "HDF5 training log (FILE.h5; empty = none); schema in docs/hdf5.md")(
         "log-flush-every", po::value<int64_t>(&o->log_flush_every)->default_value(o->log_flush_every),
         "flush the log every N steps [steps]")(
         "log-routing-every", po::value<int64_t>(&o->log_routing_every)->default_value(o->log_routing_every),
@@ -320,8 +320,9 @@ int run_train_command(int argc, char** argv, bool print_help) {
         std::fflush(stdout);
     }
 
-    auto evaluate = [&](int64_t step, Split split, bool count_tags) {
-        const EvalResult r = trainer_evaluate(trainer, data, split, o.eval_windows, count_tags);
+    // Periodic evaluations may be capped (--eval-windows); the final ones score every token of the split.
+    auto evaluate = [&](int64_t step, Split split, bool count_tags, int64_t max_windows) {
+        const EvalResult r = trainer_evaluate(trainer, data, split, max_windows, count_tags);
         if (log) {
             log->append_eval(step, r);
             if (count_tags) log->write_tag_counts(r, data.tag_names());
@@ -365,10 +366,10 @@ int run_train_command(int argc, char** argv, bool print_help) {
         }
         if (rank == 0) print_progress(tty, step, tc.steps, o.print_every, r, tokens_per_s, seconds_per_step);
         if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < tc.steps)
-            evaluate(step + 1, Split::valid, false);
+            evaluate(step + 1, Split::valid, false, o.eval_windows);
     }
-    evaluate(tc.steps, Split::valid, data.has_tags());
-    evaluate(tc.steps, Split::test, false);
+    evaluate(tc.steps, Split::valid, data.has_tags(), 0);
+    evaluate(tc.steps, Split::test, false, 0);
     if (log) log->flush();
     if (rank == 0 && log) std::printf("log: %s\n", o.log_path.c_str());
     return 0;
