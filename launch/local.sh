@@ -16,4 +16,7 @@ flags=(-np "$nranks" --bind-to none)
 # Shared-memory transport only within one host; quiet the warning about missing HCAs on laptops/CI.
 export OMPI_MCA_btl="${OMPI_MCA_btl:-self,vader}"
 export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"
+# mpirun hands its ranks a pseudo-terminal even when its own stdout is a pipe: tell them what it really is
+# (expar train rewrites its progress line in place only on a terminal).
+if [ -t 1 ]; then export EXPAR_STDOUT_IS_TTY=1; else export EXPAR_STDOUT_IS_TTY=0; fi
 exec mpirun "${flags[@]}" "$@"

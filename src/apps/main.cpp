@@ -13,6 +13,7 @@
 #include "check.h"
 #include "layer_command.h"
 #include "topology_command.h"
+#include "train_command.h"
 
 namespace {
 
@@ -24,8 +25,9 @@ const char* kUsage =
     "  topology   check topology files (topology/*.yaml) and print what they describe\n"
     "  alltoall   time the token-exchange schedules over a sweep of sizes (nccl-tests style)\n"
     "  calibrate  measure link latency/bandwidth, all-to-all efficiency and the GEMM rate; write a topology\n"
+    "  train      train the MoE Transformer language model expert-parallel (synthetic, Brown or any text)\n"
     "\n"
-    "Later issues add: train, simulate.\n"
+    "Later issues add: simulate.\n"
     "`expar <command> --help` lists a command's options with defaults and units.\n";
 
 int run(int argc, char** argv) {
@@ -37,6 +39,7 @@ int run(int argc, char** argv) {
     }
     if (command == "layer") return expar::run_layer_command(argc - 1, argv + 1, false);
     if (command == "topology") return expar::run_topology_command(argc - 1, argv + 1);
+    if (command == "train") return expar::run_train_command(argc - 1, argv + 1, false);
     if (command == "alltoall") return expar::run_alltoall_command(argc - 1, argv + 1, false);
     if (command == "calibrate") return expar::run_calibrate_command(argc - 1, argv + 1, false);
     EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");

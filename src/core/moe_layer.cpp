@@ -38,6 +38,15 @@ const char* phase_name(Phase phase) {
     return names[phase];
 }
 
+int64_t moe_max_recv_rows(const LayerConfig& config, int num_ranks) {
+    const int64_t P = num_ranks, T = config.tokens_per_rank, k = config.top_k, E = config.num_experts;
+    const int64_t all_rows = P * T * k;
+    if (config.capacity_factor <= 0) return all_rows;
+    const bool local = config.capacity_scope == CapacityScope::local;
+    const int64_t capacity = capacity_per_expert(config.capacity_factor, local ? T : P * T, config.top_k, E);
+    return std::min(all_rows, (E / P) * (local ? P : 1) * capacity);
+}
+
 int64_t topology_gate_max_offnode(const LayerConfig& config, const LayerCluster& cluster) {
     EXPAR_REQUIRE(
         cluster.net_GBps > 0 && cluster.local_GBps > 0,
@@ -149,7 +158,9 @@ MoeLayer::MoeLayer(const LayerConfig& config,
     block_begin_.resize(EL * P);
     source_block_row_.resize(P * EL);
     slot_row_.resize(T * k);
-    if (capacity_needs_key_exchange(config_)) {
+    // (probs, global) needs the key exchange whenever cf > 0: sized by scope and policy alone, so that
+    // set_capacity_factor can switch between dropless and a capacity without allocating.
+    if (config_.capacity_scope == CapacityScope::global && config_.drop_policy == DropPolicy::probs) {
         key_send_.resize(T * k);
         key_recv_.resize(P * T * k);
         key_scratch_.resize(P * T * k);
@@ -163,13 +174,7 @@ MoeLayer::MoeLayer(const LayerConfig& config,
 
     // Rows an owner can receive: every kept assignment of the step in the worst case, and no more than
     // its experts' capacity allows. Sized once here; the step never allocates.
-    max_recv_rows_ = P * T * k;
-    if (config_.capacity_factor > 0) {
-        const int64_t group_tokens = config_.capacity_scope == CapacityScope::local ? T : P * T;
-        const int64_t capacity = capacity_per_expert(config_.capacity_factor, group_tokens, config_.top_k, E);
-        const int64_t groups = config_.capacity_scope == CapacityScope::local ? P : 1;
-        max_recv_rows_ = std::min(max_recv_rows_, EL * groups * capacity);
-    }
+    max_recv_rows_ = moe_max_recv_rows(config_, static_cast<int>(P));
     send_buf_.resize(T * k * d);
     combine_recv_.resize(T * k * d);
     return_buf_.resize(T * k * d);
@@ -223,6 +228,17 @@ MoeLayer::MoeLayer(const LayerConfig& config,
 }
 
 MoeLayer::~MoeLayer() = default;
+
+void MoeLayer::set_capacity_factor(double capacity_factor) {
+    LayerConfig next = config_;
+    next.capacity_factor = capacity_factor;
+    validate(next, num_ranks());
+    EXPAR_REQUIRE(moe_max_recv_rows(next, num_ranks()) <= max_recv_rows_,
+                  "capacity factor " << capacity_factor << " needs " << moe_max_recv_rows(next, num_ranks())
+                                     << " receive rows per rank, but MoE layer " << layer_index_
+                                     << " was sized for " << max_recv_rows_);
+    config_ = next;
+}
 
 void MoeLayer::set_selection_bias(const float* bias) {
     std::copy(bias, bias + config_.num_experts, selection_bias_.begin());

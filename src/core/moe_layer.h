@@ -55,6 +55,11 @@ struct LayerCluster {
     double device_gflops = 0;  // expert compute rate per rank [GFLOP/s]
 };
 
+// Rows one owner can receive in a step: every assignment of the step (P·T_local·k) in the worst case,
+// and no more than its E/P experts' capacity allows (P scope groups for local, 1 for global; dropless
+// has no bound below the first). MoeLayer sizes its receive buffers from this at construction.
+int64_t moe_max_recv_rows(const LayerConfig& config, int num_ranks);
+
 // FasterMoE's topology gate limit L = W_net / (M · W_local) · B assignments per rank, B = T_local · k.
 int64_t topology_gate_max_offnode(const LayerConfig& config, const LayerCluster& cluster);
 
@@ -117,6 +122,11 @@ class MoeLayer {
     void allreduce_router_grads();
     // Plain SGD, params -= learning_rate · grads (after allreduce_router_grads).
     void sgd_update(float learning_rate);
+
+    // Changes the capacity factor between steps: training's factor and evaluation's (Switch: 2.0). The
+    // buffers keep their construction-time size, so a factor whose moe_max_recv_rows exceeds it throws;
+    // construct with the factor that needs more rows, then set the other.
+    void set_capacity_factor(double capacity_factor);
 
     const LayerConfig& config() const { return config_; }
     int num_ranks() const { return comm_.size(); }

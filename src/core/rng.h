@@ -33,7 +33,15 @@ enum RngStream : uint64_t {
     kStreamAttnProjW = 21,
     kStreamFfnFcW = 22,
     kStreamFfnProjW = 23,
-    // 24-31 left free for other branches. The simulator's routing (src/sim/routing.h), per step:
+    // The trainer's MoE blocks (src/train/moe_ffn.h): each block's seed is rng_bits(seed, kStreamMoeBlock,
+    // block); the shared-expert and dense-branch FFNs draw from their own streams under that seed.
+    kStreamMoeBlock = 24,
+    kStreamSharedW1 = 25,
+    kStreamSharedW2 = 26,
+    kStreamSharedW3 = 27,
+    kStreamDenseBranchW1 = 28,
+    kStreamDenseBranchW2 = 29,
+    // 30-31 left free. The simulator's routing (src/sim/routing.h), per step:
     kStreamSimRouting = 32,    // count path: expert draws of (rank, token), rejection retries included
     kStreamSimDirichlet = 33,  // per-rank Dirichlet expert preferences (gamma variates), fixed over steps
     kStreamSimScores = 34,     // gate path: Gumbel noise of the synthetic scores [token, expert]

@@ -1,0 +1,50 @@
+// The HDF5 files of `expar train`: the training log (--log: per-step losses, rates and phase times,
+// per-step expert loads and drops, routing count matrices every K steps, evaluations, POS-tag routing
+// counts) and the one-step dump (--dump: parameters, batch, logits, losses and every gradient).
+// Collective calls; rank 0 writes. Schemas: docs/hdf5.md, "Training log" and "Training dump".
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "h5_file.h"
+#include "layer_io.h"
+#include "trainer.h"
+
+namespace expar {
+
+class TrainLog {
+   public:
+    // Collective. Throws the same error on every rank if rank 0 cannot create the file. attributes: the
+    // options and any other root attributes (git revision, rank count and BLAS are added).
+    TrainLog(Comm& comm, const std::string& path, const Attributes& attributes, const Trainer& trainer);
+    ~TrainLog();
+    // Not collective: every value is global (the same on every rank); rank 0 writes, others return.
+    void append_step(int64_t step, const StepResult& result, double step_time_s, double tokens_per_s);
+    void append_routing(int64_t step);  // the [P, E] requested-count matrix of every MoE block
+    void append_eval(int64_t step, const EvalResult& result);
+    // POS-tag routing counts of an evaluation, [M, E, tags], and the tag names (rank 0).
+    void write_tag_counts(const EvalResult& result, const std::vector<std::string>& tag_names);
+    void flush();
+
+   private:
+    const Trainer& trainer_;
+    bool root_;
+    std::unique_ptr<H5File> file_;
+    std::vector<std::unique_ptr<H5Table>> tables_;
+    std::vector<int64_t> load_, dropped_, routing_;  // [M, E], [M, E], [M, P, E]
+};
+
+// Collective. Runs one forward (logits) and trainer_compute_grads on this batch, then writes the batch
+// in global order, the logits, the losses, every parameter and every gradient (experts gathered in global
+// order), before any update. inputs, targets: this rank's [B, S]. Returns the step's result so far (the
+// caller finishes the step with trainer_update).
+StepResult write_train_dump(Trainer& trainer,
+                            const std::string& path,
+                            const Attributes& attributes,
+                            int64_t step,
+                            const int32_t* inputs,
+                            const int32_t* targets);
+
+}  // namespace expar
