@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 
 #include "blas.h"
 #include "check.h"
+#include "checkpoint.h"
 #include "comm.h"
 #include "data.h"
 #include "options.h"
@@ -41,9 +43,10 @@ struct TrainOptions {
     int blas_threads = 1;
     int ranks_per_node = 0;
     std::string topology_path;
-    // Checkpoints (src/train/checkpoint.h): declared now, wired when checkpoint.cpp lands.
+    // Checkpoints (src/train/checkpoint.h).
     int64_t save_every = 0;
     std::string checkpoint_path, resume_path;
+    int64_t stop_at = 0;  // 0 = train to --steps
     float learning_rate = 1e-3f, min_lr_ratio = 0.1f, weight_decay = 0.1f;
 };
 
@@ -177,13 +180,15 @@ po::options_description train_options_description(TrainOptions* o) {
         "dump", po::value<std::string>(&o->dump_path)->default_value(""),
         "HDF5 dump of step 0: parameters, batch, logits, losses, gradients (FILE.h5)")(
         "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
-        "BLAS threads per rank [threads]")(
-        "save-every", po::value<int64_t>(&o->save_every)->default_value(0),
-        "write --checkpoint every N steps [steps]; 0 = never (not wired yet)")(
+        "BLAS threads per rank [threads]")("save-every", po::value<int64_t>(&o->save_every)->default_value(0),
+                                           "write --checkpoint every N steps [steps]; 0 = only at the end")(
         "checkpoint", po::value<std::string>(&o->checkpoint_path)->default_value(""),
-        "checkpoint file (FILE.h5) for --save-every (not wired yet)")(
-        "resume", po::value<std::string>(&o->resume_path)->default_value(""),
-        "resume from this checkpoint (FILE.h5) (not wired yet)");
+        "checkpoint file (FILE.h5), rewritten atomically every --save-every steps and at the end; empty = "
+        "none")("resume", po::value<std::string>(&o->resume_path)->default_value(""),
+                "resume from this checkpoint (FILE.h5), at any rank count; empty = start fresh")(
+        "stop-at", po::value<int64_t>(&o->stop_at)->default_value(0),
+        "stop after this step (checkpoint, no final evaluation), e.g. to fit a job's time limit; the "
+        "learning-rate schedule still spans --steps [steps]; 0 = train to --steps");
     po::options_description all;
     all.add(general).add(model).add(moe).add(training).add(data).add(output);
     return all;
@@ -256,9 +261,9 @@ int run_train_command(int argc, char** argv, bool print_help) {
                   "--tokens-per-rank " << o.tokens_per_rank << " does not match --batch-size "
                                        << tc.batch_size << " x --seq-len " << tc.model.seq_len << " = "
                                        << tc.batch_size * tc.model.seq_len << " rows per rank");
-    EXPAR_REQUIRE(
-        o.save_every == 0 && o.resume_path.empty() && o.checkpoint_path.empty(),
-        "--save-every, --checkpoint and --resume are not available yet (checkpoint.cpp is pending)");
+    EXPAR_REQUIRE(o.save_every >= 0, "--save-every must be >= 0 (got " << o.save_every << ")");
+    EXPAR_REQUIRE(o.save_every == 0 || !o.checkpoint_path.empty(), "--save-every needs --checkpoint FILE.h5");
+    EXPAR_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0 (got " << o.stop_at << ")");
     blas_set_num_threads(o.blas_threads);
 
     TokenData data(o.data, tc.model.seq_len, tc.batch_size, rank, P, tc.seed);
@@ -266,17 +271,27 @@ int run_train_command(int argc, char** argv, bool print_help) {
     const LayerCluster cluster = make_cluster(o);
     Trainer trainer(tc, comm, &cluster);
     trainer_init_params(trainer);
-    // TODO(lead): checkpoints, once src/train/checkpoint.cpp is merged:
-    //   if (!o.resume_path.empty()) {
-    //       TrainingState state = training_state(trainer, data.position(0));
-    //       load_checkpoint(comm, o.resume_path, state);
-    //       const DataPosition saved = apply_training_state(trainer, state);
-    //       data_position_check_resume(saved, data.position(saved.next_step));
-    //       first_step = saved.next_step;
-    //   }
-    //   and after each step: if (o.save_every > 0 && (step + 1) % o.save_every == 0)
-    //       save_checkpoint(comm, o.checkpoint_path, training_state(trainer, data.position(step + 1)));
-    const int64_t first_step = 0;
+    // Resume: parameters, AdamW moments and step, router-bias state, data position; experts re-sharded
+    // when the rank count differs (src/train/checkpoint.h).
+    int64_t first_step = 0;
+    if (!o.resume_path.empty()) {
+        TrainingState state = training_state(trainer, data.position(0));
+        load_checkpoint(comm, o.resume_path, state);
+        const DataPosition saved = apply_training_state(trainer, state);
+        data_position_check_resume(saved, data.position(saved.next_step));
+        EXPAR_REQUIRE(saved.seed == data.position(0).seed,
+                      "resume with --seed " << saved.seed << ", the seed of checkpoint '" << o.resume_path
+                                            << "' (got " << data.position(0).seed << ")");
+        EXPAR_REQUIRE(saved.next_step <= tc.steps, "checkpoint '" << o.resume_path << "' is at step "
+                                                                  << saved.next_step << ", past --steps "
+                                                                  << tc.steps);
+        first_step = saved.next_step;
+        if (rank == 0)
+            std::printf("resumed from %s at step %lld\n", o.resume_path.c_str(), (long long)first_step);
+    }
+    auto save = [&](int64_t next_step) {
+        save_checkpoint(comm, o.checkpoint_path, training_state(trainer, data.position(next_step)));
+    };
 
     const SyntheticLanguage* language = data.synthetic();
     if (language) {
@@ -343,7 +358,8 @@ int run_train_command(int argc, char** argv, bool print_help) {
 
     std::vector<int32_t> inputs(trainer.model.num_rows), targets(trainer.model.num_rows);
     double seconds_per_step = 0;
-    for (int64_t step = first_step; step < tc.steps; ++step) {
+    const int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, tc.steps) : tc.steps;
+    for (int64_t step = first_step; step < last_step; ++step) {
         const double t0 = now_s();
         data.train_batch(step, inputs.data(), targets.data());
         StepResult r;
@@ -365,8 +381,17 @@ int run_train_command(int argc, char** argv, bool print_help) {
             if ((step + 1) % o.log_flush_every == 0) log->flush();
         }
         if (rank == 0) print_progress(tty, step, tc.steps, o.print_every, r, tokens_per_s, seconds_per_step);
+        if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < tc.steps) save(step + 1);
         if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < tc.steps)
             evaluate(step + 1, Split::valid, false, o.eval_windows);
+    }
+    if (!o.checkpoint_path.empty()) save(last_step);
+    if (last_step < tc.steps) {
+        if (log) log->flush();
+        if (rank == 0)
+            std::printf("stopped at step %lld of %lld%s\n", (long long)last_step, (long long)tc.steps,
+                        o.checkpoint_path.empty() ? "" : (", checkpoint " + o.checkpoint_path).c_str());
+        return 0;
     }
     evaluate(tc.steps, Split::valid, data.has_tags(), 0);
     evaluate(tc.steps, Split::test, false, 0);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <sstream>
 
 #include "check.h"
 
@@ -302,11 +303,16 @@ TrainingState training_state(Trainer& t, const DataPosition& position) {
         state.counters.emplace_back("data_position_" + std::to_string(i), packed[i]);
     const ModelConfig& mc = t.config.model;
     const LayerConfig& lc = t.config.moe.layer;
-    state.shape_attributes = {
-        {"vocab_size", std::to_string(mc.vocab_size)}, {"seq_len", std::to_string(mc.seq_len)},
-        {"d_model", std::to_string(mc.d_model)},       {"num_heads", std::to_string(mc.num_heads)},
-        {"num_layers", std::to_string(mc.num_layers)}, {"d_ff_dense", std::to_string(mc.d_ff_dense)},
-        {"moe_every", std::to_string(mc.moe_every)}};
+    // The vocabulary first: a resume on other data then fails with a message that says so.
+    std::ostringstream vocabulary;
+    vocabulary << mc.vocab_size << " tokens, fingerprint " << std::hex << position.vocab_fingerprint;
+    state.shape_attributes = {{"vocabulary", vocabulary.str()},
+                              {"seq_len", std::to_string(mc.seq_len)},
+                              {"d_model", std::to_string(mc.d_model)},
+                              {"num_heads", std::to_string(mc.num_heads)},
+                              {"num_layers", std::to_string(mc.num_layers)},
+                              {"d_ff_dense", std::to_string(mc.d_ff_dense)},
+                              {"moe_every", std::to_string(mc.moe_every)}};
     if (!t.moe.empty()) {
         state.shape_attributes.insert(state.shape_attributes.end(),
                                       {{"experts", std::to_string(lc.num_experts)},
