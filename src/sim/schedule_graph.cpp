@@ -36,6 +36,7 @@ struct Builder {
     // Bundle scratch.
     std::vector<FlowHop> hops;
     std::vector<double> port_out, port_in, dev_out, dev_in;
+    std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -46,7 +47,12 @@ struct Builder {
           map(network.node_map()),
           P(network.num_ranks()),
           N(network.num_nodes()),
-          M(network.ranks_per_node()) {}
+          M(network.ranks_per_node()) {
+        port_out.resize(M);
+        port_in.resize(M);
+        dev_out.resize(std::max(M, spec.group_size));
+        dev_in.resize(std::max(M, spec.group_size));
+    }
 
     // Rows a → b in this exchange's direction (reverse: the combine, which sends rows[b][a] back).
     int64_t rows(int a, int b, bool reverse) const {
@@ -64,10 +70,10 @@ struct Builder {
     // from per-device sums instead of routing every message.
     template <typename Bytes>
     int32_t node_pair_bundle(int a0, int a1, int b0, int b1, uint8_t phase, Bytes bytes) {
-        port_out.assign(M, 0.0);
-        port_in.assign(M, 0.0);
-        dev_out.assign(a1 - a0, 0.0);
-        dev_in.assign(b1 - b0, 0.0);
+        std::fill(port_out.begin(), port_out.end(), 0.0);
+        std::fill(port_in.begin(), port_in.end(), 0.0);
+        std::fill(dev_out.begin(), dev_out.begin() + (a1 - a0), 0.0);
+        std::fill(dev_in.begin(), dev_in.begin() + (b1 - b0), 0.0);
         double total = 0, total_eff = 0;
         int members = 0;
         const bool scaled = net.has_efficiency_table();
@@ -260,8 +266,7 @@ struct Builder {
             Tasks arrived, computed(P);
             exchange(ready, false, phase_in, arrived);
             for (int r = 0; r < P; ++r) {
-                double flops = shadow_flops(r, backward);
-                for (int src = 0; src < P; ++src) flops += block_flops(r, src);
+                const double flops = shadow_flops(r, backward) + received_flops[r];
                 expert_flops[r] = flops;
                 computed[r] = g.add_compute(r, flops, phase_compute);
                 dep(arrived[r], computed[r]);
@@ -347,6 +352,7 @@ struct Builder {
         const double B = w.bytes_per_row, rate = net.device_flops_per_s();
         const int G = spec.group_size, n = P / G;
         Tasks post(n), prev(n), end(n), wait(n);
+        std::vector<double> stage_flops(G);
         for (int i = 0; i < n; ++i) {
             post[i] = join(phase_in);
             end[i] = join(phase_out);
@@ -398,13 +404,13 @@ struct Builder {
             }
             for (int i = 0; i < n; ++i) {
                 const int k = (i + s) % n;  // and computes the blocks of group i + s
+                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
+                for (int src = k * G; src < (k + 1) * G; ++src)  // rows[src][r]: contiguous in r
+                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(i * G + m, src);
                 double slowest = 0;
                 for (int m = 0; m < G; ++m) {
-                    const int r = i * G + m;
-                    double flops = 0;
-                    for (int src = k * G; src < (k + 1) * G; ++src) flops += block_flops(r, src);
-                    expert_flops[r] += flops;
-                    slowest = std::max(slowest, flops);
+                    expert_flops[i * G + m] += stage_flops[m];
+                    slowest = std::max(slowest, stage_flops[m]);
                 }
                 const int32_t c = g.add_delay(slowest / rate, phase_compute);
                 dep(wait[i], c);
@@ -476,6 +482,15 @@ struct Builder {
 
     void build() {
         out.num_ranks = P;
+        // Σ over sources of each rank's expert blocks, read row by row (a column walk of rows costs a
+        // cache miss per element at thousands of ranks).
+        received_flops.assign(P, 0.0);
+        for (int a = 0; a < P; ++a)
+            for (int b = 0; b < P; ++b)
+                received_flops[b] +=
+                    w.block_flops
+                        ? w.block_flops[static_cast<int64_t>(b) * P + a]
+                        : static_cast<double>(w.rows[static_cast<int64_t>(a) * P + b]) * w.flops_per_row;
         out.rank_flops.assign(P, 0.0);
         // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
         // network share): a step-wide barrier.
@@ -510,8 +525,7 @@ struct Builder {
         run_experts(out.bwd_run_begin, true, out.bwd_run_end, out.bwd_last_compute, out.bwd_expert_flops);
         cursor.resize(P);
         for (int r = 0; r < P; ++r) {
-            double weights = 0;  // one GEMM pass over all of the rank's rows, after run_experts
-            for (int src = 0; src < P; ++src) weights += block_flops(r, src);
+            const double weights = received_flops[r];  // one GEMM pass over all its rows, after run_experts
             cursor[r] = g.add_compute(r, weights, kSimBwdExpert);
             dep(out.bwd_run_end[r], cursor[r]);
             out.rank_flops[r] += out.bwd_expert_flops[r] + weights;
@@ -574,6 +588,7 @@ LayerPrediction predict_layer(const Network& network,
     const LayerGraph lg = build_layer_graph(network, work, spec);
     LayerPrediction p;
     p.aggregated = lg.aggregated;
+    p.num_tasks = lg.graph.num_tasks();
     p.sim = simulate(lg.graph, network, options);
     const std::vector<double>& end = p.sim.end_s;
     const int P = lg.num_ranks;

@@ -90,6 +90,7 @@ struct LayerPrediction {
     LowerBound bound;
     double efficiency = 0;  // bound.total_s / step_s
     bool aggregated = false;
+    int64_t num_tasks = 0;
     SimResult sim;
 };
 

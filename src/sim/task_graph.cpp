@@ -122,7 +122,9 @@ struct SimRun {
     // Event heap: (time, task); a transfer's entry is its α expiry, others their end.
     using Event = std::pair<double, int32_t>;
     std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events;
-    std::vector<int32_t> ready;  // tasks whose predecessors have all ended, to start now
+    std::vector<int32_t> ready;       // tasks whose predecessors have all ended, to start now
+    std::vector<int32_t> joins_done;  // zero-time tasks started, to end now
+    bool draining = false;
     std::vector<FlowHop> hop_scratch;
     std::vector<int32_t> route_scratch;
     std::vector<FlowDone> done;
@@ -146,7 +148,7 @@ struct SimRun {
             }
             case TaskKind::delay:
                 if (g.amount_[t] == 0)
-                    finish(t, now);
+                    joins_done.push_back(t);  // finished by drain(): chains of joins must not recurse
                 else
                     events.emplace(now + g.amount_[t], t);
                 break;
@@ -176,6 +178,12 @@ struct SimRun {
     }
 
     void finish(int32_t t, double now) {
+        finish_only(t, now);
+        drain();
+    }
+
+    // Ends t and queues the successors that became ready.
+    void finish_only(int32_t t, double now) {
         ++res.num_events;
         res.end_s[t] = now;
         res.makespan_s = std::max(res.makespan_s, now);
@@ -186,12 +194,24 @@ struct SimRun {
             ready_at[next] = std::max(ready_at[next], now);
             if (--pending[next] == 0) ready.push_back(next);
         }
-        // Joins finish inside start(): drain iteratively, never recursively.
-        while (!ready.empty()) {
+    }
+
+    // Starts every ready task and ends every join that became due, until neither is left.
+    void drain() {
+        if (draining) return;
+        draining = true;
+        while (!ready.empty() || !joins_done.empty()) {
+            if (!joins_done.empty()) {
+                const int32_t t = joins_done.back();
+                joins_done.pop_back();
+                finish_only(t, res.start_s[t]);
+                continue;
+            }
             const int32_t next = ready.back();
             ready.pop_back();
             start(next, ready_at[next]);
         }
+        draining = false;
     }
 
     void run() {
@@ -205,23 +225,26 @@ struct SimRun {
         res.end_s.assign(static_cast<size_t>(T), -1.0);
         res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
         for (int32_t t = 0; t < T; ++t)
-            if (pending[t] == 0) start(t, 0.0);
+            if (pending[t] == 0) ready.push_back(t);
+        drain();
         const double inf = std::numeric_limits<double>::infinity();
         while (true) {
             const double t_event = events.empty() ? inf : events.top().first;
             const double t_flow = flows.next_completion_s();
             if (t_event == inf && t_flow == inf) break;
             if (t_flow <= t_event) {
-                const double until = std::min(t_event, t_flow + opt.rate_window * t_flow);
+                // The window is a fraction of the time to the next completion, never of absolute time:
+                // a window growing with t would compound along long dependency chains.
+                const double until = std::min(t_event, t_flow + opt.rate_window * (t_flow - flows.now_s()));
                 done.clear();
                 flows.advance_to(until, done);
                 for (const FlowDone& d : done) finish(static_cast<int32_t>(d.id), d.finish_s);
                 continue;
             }
-            // Every event due by the batch end (t_event itself when rate_window is 0): compute and delay
-            // ends at their own times; flows that become ready start together at the last of their
-            // α expiries (never early), so the rates are recomputed once per batch.
-            const double batch_end = std::min(t_flow, t_event + opt.rate_window * t_event);
+            // Every event due at t_event: compute and delay ends; flows whose α expires now start together,
+            // so the rates are recomputed once per instant. (Flows finished within a rate window may have
+            // queued α expiries slightly in the past: they start now.)
+            const double batch_end = t_event;
             double start_at = flows.now_s();
             to_activate.clear();
             while (!events.empty() && events.top().first <= batch_end) {

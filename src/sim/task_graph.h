@@ -73,9 +73,9 @@ class TaskGraph {
 };
 
 struct SimOptions {
-    // Rate recomputations are batched: flows finishing within [t, t·(1 + rate_window)] of the next
-    // completion t keep their exact finish times, but the bandwidth they free is handed out once, at the
-    // window's end. 0 = exact max-min at every completion.
+    // Rate recomputations are batched: with the next completion at t, `now` being the current time, flows
+    // finishing by t + rate_window·(t − now) keep their exact finish times, but the bandwidth they free
+    // is handed out once, at that time. 0 = exact max-min at every completion.
     double rate_window = 0;
 };
 
