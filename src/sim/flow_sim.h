@@ -1,0 +1,77 @@
+// Flow-level network simulation with weighted max-min fair sharing (docs/simulator.md "Flows"):
+// active flows cross links, each at a share of its rate; rates are recomputed by progressive filling
+// whenever the set of active flows changes. Owns the active flows, their progress and the per-link
+// byte counts; knows nothing of tasks, ranks or latency (the executor in task_graph.h adds those).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "network.h"
+
+namespace expar {
+
+// One link of a flow's route. share = the fraction of the flow's rate that crosses this link: 1 for a
+// single message; for a bundle of messages (task_graph.h), the fraction of its bytes on this link.
+struct FlowHop {
+    int32_t link;
+    float share;
+};
+
+struct FlowDone {
+    int64_t id;       // as given to start()
+    double finish_s;  // exact time the last byte left (may precede the time advance_to reached)
+};
+
+class FlowSim {
+   public:
+    explicit FlowSim(const std::vector<NetLink>& links);
+
+    // Starts a flow of `bytes` (> 0) at now_s(). weight = how many equal member flows it stands for:
+    // under max-min it gets weight × the fair share of one flow at its bottleneck.
+    void start(int64_t id, double bytes, double weight, const FlowHop* hops, int num_hops);
+
+    // Time the next active flow finishes at the current rates (+inf when none is active).
+    double next_completion_s();
+
+    // Moves time forward to t, every flow at its current rate. Flows that finish by t are reported in
+    // `done` (appended) with their own finish times, and their bandwidth goes back to the others only
+    // from t on: advancing straight to next_completion_s() is exact; advancing further batches rate
+    // updates (task_graph.h's rate_window) at the cost of leaving the freed bandwidth idle until t.
+    void advance_to(double t, std::vector<FlowDone>& done);
+
+    double now_s() const { return now_s_; }
+    int64_t num_active() const { return static_cast<int64_t>(id_.size()); }
+    int64_t num_rate_computations() const { return num_rate_computations_; }
+    int64_t peak_active() const { return peak_active_; }
+    // Bytes each link has carried by completed flows (weighted by share).
+    const std::vector<double>& link_bytes() const { return link_bytes_; }
+    // Current rate of the active flow started with `id` [bytes/s] (linear search; for tests).
+    double rate_of(int64_t id);
+
+   private:
+    void compute_rates();  // weighted max-min by progressive filling, O((L + H) log L)
+    void compact_hops();
+
+    std::vector<double> capacity_;
+    double now_s_ = 0;
+    bool rates_valid_ = true;
+    double next_finish_s_ = std::numeric_limits<double>::infinity();
+    // Active flows, struct of arrays; a finished flow is swapped with the last.
+    std::vector<int64_t> id_;
+    std::vector<double> remaining_, rate_, weight_, bytes_;
+    std::vector<int64_t> hop_begin_;
+    std::vector<int32_t> num_hops_;
+    std::vector<FlowHop> hops_;  // append-only pool, compacted when mostly dead
+    int64_t live_hops_ = 0;
+    std::vector<double> link_bytes_;
+    // Progressive-filling scratch, sized once per link / grown with the flows.
+    std::vector<double> link_left_, link_demand_;
+    std::vector<int32_t> link_unfrozen_, link_first_, adjacency_, touched_;
+    std::vector<uint8_t> frozen_;
+    std::vector<std::pair<double, int32_t>> heap_;
+    int64_t num_rate_computations_ = 0, peak_active_ = 0;
+};
+
+}  // namespace expar

@@ -1,0 +1,627 @@
+// Builds the step graph. Every exchange takes, per rank, the task after which that rank enters it
+// (`ready`) and returns, per rank, a join that ends when the rank's part of it is over (`done`), which
+// is what MPI's blocking calls give the real code. Messages the real schedules skip (empty, or to self)
+// are not created.
+#include "schedule_graph.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "check.h"
+#include "schedule.h"
+
+namespace expar {
+
+const char* sim_phase_name(int phase) {
+    static const char* names[kNumSimPhases] = {"forward/gate",      "forward/dispatch", "forward/expert",
+                                               "forward/combine",   "backward/combine", "backward/expert",
+                                               "backward/dispatch", "backward/gate"};
+    EXPAR_ASSERT(phase >= 0 && phase < kNumSimPhases);
+    return names[phase];
+}
+
+namespace {
+
+using Tasks = std::vector<int32_t>;
+
+struct Builder {
+    const Network& net;
+    const LayerWork& w;
+    const ScheduleSpec& spec;
+    LayerGraph& out;
+    TaskGraph& g;
+    const NodeMap& map;
+    int P, N, M;
+    bool aggregate = false;
+    // Bundle scratch.
+    std::vector<FlowHop> hops;
+    std::vector<double> port_out, port_in, dev_out, dev_in;
+    std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
+
+    Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
+        : net(network),
+          w(work),
+          spec(s),
+          out(o),
+          g(o.graph),
+          map(network.node_map()),
+          P(network.num_ranks()),
+          N(network.num_nodes()),
+          M(network.ranks_per_node()) {
+        port_out.resize(M);
+        port_in.resize(M);
+        dev_out.resize(std::max(M, spec.group_size));
+        dev_in.resize(std::max(M, spec.group_size));
+    }
+
+    // Rows a → b in this exchange's direction (reverse: the combine, which sends rows[b][a] back).
+    int64_t rows(int a, int b, bool reverse) const {
+        return reverse ? w.rows[static_cast<int64_t>(b) * P + a] : w.rows[static_cast<int64_t>(a) * P + b];
+    }
+    double block_flops(int rank, int src) const {
+        return w.block_flops ? w.block_flops[static_cast<int64_t>(rank) * P + src]
+                             : static_cast<double>(rows(src, rank, false)) * w.flops_per_row;
+    }
+    int32_t join(uint8_t phase, int rank = -1) { return g.add_delay(0, phase, rank); }
+    void dep(int32_t before, int32_t after) { g.add_dep(before, after); }
+
+    // The bundle of the messages from ranks [a0, a1) of one node to ranks [b0, b1) of another, bytes(a, b)
+    // each: the links of Network::route() with each one's share of the bundle's effective bytes, built
+    // from per-device sums instead of routing every message.
+    template <typename Bytes>
+    int32_t node_pair_bundle(int a0, int a1, int b0, int b1, uint8_t phase, Bytes bytes) {
+        std::fill(port_out.begin(), port_out.end(), 0.0);
+        std::fill(port_in.begin(), port_in.end(), 0.0);
+        std::fill(dev_out.begin(), dev_out.begin() + (a1 - a0), 0.0);
+        std::fill(dev_in.begin(), dev_in.begin() + (b1 - b0), 0.0);
+        double total = 0, total_eff = 0;
+        int members = 0;
+        const bool scaled = net.has_efficiency_table();
+        for (int a = a0; a < a1; ++a)
+            for (int b = b0; b < b1; ++b) {
+                const double m = bytes(a, b);
+                if (m <= 0) continue;
+                const double eff = scaled ? m / net.efficiency(m) : m;
+                dev_out[a - a0] += eff;
+                dev_in[b - b0] += eff;
+                total += m;
+                total_eff += eff;
+                ++members;
+            }
+        if (members == 0) return -1;
+        const int A = map.node_of_rank[a0], B2 = map.node_of_rank[b0];
+        hops.clear();
+        const bool pcie = net.nic_traffic_crosses_device_links();
+        for (int a = a0; a < a1; ++a) {
+            port_out[net.nic_port_of(a)] += dev_out[a - a0];
+            if (pcie && dev_out[a - a0] > 0)
+                hops.push_back(
+                    FlowHop{net.device_egress_link(a), static_cast<float>(dev_out[a - a0] / total_eff)});
+        }
+        for (int b = b0; b < b1; ++b) {
+            port_in[net.nic_port_of(b)] += dev_in[b - b0];
+            if (pcie && dev_in[b - b0] > 0)
+                hops.push_back(
+                    FlowHop{net.device_ingress_link(b), static_cast<float>(dev_in[b - b0] / total_eff)});
+        }
+        for (int p = 0; p < net.nic_ports_per_node(); ++p) {
+            if (port_out[p] > 0)
+                hops.push_back(
+                    FlowHop{net.nic_egress_link(A, p), static_cast<float>(port_out[p] / total_eff)});
+            if (port_in[p] > 0)
+                hops.push_back(
+                    FlowHop{net.nic_ingress_link(B2, p), static_cast<float>(port_in[p] / total_eff)});
+        }
+        if (net.core_link() >= 0) hops.push_back(FlowHop{net.core_link(), 1.0f});
+        return g.add_bundle(hops.data(), static_cast<int>(hops.size()), total, std::max(total_eff, total),
+                            members, net.inter_latency_s(), phase);
+    }
+    // One message a → b between `after_a`/`after_b` (both ends posted) and `then_a`/`then_b`.
+    void message(int a,
+                 int b,
+                 double bytes,
+                 uint8_t phase,
+                 int32_t after_a,
+                 int32_t after_b,
+                 int32_t then_a,
+                 int32_t then_b) {
+        if (a == b || bytes <= 0) return;
+        const int32_t x = g.add_transfer(a, b, bytes, phase);
+        dep(after_a, x);
+        if (after_b != after_a) dep(after_b, x);
+        dep(x, then_a);
+        if (then_b != then_a) dep(x, then_b);
+    }
+    // Per node: a join after the given per-rank tasks, and a join that releases them.
+    Tasks node_join(const Tasks& per_rank, uint8_t phase) {
+        Tasks node(N);
+        for (int n = 0; n < N; ++n) node[n] = join(phase);
+        for (int r = 0; r < P; ++r) dep(per_rank[r], node[map.node_of_rank[r]]);
+        return node;
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // Exchanges
+
+    // plain: one MPI_Alltoallv; a message starts when both ends are in the call.
+    void plain(const Tasks& ready, bool reverse, uint8_t phase, Tasks& done) {
+        done.resize(P);
+        for (int r = 0; r < P; ++r) {
+            done[r] = join(phase, r);
+            dep(ready[r], done[r]);
+        }
+        const double B = w.bytes_per_row;
+        for (int a = 0; a < P; ++a) {
+            const int A = map.node_of_rank[a];
+            if (aggregate)
+                for (int l = 0; l < M; ++l) {
+                    const int b = map.rank_at(A, l);
+                    message(a, b, rows(a, b, reverse) * B, phase, ready[a], ready[b], done[a], done[b]);
+                }
+            else
+                for (int b = 0; b < P; ++b)
+                    message(a, b, rows(a, b, reverse) * B, phase, ready[a], ready[b], done[a], done[b]);
+        }
+        if (!aggregate || N == 1) return;
+        const Tasks node_ready = node_join(ready, phase);
+        Tasks node_done(N);
+        for (int n = 0; n < N; ++n) node_done[n] = join(phase);
+        for (int r = 0; r < P; ++r) dep(node_done[map.node_of_rank[r]], done[r]);
+        for (int A = 0; A < N; ++A)
+            for (int B2 = 0; B2 < N; ++B2) {
+                if (A == B2) continue;
+                const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase,
+                                                   [&](int a, int b) { return rows(a, b, reverse) * B; });
+                if (x < 0) continue;
+                dep(node_ready[A], x);
+                dep(node_ready[B2], x);
+                dep(x, node_done[A]);
+                dep(x, node_done[B2]);
+            }
+    }
+
+    // hierarchical (schedule_hierarchical.cpp): phase 1 sends each local peer l' the rows for rail l' on
+    // every node; phase 2 sends, along the rank's rail, one message per other node.
+    void hierarchical(const Tasks& ready, bool reverse, uint8_t phase, Tasks& done) {
+        if (M == 1 || N == 1) return plain(ready, reverse, phase, done);
+        const double B = w.bytes_per_row;
+        Tasks p1(P);
+        for (int r = 0; r < P; ++r) {
+            p1[r] = join(phase, r);
+            dep(ready[r], p1[r]);
+        }
+        std::vector<double> to_rail(M);
+        for (int a = 0; a < P; ++a) {
+            std::fill(to_rail.begin(), to_rail.end(), 0.0);
+            for (int b = 0; b < P; ++b) to_rail[map.local_index[b]] += rows(a, b, reverse) * B;
+            const int A = map.node_of_rank[a];
+            for (int l = 0; l < M; ++l) {
+                const int peer = map.rank_at(A, l);
+                message(a, peer, to_rail[l], phase, ready[a], ready[peer], p1[a], p1[peer]);
+            }
+        }
+        done.resize(P);
+        for (int r = 0; r < P; ++r) {
+            done[r] = join(phase, r);
+            dep(p1[r], done[r]);
+        }
+        std::vector<double> rail_bytes(M);
+        Tasks node_p1, node_done;
+        if (aggregate) {
+            node_p1 = node_join(p1, phase);
+            node_done.resize(N);
+            for (int n = 0; n < N; ++n) node_done[n] = join(phase);
+            for (int r = 0; r < P; ++r) dep(node_done[map.node_of_rank[r]], done[r]);
+        }
+        for (int A = 0; A < N; ++A)
+            for (int B2 = 0; B2 < N; ++B2) {
+                if (A == B2) continue;
+                for (int l = 0; l < M; ++l) {
+                    double bytes = 0;  // rows of all of node A for rank (B2, l)
+                    for (int src = 0; src < M; ++src)
+                        bytes += rows(map.rank_at(A, src), map.rank_at(B2, l), reverse) * B;
+                    rail_bytes[l] = bytes;
+                    const int a = map.rank_at(A, l), b = map.rank_at(B2, l);
+                    if (!aggregate) message(a, b, bytes, phase, p1[a], p1[b], done[a], done[b]);
+                }
+                if (!aggregate) continue;
+                const int32_t x = node_pair_bundle(
+                    A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase,
+                    [&](int a, int b) { return a - A * M == b - B2 * M ? rail_bytes[a - A * M] : 0.0; });
+                if (x < 0) continue;
+                dep(node_p1[A], x);
+                dep(node_p1[B2], x);
+                dep(x, node_done[A]);
+                dep(x, node_done[B2]);
+            }
+    }
+
+    void exchange(const Tasks& ready, bool reverse, uint8_t phase, Tasks& done) {
+        if (spec.kind == ScheduleKind::hierarchical)
+            hierarchical(ready, reverse, phase, done);
+        else
+            plain(ready, reverse, phase, done);
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // run_experts (moe_layer.cpp): exchange → compute (shadow rows, then every source's blocks) →
+    // exchange back; pairwise pipelines it stage by stage.
+
+    double shadow_flops(int r, bool backward) const {
+        if (!w.shadow_rows) return 0;
+        return static_cast<double>(w.shadow_rows[r]) * w.flops_per_row * (backward ? 2.0 : 1.0);
+    }
+
+    void run_experts(const Tasks& ready,
+                     bool backward,
+                     Tasks& run_end,
+                     Tasks& last_compute,
+                     std::vector<double>& expert_flops) {
+        const uint8_t phase_in = backward ? kSimBwdCombine : kSimFwdDispatch;
+        const uint8_t phase_compute = backward ? kSimBwdExpert : kSimFwdExpert;
+        const uint8_t phase_out = backward ? kSimBwdDispatch : kSimFwdCombine;
+        expert_flops.assign(P, 0.0);
+        last_compute.assign(P, -1);
+        if (spec.kind != ScheduleKind::pairwise) {
+            Tasks arrived, computed(P);
+            exchange(ready, false, phase_in, arrived);
+            for (int r = 0; r < P; ++r) {
+                const double flops = shadow_flops(r, backward) + received_flops[r];
+                expert_flops[r] = flops;
+                computed[r] = g.add_compute(r, flops, phase_compute);
+                dep(arrived[r], computed[r]);
+                last_compute[r] = computed[r];
+            }
+            exchange(computed, true, phase_out, run_end);
+            return;
+        }
+        if (aggregate)
+            pairwise_groups(ready, backward, run_end, last_compute, expert_flops);
+        else
+            pairwise_exact(ready, backward, run_end, last_compute, expert_flops);
+        (void)phase_out;
+    }
+
+    // Per rank and stage, as run_experts() does it: wait for stage s, post stage s + 1, compute each
+    // source's blocks of stage s and send their results back at once (receives were posted up front).
+    void pairwise_exact(const Tasks& ready,
+                        bool backward,
+                        Tasks& run_end,
+                        Tasks& last_compute,
+                        std::vector<double>& expert_flops) {
+        const uint8_t phase_in = backward ? kSimBwdCombine : kSimFwdDispatch;
+        const uint8_t phase_compute = backward ? kSimBwdExpert : kSimFwdExpert;
+        const uint8_t phase_out = backward ? kSimBwdDispatch : kSimFwdCombine;
+        const double B = w.bytes_per_row;
+        std::vector<std::vector<PairwiseStage>> stages(P);
+        for (int r = 0; r < P; ++r) stages[r] = pairwise_stages(map, spec.group_size, r);
+        const int S = static_cast<int>(stages[0].size());
+        Tasks post(ready), prev(ready), wait(P);
+        run_end.resize(P);
+        for (int r = 0; r < P; ++r) {
+            run_end[r] = join(phase_out, r);
+            const double shadow = shadow_flops(r, backward);
+            if (shadow > 0) {  // compute_shadows() overlaps the first stage
+                const int32_t c = g.add_compute(r, shadow, phase_compute);
+                dep(ready[r], c);
+                prev[r] = c;
+                expert_flops[r] += shadow;
+            }
+        }
+        for (int s = 0; s < S; ++s) {
+            for (int r = 0; r < P; ++r) {
+                wait[r] = join(phase_in, r);
+                dep(post[r], wait[r]);
+            }
+            for (int a = 0; a < P; ++a)
+                for (int b : stages[a][s].send_to)
+                    message(a, b, rows(a, b, false) * B, phase_in, post[a], post[b], wait[a], wait[b]);
+            for (int r = 0; r < P; ++r)
+                for (int src : stages[r][s].recv_from) {
+                    const double flops = block_flops(r, src);
+                    const int64_t back = rows(src, r, false);
+                    if (flops <= 0 && back == 0) continue;
+                    const int32_t c = g.add_compute(r, flops, phase_compute);
+                    dep(wait[r], c);
+                    dep(prev[r], c);
+                    prev[r] = c;
+                    expert_flops[r] += flops;
+                    if (src != r && back > 0)
+                        message(r, src, back * B, phase_out, c, c, run_end[r], run_end[src]);
+                }
+            post = wait;
+        }
+        for (int r = 0; r < P; ++r) {
+            dep(prev[r], run_end[r]);
+            dep(post[r], run_end[r]);
+            last_compute[r] = prev[r];
+        }
+    }
+
+    // Aggregated pairwise: the ranks of a group move in step (a group's stage starts when all its members
+    // and all its partner group's members have posted it), stage traffic between two nodes is one
+    // bundle, and a group's stage compute takes its slowest member's time.
+    void pairwise_groups(const Tasks& ready,
+                         bool backward,
+                         Tasks& run_end,
+                         Tasks& last_compute,
+                         std::vector<double>& expert_flops) {
+        const uint8_t phase_in = backward ? kSimBwdCombine : kSimFwdDispatch;
+        const uint8_t phase_compute = backward ? kSimBwdExpert : kSimFwdExpert;
+        const uint8_t phase_out = backward ? kSimBwdDispatch : kSimFwdCombine;
+        const double B = w.bytes_per_row, rate = net.device_flops_per_s();
+        const int G = spec.group_size, n = P / G;
+        Tasks post(n), prev(n), end(n), wait(n);
+        std::vector<double> stage_flops(G);
+        for (int i = 0; i < n; ++i) {
+            post[i] = join(phase_in);
+            end[i] = join(phase_out);
+            double shadow = 0;
+            for (int m = 0; m < G; ++m) {
+                const int r = i * G + m;
+                dep(ready[r], post[i]);
+                shadow = std::max(shadow, shadow_flops(r, backward));
+                expert_flops[r] += shadow_flops(r, backward);
+            }
+            prev[i] = post[i];
+            if (shadow > 0) {
+                prev[i] = g.add_delay(shadow / rate, phase_compute);
+                dep(post[i], prev[i]);
+            }
+        }
+        // Traffic from the members of group i to those of group j, node pair by node pair;
+        // bytes(a, b) gives each message. Same-node pairs stay single messages.
+        auto group_traffic = [&](int i, int j, uint8_t phase, int32_t after_i, int32_t after_j,
+                                 int32_t then_i, int32_t then_j, auto bytes) {
+            const int first_a = i * G, first_b = j * G;
+            for (int A = first_a / M; A * M < first_a + G; ++A)
+                for (int B2 = first_b / M; B2 * M < first_b + G; ++B2) {
+                    const int a0 = std::max(first_a, A * M), a1 = std::min(first_a + G, (A + 1) * M);
+                    const int b0 = std::max(first_b, B2 * M), b1 = std::min(first_b + G, (B2 + 1) * M);
+                    if (A == B2) {
+                        for (int a = a0; a < a1; ++a)
+                            for (int b = b0; b < b1; ++b)
+                                message(a, b, bytes(a, b), phase, after_i, after_j, then_i, then_j);
+                        continue;
+                    }
+                    const int32_t x = node_pair_bundle(a0, a1, b0, b1, phase, bytes);
+                    if (x < 0) continue;
+                    dep(after_i, x);
+                    if (after_j != after_i) dep(after_j, x);
+                    dep(x, then_i);
+                    if (then_j != then_i) dep(x, then_j);
+                }
+        };
+        for (int s = 0; s < n; ++s) {
+            for (int i = 0; i < n; ++i) {
+                wait[i] = join(phase_in);
+                dep(post[i], wait[i]);
+            }
+            for (int i = 0; i < n; ++i) {
+                const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
+                group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
+                              [&](int a, int b) { return rows(a, b, false) * B; });
+            }
+            for (int i = 0; i < n; ++i) {
+                const int k = (i + s) % n;  // and computes the blocks of group i + s
+                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
+                for (int src = k * G; src < (k + 1) * G; ++src)  // rows[src][r]: contiguous in r
+                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(i * G + m, src);
+                double slowest = 0;
+                for (int m = 0; m < G; ++m) {
+                    expert_flops[i * G + m] += stage_flops[m];
+                    slowest = std::max(slowest, stage_flops[m]);
+                }
+                const int32_t c = g.add_delay(slowest / rate, phase_compute);
+                dep(wait[i], c);
+                dep(prev[i], c);
+                prev[i] = c;
+                group_traffic(i, k, phase_out, c, c, end[i], end[k],
+                              [&](int r, int src) { return rows(src, r, false) * B; });
+            }
+            post = wait;
+        }
+        run_end.resize(P);
+        for (int r = 0; r < P; ++r) {
+            const int i = r / G;
+            run_end[r] = join(phase_out, r);
+            dep(end[i], run_end[r]);
+            dep(prev[i], run_end[r]);
+            dep(post[i], run_end[r]);
+            last_compute[r] = prev[i];
+        }
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // Shadowed experts: MPI-style binomial trees rooted at each owner, one expert after another.
+
+    void shadow_broadcasts(Tasks& cursor, uint8_t phase) {
+        const double bytes = w.expert_param_bytes;
+        std::vector<int32_t> last(P);
+        for (int owner : w.shadow_owner) {
+            for (int v = 0; v < P; ++v) last[v] = -1;
+            last[0] = cursor[owner];
+            for (int v = 0; v < P; ++v) {  // parents (v − 2^⌊log2 v⌋) come before children
+                const int r = (v + owner) % P;
+                int step = 1;
+                while (step <= v) step <<= 1;
+                for (; v + step < P; step <<= 1) {
+                    const int c = v + step, child = (c + owner) % P;
+                    const int32_t x = g.add_transfer(r, child, bytes, phase);
+                    dep(last[v], x);
+                    dep(cursor[child], x);
+                    last[c] = x;  // the child's chain starts at its receive
+                    last[v] = x;
+                }
+                cursor[r] = last[v];
+            }
+        }
+    }
+
+    void shadow_reduces(Tasks& cursor, uint8_t phase) {
+        const double bytes = w.expert_param_bytes;
+        std::vector<int32_t> done(P);
+        for (int owner : w.shadow_owner) {
+            for (int v = 0; v < P; ++v) done[v] = join(phase, (v + owner) % P);
+            for (int v = P - 1; v >= 0; --v) {  // children (v + 2^k) before parents
+                const int r = (v + owner) % P;
+                dep(cursor[r], done[v]);
+                if (v == 0) continue;
+                int top = 1;
+                while (top * 2 <= v) top <<= 1;
+                const int parent = ((v - top) + owner) % P;
+                const int32_t x = g.add_transfer(r, parent, bytes, phase);
+                dep(done[v], x);
+                dep(cursor[parent], x);
+                dep(x, done[v - top]);
+                done[v] = x;  // the sender is free once its partial sum is out
+            }
+            for (int v = 0; v < P; ++v) cursor[(v + owner) % P] = done[v];
+        }
+    }
+
+    void build() {
+        out.num_ranks = P;
+        // Σ over sources of each rank's expert blocks, read row by row (a column walk of rows costs a
+        // cache miss per element at thousands of ranks).
+        received_flops.assign(P, 0.0);
+        for (int a = 0; a < P; ++a)
+            for (int b = 0; b < P; ++b)
+                received_flops[b] +=
+                    w.block_flops
+                        ? w.block_flops[static_cast<int64_t>(b) * P + a]
+                        : static_cast<double>(w.rows[static_cast<int64_t>(a) * P + b]) * w.flops_per_row;
+        out.rank_flops.assign(P, 0.0);
+        // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
+        // network share): a step-wide barrier.
+        Tasks gate(P);
+        const int32_t counts_in = join(kSimFwdGate);
+        for (int r = 0; r < P; ++r) {
+            gate[r] = g.add_compute(r, w.gate_flops, kSimFwdGate);
+            dep(gate[r], counts_in);
+            out.rank_flops[r] += (w.backward ? 3 : 1) * w.gate_flops;
+        }
+        double node_nic_Bps = 0;
+        for (int p = 0; p < net.nic_ports_per_node(); ++p)
+            node_nic_Bps += net.links()[net.nic_egress_link(0, p)].capacity_Bps;
+        const double share_Bps = N > 1 ? node_nic_Bps / M : net.links()[0].capacity_Bps;
+        const double rounds = P > 1 ? std::ceil(std::log2(static_cast<double>(P))) : 0;
+        const double count_s = P > 1 ? rounds * (N > 1 ? net.inter_latency_s() : net.intra_latency_s()) +
+                                           w.count_bytes * (P - 1) / share_Bps
+                                     : 0;
+        const int32_t counts = g.add_delay(count_s, kSimFwdGate);
+        dep(counts_in, counts);
+        out.fwd_gate_end.assign(P, counts);
+
+        Tasks cursor(P, counts);
+        shadow_broadcasts(cursor, kSimFwdDispatch);
+        run_experts(cursor, false, out.fwd_run_end, out.fwd_last_compute, out.fwd_expert_flops);
+        for (int r = 0; r < P; ++r) out.rank_flops[r] += out.fwd_expert_flops[r];
+        if (!w.backward) {
+            out.rank_end = out.fwd_run_end;
+            return;
+        }
+        out.bwd_run_begin = out.fwd_run_end;  // combine backward (w·dy, dot products) is free here
+        run_experts(out.bwd_run_begin, true, out.bwd_run_end, out.bwd_last_compute, out.bwd_expert_flops);
+        cursor.resize(P);
+        for (int r = 0; r < P; ++r) {
+            const double weights = received_flops[r];  // one GEMM pass over all its rows, after run_experts
+            cursor[r] = g.add_compute(r, weights, kSimBwdExpert);
+            dep(out.bwd_run_end[r], cursor[r]);
+            out.rank_flops[r] += out.bwd_expert_flops[r] + weights;
+        }
+        shadow_reduces(cursor, kSimBwdExpert);
+        out.bwd_weights_end = cursor;
+        out.rank_end.resize(P);
+        for (int r = 0; r < P; ++r) {
+            out.rank_end[r] = g.add_compute(r, 2 * w.gate_flops, kSimBwdGate);
+            dep(cursor[r], out.rank_end[r]);
+        }
+    }
+};
+
+}  // namespace
+
+LayerGraph build_layer_graph(const Network& network, const LayerWork& work, const ScheduleSpec& spec) {
+    const int P = network.num_ranks();
+    EXPAR_REQUIRE(work.num_ranks == P, "simulated layer: the traffic is for "
+                                           << work.num_ranks << " ranks, the network has " << P);
+    EXPAR_REQUIRE(work.rows != nullptr, "simulated layer: no traffic matrix");
+    EXPAR_REQUIRE(work.bytes_per_row > 0, "simulated layer: bytes per row must be positive");
+    EXPAR_REQUIRE(work.flops_per_row >= 0 && work.gate_flops >= 0 && work.count_bytes >= 0,
+                  "simulated layer: FLOPs and byte counts must be >= 0");
+    for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i)
+        EXPAR_REQUIRE(work.rows[i] >= 0, "simulated layer: negative row count "
+                                             << work.rows[i] << " from rank " << i / P << " to rank "
+                                             << i % P);
+    for (int owner : work.shadow_owner)
+        EXPAR_REQUIRE(owner >= 0 && owner < P,
+                      "simulated layer: shadowed expert owner " << owner << " is not a rank");
+    EXPAR_REQUIRE(work.shadow_owner.empty() || work.expert_param_bytes > 0,
+                  "simulated layer: shadowing needs the expert parameter bytes");
+    if (spec.kind == ScheduleKind::pairwise) {
+        EXPAR_REQUIRE(spec.group_size > 0, "--group-size must be positive, got " << spec.group_size);
+        EXPAR_REQUIRE(P % spec.group_size == 0, "--group-size " << spec.group_size << " does not divide the "
+                                                                << P << " ranks (pairwise schedule)");
+    }
+    LayerGraph out;
+    Builder builder(network, work, spec, out);
+    const NodeMap& map = network.node_map();
+    bool contiguous = true;
+    for (int r = 0; r < P; ++r)
+        contiguous = contiguous && map.node_of_rank[r] * map.ranks_per_node + map.local_index[r] == r;
+    bool aggregate =
+        spec.aggregation == Aggregation::node_pair || (spec.aggregation == Aggregation::automatic && P > 64);
+    // Bundles need rank order = node order; aggregated pairwise also needs groups and nodes nested.
+    const int G = spec.group_size, M = network.ranks_per_node();
+    if (!contiguous || (spec.kind == ScheduleKind::pairwise && G % M != 0 && M % G != 0)) aggregate = false;
+    builder.aggregate = aggregate;
+    out.aggregated = aggregate;
+    builder.build();
+    return out;
+}
+
+LayerPrediction predict_layer(const Network& network,
+                              const LayerWork& work,
+                              const ScheduleSpec& spec,
+                              const SimOptions& options) {
+    const LayerGraph lg = build_layer_graph(network, work, spec);
+    LayerPrediction p;
+    p.aggregated = lg.aggregated;
+    p.num_tasks = lg.graph.num_tasks();
+    p.sim = simulate(lg.graph, network, options);
+    const std::vector<double>& end = p.sim.end_s;
+    const int P = lg.num_ranks;
+    const double rate = network.device_flops_per_s();
+    p.rank_end_s.resize(P);
+    p.phase_s.assign(static_cast<size_t>(P) * kNumSimPhases, 0.0);
+    for (int r = 0; r < P; ++r) {
+        double* ph = p.phase_s.data() + static_cast<size_t>(r) * kNumSimPhases;
+        const double gate = end[lg.fwd_gate_end[r]], run = end[lg.fwd_run_end[r]];
+        const double compute = lg.fwd_expert_flops[r] / rate;
+        const double wait_out = std::max(0.0, run - end[lg.fwd_last_compute[r]]);
+        ph[kSimFwdGate] = gate;
+        ph[kSimFwdExpert] = compute;
+        ph[kSimFwdCombine] = wait_out;
+        ph[kSimFwdDispatch] = run - gate - compute - wait_out;
+        p.rank_end_s[r] = end[lg.rank_end[r]];
+        if (work.backward) {
+            const double begin = end[lg.bwd_run_begin[r]], run_b = end[lg.bwd_run_end[r]];
+            const double compute_b = lg.bwd_expert_flops[r] / rate;
+            const double wait_out_b = std::max(0.0, run_b - end[lg.bwd_last_compute[r]]);
+            const double weights = end[lg.bwd_weights_end[r]];
+            ph[kSimBwdCombine] = (begin - run) + (run_b - begin - compute_b - wait_out_b);
+            ph[kSimBwdExpert] = compute_b + (weights - run_b);
+            ph[kSimBwdDispatch] = wait_out_b;
+            ph[kSimBwdGate] = p.rank_end_s[r] - weights;
+        }
+        for (int k = 0; k < kNumSimPhases; ++k) p.max_phase_s[k] = std::max(p.max_phase_s[k], ph[k]);
+    }
+    p.step_s = p.sim.makespan_s;
+    p.bound = lower_bound(network, lg.graph.link_load_bytes(network), lg.rank_flops,
+                          min_message_latency_s(lg.graph, network));
+    p.efficiency = p.step_s > 0 ? p.bound.total_s / p.step_s : 1.0;
+    return p;
+}
+
+}  // namespace expar

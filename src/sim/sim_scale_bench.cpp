@@ -1,0 +1,114 @@
+// build/sim_scale_bench: how long the simulator takes for one MoE layer step (forward + backward) at
+// thousands of ranks, on one core. Prints graph size, the wall time of predict_layer() (graph build +
+// simulation + bound) and of the simulation alone, events/s and peak memory per configuration
+// (docs/simulator.md "Scale"). Usage:
+//   sim_scale_bench [--ranks 4096,16384] [--schedule plain,pairwise,hierarchical] [--skew 0,1.2]
+//                   [--topology topology/dgx-h100.yaml] [--tokens 4096] [--top-k 2] [--window 0]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "schedule_graph.h"
+#include "topology.h"
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream in(s);
+    for (std::string item; std::getline(in, item, ',');) out.push_back(item);
+    return out;
+}
+
+// Rows rank a sends to rank b: tokens·k assignments of every rank spread over destinations with
+// Zipf(skew) weights over ranks (rank 0 hottest, 1/(b+1)^skew), rounded down, remainders to the hottest.
+void make_rows(int P, int64_t tokens, int k, double skew, std::vector<int64_t>& rows) {
+    std::vector<double> weight(P);
+    double total = 0;
+    for (int b = 0; b < P; ++b) total += weight[b] = std::pow(b + 1.0, -skew);
+    std::vector<int64_t> row(P);
+    int64_t assigned = 0;
+    for (int b = 0; b < P; ++b) assigned += row[b] = static_cast<int64_t>(tokens * k * weight[b] / total);
+    row[0] += tokens * k - assigned;
+    rows.resize(static_cast<size_t>(P) * P);
+    for (int a = 0; a < P; ++a)
+        for (int b = 0; b < P; ++b) rows[static_cast<size_t>(a) * P + b] = row[(b + a % 7) % P];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string ranks = "4096", schedules = "plain,pairwise,hierarchical", skews = "0,1.2";
+    std::string topology_path = std::string(EXPAR_SOURCE_DIR) + "/topology/dgx-h100.yaml";
+    int64_t tokens = 4096;
+    int top_k = 2;
+    double window = 0;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string key = argv[i], value = argv[i + 1];
+        if (key == "--ranks")
+            ranks = value;
+        else if (key == "--schedule")
+            schedules = value;
+        else if (key == "--skew")
+            skews = value;
+        else if (key == "--topology")
+            topology_path = value;
+        else if (key == "--tokens")
+            tokens = std::atoll(value.c_str());
+        else if (key == "--top-k")
+            top_k = std::atoi(value.c_str());
+        else if (key == "--window")
+            window = std::atof(value.c_str());
+        else {
+            std::fprintf(stderr, "sim_scale_bench: unknown option '%s'\n", key.c_str());
+            return 1;
+        }
+    }
+    try {
+        const expar::Topology topology = expar::load_topology(topology_path);
+        std::printf("%-7s %-13s %5s %10s %10s %8s %8s %11s %12s %9s %10s %6s\n", "ranks", "schedule", "skew",
+                    "tasks", "events", "total_s", "sim_s", "events/s", "peak_MiB", "step_ms", "bound_ms",
+                    "eff");
+        for (const std::string& r : split(ranks)) {
+            const int P = std::atoi(r.c_str());
+            const expar::Network net(topology, expar::sim_node_map(topology, P));
+            std::vector<int64_t> rows;
+            for (const std::string& skew : split(skews)) {
+                make_rows(P, tokens, top_k, std::atof(skew.c_str()), rows);
+                expar::LayerWork w;
+                w.num_ranks = P;
+                w.rows = rows.data();
+                w.bytes_per_row = 4096 * 2;                // d_model 4096, bf16
+                w.flops_per_row = 2 * 2 * 4096.0 * 14336;  // two matrices, d_ff 14336
+                w.gate_flops = 2.0 * tokens * 4096 * P;
+                w.count_bytes = 8.0 * P;
+                for (const std::string& name : split(schedules)) {
+                    expar::ScheduleSpec spec;
+                    spec.kind = expar::parse_schedule(name);
+                    spec.group_size = net.ranks_per_node();
+                    expar::SimOptions options;
+                    options.rate_window = window;
+                    const auto t0 = std::chrono::steady_clock::now();
+                    const expar::LayerPrediction p = expar::predict_layer(net, w, spec, options);
+                    const double total_s =
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                    std::printf("%-7d %-13s %5s %10lld %10lld %8.3f %8.3f %11.3g %12.1f %9.3f %10.3f %6.3f\n",
+                                P, name.c_str(), skew.c_str(), static_cast<long long>(p.num_tasks),
+                                static_cast<long long>(p.sim.num_events), total_s, p.sim.wall_s,
+                                p.sim.events_per_s, p.sim.peak_rss_bytes / 1048576.0, p.step_s * 1e3,
+                                p.bound.total_s * 1e3, p.efficiency);
+                    std::fflush(stdout);
+                }
+            }
+        }
+    } catch (const expar::Error& e) {
+        std::fprintf(stderr, "sim_scale_bench: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,327 @@
+// The executor: an event heap for α expiries and compute/delay ends, plus the flow simulator's next
+// completion. A bundle is exact under max-min when its messages have the same route and the same
+// size (equal routes get equal rates, so they finish together); otherwise its messages are forced to
+// progress in proportion and finish together, which docs/simulator.md "Aggregation" quantifies.
+#include "task_graph.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <queue>
+
+#include "check.h"
+
+namespace expar {
+
+int32_t TaskGraph::add_task(TaskKind kind, int rank, int peer, double amount, uint8_t phase) {
+    EXPAR_ASSERT(kind_.size() < static_cast<size_t>(std::numeric_limits<int32_t>::max()));
+    kind_.push_back(kind);
+    phase_.push_back(phase);
+    rank_.push_back(rank);
+    peer_.push_back(peer);
+    amount_.push_back(amount);
+    return static_cast<int32_t>(kind_.size() - 1);
+}
+
+int32_t TaskGraph::add_transfer(int src, int dst, double bytes, uint8_t phase) {
+    EXPAR_ASSERT(src != dst && bytes > 0);
+    return add_task(TaskKind::transfer, src, dst, bytes, phase);
+}
+
+int32_t TaskGraph::add_bundle(const FlowHop* hops,
+                              int num_hops,
+                              double bytes,
+                              double effective_bytes,
+                              double weight,
+                              double latency_s,
+                              uint8_t phase,
+                              int rank) {
+    EXPAR_ASSERT(num_hops > 0 && bytes > 0 && effective_bytes >= bytes && weight >= 1);
+    bundles_.push_back(Bundle{static_cast<int64_t>(bundle_hops_.size()), num_hops, static_cast<float>(weight),
+                              effective_bytes, latency_s});
+    bundle_hops_.insert(bundle_hops_.end(), hops, hops + num_hops);
+    return add_task(TaskKind::bundle, rank, static_cast<int32_t>(bundles_.size() - 1), bytes, phase);
+}
+
+int32_t TaskGraph::add_compute(int rank, double flops, uint8_t phase) {
+    EXPAR_ASSERT(rank >= 0 && flops >= 0);
+    return add_task(TaskKind::compute, rank, -1, flops, phase);
+}
+
+int32_t TaskGraph::add_delay(double seconds, uint8_t phase, int rank) {
+    EXPAR_ASSERT(seconds >= 0);
+    return add_task(TaskKind::delay, rank, -1, seconds, phase);
+}
+
+void TaskGraph::add_dep(int32_t before, int32_t after) {
+    EXPAR_ASSERT(before >= 0 && after >= 0 && before < num_tasks() && after < num_tasks() && before != after);
+    edge_from_.push_back(before);
+    edge_to_.push_back(after);
+}
+
+namespace {
+void csr(int64_t n,
+         const std::vector<int32_t>& from,
+         const std::vector<int32_t>& to,
+         std::vector<int64_t>& first,
+         std::vector<int32_t>& list) {
+    first.assign(static_cast<size_t>(n) + 1, 0);
+    for (int32_t f : from) ++first[f + 1];
+    for (int64_t i = 0; i < n; ++i) first[i + 1] += first[i];
+    list.resize(from.size());
+    std::vector<int64_t> cursor(first.begin(), first.end() - 1);
+    for (size_t e = 0; e < from.size(); ++e) list[cursor[from[e]]++] = to[e];
+}
+}  // namespace
+
+void TaskGraph::predecessors(std::vector<int64_t>& first, std::vector<int32_t>& list) const {
+    csr(num_tasks(), edge_to_, edge_from_, first, list);
+}
+
+std::vector<double> TaskGraph::link_load_bytes(const Network& network) const {
+    std::vector<double> load(static_cast<size_t>(network.num_links()), 0.0);
+    std::vector<int32_t> route;
+    for (int64_t t = 0; t < num_tasks(); ++t) {
+        if (kind_[t] == TaskKind::transfer) {
+            route.clear();
+            network.route(rank_[t], peer_[t], route);
+            const double eff_bytes = amount_[t] / network.efficiency(amount_[t]);
+            for (int32_t l : route) load[l] += eff_bytes;
+        } else if (kind_[t] == TaskKind::bundle) {
+            const Bundle& b = bundles_[peer_[t]];
+            for (int h = 0; h < b.num_hops; ++h)
+                load[bundle_hops_[b.hop_begin + h].link] +=
+                    b.effective_bytes * bundle_hops_[b.hop_begin + h].share;
+        }
+    }
+    return load;
+}
+
+int64_t peak_rss_bytes() {
+    struct rusage usage {};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux: KiB
+}
+
+// One run of the executor; a struct so the event handlers share state without a long parameter list.
+struct SimRun {
+    const TaskGraph& g;
+    const Network& net;
+    const SimOptions& opt;
+    SimResult& res;
+    FlowSim flows;
+    std::vector<int64_t> succ_first;
+    std::vector<int32_t> succ;
+    std::vector<int32_t> pending;
+    std::vector<double> ready_at;
+    std::vector<double> device_free_s;
+    // Event heap: (time, task); a transfer's entry is its α expiry, others their end.
+    using Event = std::pair<double, int32_t>;
+    std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events;
+    std::vector<int32_t> ready;       // tasks whose predecessors have all ended, to start now
+    std::vector<int32_t> joins_done;  // zero-time tasks started, to end now
+    bool draining = false;
+    std::vector<FlowHop> hop_scratch;
+    std::vector<int32_t> route_scratch;
+    std::vector<FlowDone> done;
+    std::vector<int32_t> to_activate;
+
+    SimRun(const TaskGraph& graph, const Network& network, const SimOptions& options, SimResult& result)
+        : g(graph), net(network), opt(options), res(result), flows(network.links()) {}
+
+    void start(int32_t t, double now) {
+        res.start_s[t] = now;
+        switch (g.kind_[t]) {
+            case TaskKind::compute: {
+                const int r = g.rank_[t];
+                const double begin = std::max(now, device_free_s[r]);
+                const double duration = g.amount_[t] / net.device_flops_per_s();
+                res.start_s[t] = begin;
+                device_free_s[r] = begin + duration;
+                res.rank_compute_s[r] += duration;
+                events.emplace(begin + duration, t);
+                break;
+            }
+            case TaskKind::delay:
+                if (g.amount_[t] == 0)
+                    joins_done.push_back(t);  // finished by drain(): chains of joins must not recurse
+                else
+                    events.emplace(now + g.amount_[t], t);
+                break;
+            case TaskKind::transfer:
+                events.emplace(now + net.latency_s(g.rank_[t], g.peer_[t]), t);
+                break;
+            case TaskKind::bundle:
+                events.emplace(now + g.bundles_[g.peer_[t]].latency_s, t);
+                break;
+        }
+    }
+
+    // α has passed: the bytes start to move.
+    void activate(int32_t t) {
+        ++res.num_events;
+        if (g.kind_[t] == TaskKind::transfer) {
+            route_scratch.clear();
+            net.route(g.rank_[t], g.peer_[t], route_scratch);
+            hop_scratch.clear();
+            for (int32_t l : route_scratch) hop_scratch.push_back(FlowHop{l, 1.0f});
+            const double bytes = g.amount_[t] / net.efficiency(g.amount_[t]);
+            flows.start(t, bytes, 1.0, hop_scratch.data(), static_cast<int>(hop_scratch.size()));
+        } else {
+            const TaskGraph::Bundle& b = g.bundles_[g.peer_[t]];
+            flows.start(t, b.effective_bytes, b.weight, g.bundle_hops_.data() + b.hop_begin, b.num_hops);
+        }
+    }
+
+    void finish(int32_t t, double now) {
+        finish_only(t, now);
+        drain();
+    }
+
+    // Ends t and queues the successors that became ready.
+    void finish_only(int32_t t, double now) {
+        ++res.num_events;
+        res.end_s[t] = now;
+        res.makespan_s = std::max(res.makespan_s, now);
+        for (int64_t e = succ_first[t]; e < succ_first[t + 1]; ++e) {
+            const int32_t next = succ[e];
+            // Batched rate updates report flows out of time order: a task is ready at its predecessors'
+            // latest end, not at the end that happened to be processed last.
+            ready_at[next] = std::max(ready_at[next], now);
+            if (--pending[next] == 0) ready.push_back(next);
+        }
+    }
+
+    // Starts every ready task and ends every join that became due, until neither is left.
+    void drain() {
+        if (draining) return;
+        draining = true;
+        while (!ready.empty() || !joins_done.empty()) {
+            if (!joins_done.empty()) {
+                const int32_t t = joins_done.back();
+                joins_done.pop_back();
+                finish_only(t, res.start_s[t]);
+                continue;
+            }
+            const int32_t next = ready.back();
+            ready.pop_back();
+            start(next, ready_at[next]);
+        }
+        draining = false;
+    }
+
+    void run() {
+        const int64_t T = g.num_tasks();
+        csr(T, g.edge_from_, g.edge_to_, succ_first, succ);
+        pending.assign(static_cast<size_t>(T), 0);
+        for (int32_t to : g.edge_to_) ++pending[to];
+        ready_at.assign(static_cast<size_t>(T), 0.0);
+        device_free_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
+        res.start_s.assign(static_cast<size_t>(T), -1.0);
+        res.end_s.assign(static_cast<size_t>(T), -1.0);
+        res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
+        for (int32_t t = 0; t < T; ++t)
+            if (pending[t] == 0) ready.push_back(t);
+        drain();
+        const double inf = std::numeric_limits<double>::infinity();
+        while (true) {
+            const double t_event = events.empty() ? inf : events.top().first;
+            const double t_flow = flows.next_completion_s();
+            if (t_event == inf && t_flow == inf) break;
+            if (t_flow <= t_event) {
+                // The window is a fraction of the time to the next completion, never of absolute time:
+                // a window growing with t would compound along long dependency chains.
+                const double until = std::min(t_event, t_flow + opt.rate_window * (t_flow - flows.now_s()));
+                done.clear();
+                flows.advance_to(until, done);
+                for (const FlowDone& d : done) finish(static_cast<int32_t>(d.id), d.finish_s);
+                continue;
+            }
+            // Every event due at t_event: compute and delay ends; flows whose α expires now start together,
+            // so the rates are recomputed once per instant. (Flows finished within a rate window may have
+            // queued α expiries slightly in the past: they start now.)
+            const double batch_end = t_event;
+            double start_at = flows.now_s();
+            to_activate.clear();
+            while (!events.empty() && events.top().first <= batch_end) {
+                const auto [time, t] = events.top();
+                events.pop();
+                const TaskKind kind = g.kind_[t];
+                if (kind == TaskKind::transfer || kind == TaskKind::bundle) {
+                    to_activate.push_back(t);
+                    start_at = std::max(start_at, time);
+                } else {
+                    finish(t, time);
+                }
+            }
+            if (to_activate.empty()) continue;
+            done.clear();
+            flows.advance_to(start_at, done);  // only flows due within rounding of start_at end here
+            for (const FlowDone& d : done) finish(static_cast<int32_t>(d.id), d.finish_s);
+            for (int32_t t : to_activate) activate(t);
+        }
+        for (int64_t t = 0; t < T; ++t) EXPAR_ASSERT(res.end_s[t] >= 0);  // the graph has no cycle
+    }
+};
+
+SimResult simulate(const TaskGraph& graph, const Network& network, const SimOptions& options) {
+    const auto wall0 = std::chrono::steady_clock::now();
+    SimResult result;
+    {
+        SimRun run(graph, network, options, result);
+        run.run();
+        result.link_bytes = run.flows.link_bytes();
+        result.num_rate_computations = run.flows.num_rate_computations();
+        result.peak_active_flows = run.flows.peak_active();
+    }
+    const std::vector<NetLink>& links = network.links();
+    for (size_t l = 0; l < links.size(); ++l) {
+        result.class_bytes[static_cast<int>(links[l].link_class)] += result.link_bytes[l];
+        const double u =
+            result.makespan_s > 0 ? result.link_bytes[l] / (links[l].capacity_Bps * result.makespan_s) : 0;
+        if (result.link_bytes[l] > 0 && u > result.busiest_link_utilisation) {
+            result.busiest_link_utilisation = u;
+            result.busiest_link = static_cast<int>(l);
+        }
+    }
+    result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+    result.events_per_s = result.wall_s > 0 ? result.num_events / result.wall_s : 0;
+    result.peak_rss_bytes = peak_rss_bytes();
+    return result;
+}
+
+std::vector<int32_t> critical_path(const TaskGraph& graph, const SimResult& result, int32_t last) {
+    std::vector<int64_t> first;
+    std::vector<int32_t> preds;
+    graph.predecessors(first, preds);
+    std::vector<int32_t> path;
+    int32_t t = last;
+    while (t >= 0) {
+        path.push_back(t);
+        int32_t best = -1;
+        double best_end = -1;
+        for (int64_t e = first[t]; e < first[t + 1]; ++e)
+            if (result.end_s[preds[e]] > best_end) {
+                best_end = result.end_s[preds[e]];
+                best = preds[e];
+            }
+        // A compute task that started after all its predecessors waited for its device.
+        if (graph.kind(t) == TaskKind::compute && result.start_s[t] > best_end * (1 + 1e-12) + 1e-15) {
+            for (int32_t u = 0; u < graph.num_tasks(); ++u)
+                if (u != t && graph.kind(u) == TaskKind::compute && graph.rank(u) == graph.rank(t) &&
+                    std::abs(result.end_s[u] - result.start_s[t]) <= 1e-12 * result.start_s[t]) {
+                    best = u;
+                    break;
+                }
+        }
+        t = best;
+    }
+    std::reverse(path.begin(), path.end());
+    return path;
+}
+
+}  // namespace expar
