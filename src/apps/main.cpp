@@ -12,6 +12,7 @@
 #include "calibrate_command.h"
 #include "check.h"
 #include "layer_command.h"
+#include "simulate_command.h"
 #include "topology_command.h"
 #include "train_command.h"
 
@@ -26,8 +27,7 @@ const char* kUsage =
     "  alltoall   time the token-exchange schedules over a sweep of sizes (nccl-tests style)\n"
     "  calibrate  measure link latency/bandwidth, all-to-all efficiency and the GEMM rate; write a topology\n"
     "  train      train the MoE Transformer language model expert-parallel (synthetic, Brown or any text)\n"
-    "\n"
-    "Later issues add: simulate.\n"
+    "  simulate   predict MoE layer and model steps on a topology file, at any rank count; sweeps\n"
     "`expar <command> --help` lists a command's options with defaults and units.\n";
 
 int run(int argc, char** argv) {
@@ -41,6 +41,7 @@ int run(int argc, char** argv) {
     if (command == "topology") return expar::run_topology_command(argc - 1, argv + 1);
     if (command == "train") return expar::run_train_command(argc - 1, argv + 1, false);
     if (command == "alltoall") return expar::run_alltoall_command(argc - 1, argv + 1, false);
+    if (command == "simulate") return expar::run_simulate_command(argc - 1, argv + 1, false);
     if (command == "calibrate") return expar::run_calibrate_command(argc - 1, argv + 1, false);
     EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");
 }

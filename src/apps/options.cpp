@@ -11,63 +11,81 @@ namespace po = boost::program_options;
 
 namespace expar {
 
+po::options_description layer_decision_options_description(LayerConfig* c, LayerOptionText* text) {
+    po::options_description layer("MoE layer");
+    layer.add_options()("experts", po::value<int64_t>(&c->num_experts)->default_value(c->num_experts),
+                        "number of experts E (global; E % ranks == 0)")(
+        "top-k", po::value<int>(&c->top_k)->default_value(c->top_k), "experts per token k")(
+        "gate", po::value<std::string>(&text->gate)->default_value(text->gate),
+        "topk | switch (top-1) | gshard (top-2, random 2nd) | noisy-topk")(
+        "capacity-factor", po::value<double>(&c->capacity_factor)->default_value(c->capacity_factor),
+        "capacity factor cf [1]; capacity = ceil(cf*tokens*k/E) tokens per expert; 0 = dropless")(
+        "capacity-scope", po::value<std::string>(&text->scope)->default_value(text->scope),
+        "local (tokens of one source rank) | global (all tokens of the step)")(
+        "drop-policy", po::value<std::string>(&text->policy)->default_value(text->policy),
+        "position (later tokens dropped first) | probs (lowest gate weight dropped first)")(
+        "d-model", po::value<int64_t>(&c->d_model)->default_value(c->d_model), "model width d [elements]")(
+        "d-ff", po::value<int64_t>(&c->d_ff)->default_value(c->d_ff), "expert hidden width f [elements]")(
+        "activation", po::value<std::string>(&text->activation)->default_value(text->activation),
+        "gelu | relu | silu | swiglu")(
+        "tokens-per-rank", po::value<int64_t>(&c->tokens_per_rank)->default_value(c->tokens_per_rank),
+        "tokens per rank per step [tokens]")(
+        "skew", po::value<double>(&c->skew)->default_value(c->skew),
+        "routing skew: Zipf exponent s of a fixed router bias -s*ln(e+1) [1]; 0 = none");
+    po::options_description fastermoe("Schedules, topology-aware routing, shadowing (docs/layer.md)");
+    fastermoe.add_options()(
+        "schedule", po::value<std::string>(&text->schedule)->default_value(text->schedule),
+        "token exchange: plain (one MPI_Alltoallv) | pairwise (FasterMoE, overlapped with "
+        "expert compute) | hierarchical (2D: intra-node, then inter-node)")(
+        "group-size", po::value<int>(&c->group_size)->default_value(c->group_size),
+        "pairwise: ranks per group [ranks]; clipped to the rank count, then must divide it")(
+        "gate-topology", po::value<std::string>(&text->gate_topology)->default_value(text->gate_topology),
+        "none | fastermoe: at most L = W_net/(M*W_local)*T*k assignments per rank leave the node; the "
+        "lowest-scoring others move to on-node experts (needs --topology)")(
+        "node-limit", po::value<int>(&c->node_limit)->default_value(c->node_limit),
+        "DeepSeek-V3 node-limited routing: a token's experts lie on at most M nodes [nodes]; 0 = off")(
+        "router-bias", po::value<double>(&c->router_bias_rate)->default_value(c->router_bias_rate),
+        "DeepSeek-V3 auxiliary-loss-free balancing: per-expert selection bias moved by +-GAMMA each step "
+        "[1]; 0 = off")("shadow", po::value<bool>(&c->shadow)->default_value(c->shadow),
+                        "FasterMoE dynamic shadowing of hot experts (true|false; needs --topology)")(
+        "shadow-max-experts", po::value<int>(&c->shadow_max_experts)->default_value(c->shadow_max_experts),
+        "most experts shadowed in one step (buffers for their weights are kept) [experts]");
+    po::options_description all;
+    all.add(layer).add(fastermoe);
+    return all;
+}
+
+void apply_layer_option_text(const LayerOptionText& text, const po::variables_map& vm, LayerConfig* c) {
+    c->gate = parse_gate(text.gate);
+    c->activation = parse_activation(text.activation);
+    c->capacity_scope = parse_capacity_scope(text.scope);
+    c->drop_policy = parse_drop_policy(text.policy);
+    c->schedule = parse_schedule(text.schedule);
+    c->gate_topology = parse_gate_topology(text.gate_topology);
+    const auto top_k = vm.find("top-k");
+    if (c->gate == GateKind::switch_top1 && (top_k == vm.end() || top_k->second.defaulted())) c->top_k = 1;
+}
+
 po::options_description layer_options_description(LayerRunOptions* o, LayerOptionText* text) {
     LayerConfig& c = o->layer;
     po::options_description general("General");
     general.add_options()("help,h", "print this help and exit")(
         "config", po::value<std::string>(&text->config_file)->default_value(""),
         "INI file with any of these options as key = value (the command line wins)");
-    po::options_description layer("MoE layer");
-    layer.add_options()("experts", po::value<int64_t>(&c.num_experts)->default_value(c.num_experts),
-                        "number of experts E (global; E % ranks == 0)")(
-        "top-k", po::value<int>(&c.top_k)->default_value(c.top_k), "experts per token k")(
-        "gate", po::value<std::string>(&text->gate)->default_value(text->gate),
-        "topk | switch (top-1) | gshard (top-2, random 2nd) | noisy-topk")(
-        "renormalize", po::value<bool>(&c.renormalize)->default_value(c.renormalize),
-        "topk: renormalise the kept top-k weights to sum to 1 (true|false)")(
-        "capacity-factor", po::value<double>(&c.capacity_factor)->default_value(c.capacity_factor),
-        "capacity factor cf [1]; capacity = ceil(cf*tokens*k/E) tokens per expert; 0 = dropless")(
-        "capacity-scope", po::value<std::string>(&text->scope)->default_value(text->scope),
-        "local (tokens of one source rank) | global (all tokens of the step)")(
-        "drop-policy", po::value<std::string>(&text->policy)->default_value(text->policy),
-        "position (later tokens dropped first) | probs (lowest gate weight dropped first)")(
-        "d-model", po::value<int64_t>(&c.d_model)->default_value(c.d_model), "model width d [elements]")(
-        "d-ff", po::value<int64_t>(&c.d_ff)->default_value(c.d_ff), "expert hidden width f [elements]")(
-        "activation", po::value<std::string>(&text->activation)->default_value(text->activation),
-        "gelu | relu | silu | swiglu")("expert-bias",
-                                       po::value<bool>(&c.expert_bias)->default_value(c.expert_bias),
-                                       "expert FFN biases b1, b2 (true|false)")(
-        "tokens-per-rank", po::value<int64_t>(&c.tokens_per_rank)->default_value(c.tokens_per_rank),
-        "tokens per rank per step [tokens]")(
-        "skew", po::value<double>(&c.skew)->default_value(c.skew),
-        "routing skew: Zipf exponent s of a fixed router bias -s*ln(e+1) [1]; 0 = none")(
+    po::options_description layer("MoE layer (run)");
+    layer.add_options()("renormalize", po::value<bool>(&c.renormalize)->default_value(c.renormalize),
+                        "topk: renormalise the kept top-k weights to sum to 1 (true|false)")(
+        "expert-bias", po::value<bool>(&c.expert_bias)->default_value(c.expert_bias),
+        "expert FFN biases b1, b2 (true|false)")(
         "aux-loss-coef", po::value<double>(&c.aux_loss_coef)->default_value(c.aux_loss_coef),
         "load-balancing loss coefficient [1]")(
         "z-loss-coef", po::value<double>(&c.z_loss_coef)->default_value(c.z_loss_coef),
-        "router z-loss coefficient [1]");
-    po::options_description fastermoe("Schedules, topology-aware routing, shadowing (docs/layer.md)");
-    fastermoe.add_options()(
-        "schedule", po::value<std::string>(&text->schedule)->default_value(text->schedule),
-        "token exchange: plain (one MPI_Alltoallv) | pairwise (FasterMoE, overlapped with "
-        "expert compute) | hierarchical (2D: intra-node, then inter-node)")(
-        "group-size", po::value<int>(&c.group_size)->default_value(c.group_size),
-        "pairwise: ranks per group [ranks]; clipped to the rank count, then must divide it")(
+        "router z-loss coefficient [1]")(
         "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
         "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes (MPI shared-memory split)")(
         "topology", po::value<std::string>(&o->topology_path)->default_value(""),
         "cluster file (topology/*.yaml, docs/topology.md): link bandwidths and compute rate for the "
-        "topology gate and shadowing")(
-        "gate-topology", po::value<std::string>(&text->gate_topology)->default_value(text->gate_topology),
-        "none | fastermoe: at most L = W_net/(M*W_local)*T*k assignments per rank leave the node; the "
-        "lowest-scoring others move to on-node experts (needs --topology)")(
-        "node-limit", po::value<int>(&c.node_limit)->default_value(c.node_limit),
-        "DeepSeek-V3 node-limited routing: a token's experts lie on at most M nodes [nodes]; 0 = off")(
-        "router-bias", po::value<double>(&c.router_bias_rate)->default_value(c.router_bias_rate),
-        "DeepSeek-V3 auxiliary-loss-free balancing: per-expert selection bias moved by +-GAMMA each step "
-        "[1]; 0 = off")("shadow", po::value<bool>(&c.shadow)->default_value(c.shadow),
-                        "FasterMoE dynamic shadowing of hot experts (true|false; needs --topology)")(
-        "shadow-max-experts", po::value<int>(&c.shadow_max_experts)->default_value(c.shadow_max_experts),
-        "most experts shadowed in one step (buffers for their weights are kept) [experts]");
+        "topology gate and shadowing");
     po::options_description run("Run");
     run.add_options()("steps", po::value<int64_t>(&o->steps)->default_value(o->steps),
                       "timed steps (forward + backward) [steps]")(
@@ -87,7 +105,7 @@ po::options_description layer_options_description(LayerRunOptions* o, LayerOptio
         "inject-nan-step", po::value<int64_t>(&o->inject_nan_step)->default_value(o->inject_nan_step),
         "fault injection for tests: put a NaN into x at this step [step]; -1 = never");
     po::options_description all;
-    all.add(general).add(layer).add(fastermoe).add(run);
+    all.add(general).add(layer_decision_options_description(&c, text)).add(layer).add(run);
     return all;
 }
 
@@ -122,13 +140,7 @@ bool parse_layer_options(
         EXPAR_FAIL(error.what());
     }
     LayerConfig& c = out->layer;
-    c.gate = parse_gate(text.gate);
-    c.activation = parse_activation(text.activation);
-    c.capacity_scope = parse_capacity_scope(text.scope);
-    c.drop_policy = parse_drop_policy(text.policy);
-    c.schedule = parse_schedule(text.schedule);
-    c.gate_topology = parse_gate_topology(text.gate_topology);
-    if (c.gate == GateKind::switch_top1 && vm["top-k"].defaulted()) c.top_k = 1;
+    apply_layer_option_text(text, vm, &c);
     EXPAR_REQUIRE(out->steps > 0, "--steps must be positive (got " << out->steps << ")");
     EXPAR_REQUIRE(out->warmup >= 0, "--warmup must be >= 0 (got " << out->warmup << ")");
     EXPAR_REQUIRE(out->log_flush_every > 0, "--log-flush-every must be positive");

@@ -36,6 +36,16 @@ struct LayerOptionText {
 boost::program_options::options_description layer_options_description(LayerRunOptions* out,
                                                                       LayerOptionText* text);
 
+// The layer options that decide who sends what (E, k, gate, capacity, widths, T, skew, schedule, group
+// size, topology gate, node limit, router bias, shadowing), shared by `expar layer` and `expar simulate`.
+boost::program_options::options_description layer_decision_options_description(LayerConfig* out,
+                                                                               LayerOptionText* text);
+// Converts the enum-valued options of text into *config (errors name the option); --gate switch forces
+// top-1 unless --top-k was given.
+void apply_layer_option_text(const LayerOptionText& text,
+                             const boost::program_options::variables_map& vm,
+                             LayerConfig* config);
+
 // Parses `expar layer ...` (argv after the subcommand). Returns false if help was printed.
 // Throws an all-ranks expar::Error on any bad option. options_out receives every option as text.
 bool parse_layer_options(

@@ -9,6 +9,7 @@
 
 #include "capacity.h"
 #include "check.h"
+#include "network.h"
 #include "rng.h"
 
 namespace po = boost::program_options;
@@ -180,7 +181,7 @@ void apportion(int64_t* out, const double* weights, int64_t count, int64_t n) {
 // ---------------------------------------------------------------------------------------------------
 // Replay
 
-RoutingLog read_routing_log(const std::string& text) {
+RoutingLog read_routing_log(const std::string& text, int64_t layer) {
     const auto [path, dataset_path] = split_replay(text);
     QuietHdf5 quiet;
     RoutingLog log;
@@ -197,24 +198,44 @@ RoutingLog read_routing_log(const std::string& text) {
         EXPAR_FAIL("--replay: '" << path << "' has no dataset '" << dataset_path << "'");
     }
     const hid_t space = H5Dget_space(dataset);
-    hsize_t dims[3] = {0, 0, 0};
+    // [records, P, E] or the trainer's [records, M, P, E]: read as 4-D with M = 1 for the former.
+    hsize_t dims[4] = {0, 1, 0, 0};
     const int rank = H5Sget_simple_extent_ndims(space);
-    if (rank == 3) H5Sget_simple_extent_dims(space, dims, nullptr);
+    if (rank == 3) {
+        hsize_t dims3[3] = {0, 0, 0};
+        H5Sget_simple_extent_dims(space, dims3, nullptr);
+        dims[0] = dims3[0];
+        dims[2] = dims3[1];
+        dims[3] = dims3[2];
+    }
+    if (rank == 4) H5Sget_simple_extent_dims(space, dims, nullptr);
+    const bool shape_ok =
+        (rank == 3 || rank == 4) && dims[0] > 0 && dims[1] > 0 && dims[2] > 0 && dims[3] > 0;
+    const bool layer_ok = layer >= 0 && static_cast<hsize_t>(layer) < dims[1];
     herr_t status = -1;
-    if (rank == 3 && dims[0] > 0 && dims[1] > 0 && dims[2] > 0) {
+    if (shape_ok && layer_ok) {
         log.num_records = static_cast<int64_t>(dims[0]);
-        log.num_ranks = static_cast<int64_t>(dims[1]);
-        log.num_experts = static_cast<int64_t>(dims[2]);
-        log.counts.resize(dims[0] * dims[1] * dims[2]);
-        status = H5Dread(dataset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, log.counts.data());
+        log.num_ranks = static_cast<int64_t>(dims[2]);
+        log.num_experts = static_cast<int64_t>(dims[3]);
+        std::vector<double> all(dims[0] * dims[1] * dims[2] * dims[3]);
+        status = H5Dread(dataset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data());
+        const int64_t PE = log.num_ranks * log.num_experts;
+        log.counts.resize(log.num_records * PE);
+        for (int64_t r = 0; r < log.num_records; ++r)
+            std::copy(all.begin() + (r * static_cast<int64_t>(dims[1]) + layer) * PE,
+                      all.begin() + (r * static_cast<int64_t>(dims[1]) + layer + 1) * PE,
+                      log.counts.begin() + r * PE);
     }
     H5Sclose(space);
     H5Dclose(dataset);
     H5Fclose(file);
-    EXPAR_REQUIRE(
-        rank == 3 && log.num_records > 0,
-        "--replay: " << text << " must be a non-empty [records, ranks, experts] array of routed counts (got "
-                     << rank << " dimensions)");
+    EXPAR_REQUIRE(shape_ok,
+                  "--replay: " << text
+                               << " must be a non-empty [records, ranks, experts] array (or the "
+                                  "trainer's [records, layers, ranks, experts]) of routed counts (got "
+                               << rank << " dimensions)");
+    EXPAR_REQUIRE(layer_ok, "--replay-layer " << layer << " is out of range: " << text << " has " << dims[1]
+                                              << " layer" << (dims[1] == 1 ? "" : "s"));
     EXPAR_REQUIRE(status >= 0, "--replay: cannot read " << text << " as numbers");
     for (int64_t i = 0; i < log.num_records * log.num_ranks; ++i) {
         double sum = 0;
@@ -274,10 +295,7 @@ ShadowCostModel shadow_cost_model(const Workload& w, const LayerCluster& cluster
 }
 
 LayerCluster routing_cluster(const Topology& t, int num_ranks, const std::string& precision) {
-    EXPAR_REQUIRE(num_ranks % t.devices_per_node == 0,
-                  "the " << num_ranks << " simulated ranks do not fill whole nodes of topology '" << t.name
-                         << "' (" << t.devices_per_node << " devices per node)");
-    LayerCluster cluster{node_map_blocks(num_ranks, t.devices_per_node)};
+    LayerCluster cluster{sim_node_map(t, num_ranks)};  // the timing engine's placement (network.h)
     cluster.local_GBps = t.local_GBps_per_device();
     cluster.net_GBps = t.net_GBps_per_device();
     cluster.device_gflops = t.device_flops_per_s(precision) / 1e9;
@@ -316,7 +334,7 @@ RoutingModel::RoutingModel(const RoutingSpec& spec,
                   "--drift-rate must be >= 0, got " << spec_.drift_rate);
     if (spec_.kind == RoutingKind::replay) {
         EXPAR_REQUIRE(!spec_.replay.empty(), "--routing replay needs --replay FILE.h5:/dataset");
-        log_ = std::make_unique<RoutingLog>(read_routing_log(spec_.replay));
+        log_ = std::make_unique<RoutingLog>(read_routing_log(spec_.replay, spec_.replay_layer));
         std::vector<double> check(E);
         replay_fractions(check.data(), *log_, 0, 0, num_ranks_, E);  // checks E against the log
     }
@@ -605,6 +623,9 @@ po::options_description routing_options_description(RoutingOptions* o) {
         "replay", po::value<std::string>(&o->replay)->default_value(o->replay),
         "replay: FILE.h5:/dataset of routed counts [records, ranks, experts] from a trainer log; record "
         "t mod records drives step t, scaled to the simulated ranks, experts and tokens")(
+        "replay-layer", po::value<int64_t>(&o->replay_layer)->default_value(o->replay_layer),
+        "replay: the MoE layer of a trainer log's /routing/counts [records, layers, ranks, experts] "
+        "[layer index]")(
         "sim-tokens", po::value<int64_t>(&o->sim_tokens)->default_value(o->sim_tokens),
         "tokens per rank actually routed each step, their counts then scaled to --tokens-per-rank "
         "[tokens]; 0 = all")(
@@ -622,6 +643,7 @@ RoutingSpec make_routing_spec(const RoutingOptions& o, double skew, uint64_t see
     spec.dirichlet_alpha = o.dirichlet_alpha;
     spec.drift_rate = o.drift_rate;
     spec.replay = o.replay;
+    spec.replay_layer = o.replay_layer;
     spec.sim_tokens = o.sim_tokens;
     spec.seed = seed;
     EXPAR_REQUIRE(skew == 0 || spec.kind == RoutingKind::zipf || spec.kind == RoutingKind::drift,
@@ -629,6 +651,7 @@ RoutingSpec make_routing_spec(const RoutingOptions& o, double skew, uint64_t see
     EXPAR_REQUIRE(spec.kind == RoutingKind::replay || o.replay.empty(), "--replay needs --routing replay");
     EXPAR_REQUIRE(spec.kind != RoutingKind::replay || !o.replay.empty(),
                   "--routing replay needs --replay FILE.h5:/dataset");
+    EXPAR_REQUIRE(o.replay_layer >= 0, "--replay-layer must be >= 0, got " << o.replay_layer);
     EXPAR_REQUIRE(o.sim_tokens >= 0, "--sim-tokens must be >= 0 (0 = all tokens), got " << o.sim_tokens);
     EXPAR_REQUIRE(std::isfinite(o.dirichlet_alpha) && o.dirichlet_alpha > 0,
                   "--dirichlet-alpha must be positive, got " << o.dirichlet_alpha);

@@ -33,9 +33,10 @@ struct RoutingSpec {
     RoutingKind kind = RoutingKind::uniform;
     double zipf_s = 0;             // zipf, drift: weight of the expert of hotness j is (j + 1)^-s
     double dirichlet_alpha = 1.0;  // dirichlet: each rank's weights ~ Dirichlet(alpha, ..., alpha)
-    double drift_rate = 1.0;  // drift: the hottest expert at step t is floor(rate·t) mod E [experts/step]
-    std::string replay;       // replay: "FILE.h5:/dataset", a [records, P_train, E_train] count array
-    int64_t sim_tokens = 0;   // tokens per rank routed, then scaled to tokens_per_rank; 0 = all
+    double drift_rate = 1.0;   // drift: the hottest expert at step t is floor(rate·t) mod E [experts/step]
+    std::string replay;        // replay: "FILE.h5:/dataset", a [records, P_train, E_train] count array
+    int64_t replay_layer = 0;  // replay of a 4-D [records, M layers, P_train, E_train] log: the layer
+    int64_t sim_tokens = 0;    // tokens per rank routed, then scaled to tokens_per_rank; 0 = all
     RoutingPath path = RoutingPath::automatic;
     uint64_t seed = 1;
 };
@@ -80,9 +81,11 @@ struct RoutingLog {
     std::vector<double> counts;  // [records, P_train, E_train]
 };
 
-// Reads "FILE.h5:/dataset". Throws an all-ranks expar::Error naming --replay on a missing file or
-// dataset, a shape that is not 3-D, negative or non-finite counts, or a training rank with no tokens.
-RoutingLog read_routing_log(const std::string& file_and_dataset);
+// Reads "FILE.h5:/dataset": [records, P_train, E_train], or the trainer's /routing/counts
+// [records, M layers, P_train, E_train] of which it keeps MoE layer `layer` (train_io.cpp). Throws an
+// all-ranks expar::Error naming --replay on a missing file or dataset, a shape that is not 3-D or 4-D,
+// a layer out of range (or not 0 for 3-D), negative or non-finite counts, or a training rank with no tokens.
+RoutingLog read_routing_log(const std::string& file_and_dataset, int64_t layer = 0);
 
 // The log's expert-load fractions for simulated rank `rank` of `num_ranks`, over `num_experts`
 // simulated experts (fractions[E], summing to 1) at record `record`. Ranks: simulated rank r takes the
@@ -105,8 +108,9 @@ void apportion(int64_t* out, const double* weights, int64_t count, int64_t n);
 // network bandwidth of the slowest link class in use (inter-node if there are several nodes).
 ShadowCostModel shadow_cost_model(const Workload& workload, const LayerCluster& cluster);
 
-// The simulated cluster of the decisions: nodes of topology.devices_per_node consecutive ranks (which
-// must divide num_ranks), the topology's per-device bandwidths and its dense rate at `precision`.
+// The simulated cluster of the decisions: the timing engine's placement (sim_node_map: nodes of
+// topology.devices_per_node consecutive ranks, or one node when fewer), the topology's per-device
+// bandwidths and its dense rate at `precision`.
 LayerCluster routing_cluster(const Topology& topology, int num_ranks, const std::string& precision);
 
 class RoutingModel {
@@ -180,6 +184,7 @@ struct RoutingOptions {
     double dirichlet_alpha = 1.0;
     double drift_rate = 1.0;
     std::string replay;
+    int64_t replay_layer = 0;
     int64_t sim_tokens = 0;
     std::string path = "auto";
 };

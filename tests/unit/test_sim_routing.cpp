@@ -243,6 +243,17 @@ class ReplayFile : public testing::Test {
         file.write("/routing/layer0", {kRecords, kRanks, kExperts}, data.data());
         const std::vector<int64_t> flat(6, 1);
         file.write("/flat", {6}, flat.data());
+        // The trainer's layout [records, layers, ranks, experts]: layer 1 holds the 3-D data, layer 0 a
+        // reversed copy, so reading the wrong layer changes the result.
+        std::vector<int64_t> layers(kRecords * 2 * kRanks * kExperts);
+        for (int64_t i = 0; i < kRecords; ++i)
+            for (int64_t q = 0; q < kRanks; ++q)
+                for (int64_t e = 0; e < kExperts; ++e) {
+                    layers[((i * 2 + 0) * kRanks + q) * kExperts + e] =
+                        data[(i * kRanks + q) * kExperts + kExperts - 1 - e];
+                    layers[((i * 2 + 1) * kRanks + q) * kExperts + e] = data[(i * kRanks + q) * kExperts + e];
+                }
+        file.write("/routing/counts", {kRecords, 2, kRanks, kExperts}, layers.data());
     }
     void TearDown() override { std::remove(path_.c_str()); }
     static constexpr int64_t kRecords = 3, kRanks = 4, kExperts = 4;
@@ -291,6 +302,22 @@ TEST_F(ReplayFile, ScalingPreservesPerExpertFractions) {
             expect_rows_sum_to_tk(s, k, false);
         }
     }
+}
+
+TEST_F(ReplayFile, TrainerLogLayerIsSelected) {
+    const RoutingLog flat = read_routing_log(path_ + ":/routing/layer0");
+    const RoutingLog layer1 = read_routing_log(path_ + ":/routing/counts", 1);
+    const RoutingLog layer0 = read_routing_log(path_ + ":/routing/counts", 0);
+    EXPECT_EQ(layer1.num_records, kRecords);
+    EXPECT_EQ(layer1.num_ranks, kRanks);
+    EXPECT_EQ(layer1.num_experts, kExperts);
+    EXPECT_EQ(layer1.counts, flat.counts);
+    EXPECT_NE(layer0.counts, flat.counts);
+    EXPECT_EQ(layer0.counts[0], flat.counts[kExperts - 1]);
+    EXPECT_THAT(error_of([&] { read_routing_log(path_ + ":/routing/counts", 2); }),
+                HasSubstr("--replay-layer 2 is out of range: " + path_ + ":/routing/counts has 2 layers"));
+    EXPECT_THAT(error_of([&] { read_routing_log(path_ + ":/routing/layer0", 1); }),
+                HasSubstr("--replay-layer 1 is out of range"));
 }
 
 TEST_F(ReplayFile, BadInputIsOneClearLine) {
