@@ -320,6 +320,8 @@ void write_run(H5File& file, const std::string& group, SimulateRun& run, const P
     file.attr("classes", classes, group + "/busiest_link_class");
     if (run.has_rank_detail) file.attr("phases", phase_names(), group + "/rank_phase_time_us");
     file.attr("simulated_ranks", static_cast<int64_t>(run.num_ranks), group);
+    file.attr("ranks_per_node",
+              static_cast<int64_t>(std::min(run.num_ranks, point.spec.topology.devices_per_node)), group);
     file.attr("moe_layers", static_cast<int64_t>(point.moe_layers), group);
     file.attr("topology", point.spec.topology.name, group);
     file.attr("topology_file", point.topology_path, group);
@@ -422,8 +424,8 @@ void print_header(const Point& point, int mpi_size) {
     if (point.overrides.empty()) return;
     std::string keys;
     for (const auto& [key, value] : point.overrides) keys += (keys.empty() ? "" : ", ") + key;
-    std::printf("# sweep over %s (the values above are point 0's); %d MPI rank%s share the points\n",
-                keys.c_str(), mpi_size, mpi_size > 1 ? "s" : "");
+    std::printf("# sweep over %s (the values above are point 0's), spread over %d MPI rank%s\n", keys.c_str(),
+                mpi_size, mpi_size > 1 ? "s" : "");
 }
 
 void print_steps(const SimulateRun& run) {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# usage: tests/cli/check_simulate.sh EXPAR LOCAL_SH CLI_DIR TOPOLOGY_DIR
+# `expar simulate` end to end, checked by CLI_DIR/check_simulate.py:
+#  1. single runs on local-2x2 (4 simulated ranks, 2 steps): schema, bound <= step, phases adding up, the
+#     decisions and link bytes recomputed from the logged counts (plain with drops; pairwise dropless);
+#  2. a 4-point sweep under 2 MPI ranks gathered into one file, each point bitwise equal to the same
+#     configuration run alone;
+#  3. replay of a tiny `expar train` routing log (2 ranks, 2 MoE layers) at 4 simulated ranks.
+set -euo pipefail
+if [ $# -ne 4 ]; then
+    echo "usage: $0 EXPAR LOCAL_SH CLI_DIR TOPOLOGY_DIR" >&2
+    exit 2
+fi
+expar=$1 launch=$2 cli_dir=$3 topology_dir=$4
+source "$cli_dir/common.sh"
+python=$(find_python)
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+small=(--topology "$topology_dir/local-2x2.yaml" --ranks 4 --steps 2 --experts 8 --d-model 64 --d-ff 128
+       --tokens-per-rank 256 --routing zipf)
+
+echo "=== 1. single runs"
+"$launch" 1 "$expar" simulate "${small[@]}" --skew 1 --capacity-factor 1 --log "$scratch/plain.h5" | tee "$scratch/plain.txt"
+grep -q "^# mean over 2 steps: layer step" "$scratch/plain.txt" || { echo "FAIL: no summary line"; exit 1; }
+"$python" "$cli_dir/check_simulate.py" run "$scratch/plain.h5" --expect-drops
+"$launch" 1 "$expar" simulate "${small[@]}" --skew 0.5 --capacity-factor 0 --schedule pairwise --group-size 2 \
+    --log "$scratch/pairwise.h5" >/dev/null
+"$python" "$cli_dir/check_simulate.py" run "$scratch/pairwise.h5"
+
+echo "=== 2. a sweep over 2 MPI ranks, each point against the same point alone"
+"$launch" 2 "$expar" simulate "${small[@]}" --sweep capacity-factor=1,1.5 --sweep schedule=plain,hierarchical \
+    --skew 1.2 --log "$scratch/sweep.h5" | tee "$scratch/sweep.txt"
+[ "$(grep -cE '^ +[0-3] ' "$scratch/sweep.txt")" = 4 ] || { echo "FAIL: expected 4 summary lines"; exit 1; }
+point=0
+for cf in 1 1.5; do
+    for schedule in plain hierarchical; do
+        "$launch" 1 "$expar" simulate "${small[@]}" --capacity-factor "$cf" --schedule "$schedule" --skew 1.2 \
+            --log "$scratch/alone$point.h5" >/dev/null
+        "$python" "$cli_dir/check_simulate.py" same "$scratch/sweep.h5:/sweep/$point" "$scratch/alone$point.h5:/sim"
+        point=$((point + 1))
+    done
+done
+
+echo "=== 3. replay of a trainer's routing log at another rank count"
+"$launch" 2 "$expar" train --steps 3 --d-model 16 --num-heads 2 --num-layers 4 --moe-every 2 --d-ff-dense 32 \
+    --d-ff 16 --seq-len 8 --batch-size 4 --synthetic-vocab 32 --synthetic-eval-sequences 4 --experts 4 \
+    --log-routing-every 1 --log "$scratch/train.h5" >/dev/null
+for layer in 0 1; do
+    "$launch" 1 "$expar" simulate --topology "$topology_dir/local-2x2.yaml" --ranks 4 --steps 4 --experts 8 \
+        --top-k 2 --d-model 64 --d-ff 128 --tokens-per-rank 100 --routing replay \
+        --replay "$scratch/train.h5:/routing/counts" --replay-layer "$layer" --log "$scratch/replay$layer.h5" >/dev/null
+    "$python" "$cli_dir/check_simulate.py" replay "$scratch/replay$layer.h5" "$scratch/train.h5" "$layer"
+    "$python" "$cli_dir/check_simulate.py" run "$scratch/replay$layer.h5"
+done
+echo "ok: expar simulate"
