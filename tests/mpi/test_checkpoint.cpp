@@ -19,22 +19,14 @@
 #include "comm.h"
 #include "h5_file.h"
 #include "h5_reader.h"
+#include "mpi_world.h"
 
 using namespace expar;
 
 namespace {
 
-int world_rank() {
-    int r = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &r);
-    return r;
-}
-
-int world_size() {
-    int n = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &n);
-    return n;
-}
+using expar::test::world_rank;
+using expar::test::world_size;
 
 constexpr int64_t kNumExperts = 8;
 

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "layer_harness.h"
+#include "mpi_world.h"
 #include "rng.h"
 #include "synthetic.h"
 
@@ -17,17 +18,6 @@ namespace {
 
 constexpr int64_t kGlobalTokens = 64;
 constexpr double kTolerance = 1e-5;
-
-int world_size() {
-    int P = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
-    return P;
-}
-int world_rank() {
-    int r = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &r);
-    return r;
-}
 
 LayerConfig small_config(int P) {
     LayerConfig c;

@@ -12,6 +12,7 @@
 
 #include "capacity.h"
 #include "layer_harness.h"
+#include "mpi_world.h"
 #include "synthetic.h"
 
 // Counts every operator new in this binary (the layer is C++; MPI and BLAS allocate with malloc, which
@@ -44,17 +45,6 @@ LayerConfig base_config(int num_ranks) {
     c.capacity_factor = 1.0;
     c.skew = 1.0;  // provoke overflow
     return c;
-}
-
-int world_size() {
-    int P = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
-    return P;
-}
-int world_rank() {
-    int r = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &r);
-    return r;
 }
 
 // Runs the layer on sub-communicators of every size that divides the world (1, 2, 4, ...) and checks

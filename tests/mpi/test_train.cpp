@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "data.h"
+#include "mpi_world.h"
 #include "trainer.h"
 
 // Counts operator new while g_count_allocations is set (MPI and BLAS allocate with malloc, outside it).
@@ -32,17 +33,6 @@ void operator delete(void* p, size_t) noexcept {
 
 namespace expar::test {
 namespace {
-
-int world_size() {
-    int P = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
-    return P;
-}
-int world_rank() {
-    int r = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &r);
-    return r;
-}
 
 // A tiny model with an MoE block (block 1 of 2), a shared expert and a dense branch.
 TrainConfig tiny_config(int64_t global_batch, int P) {
