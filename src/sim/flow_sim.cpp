@@ -2,6 +2,13 @@
 // loads link l with share_fl·weight_f·λ. The link whose capacity runs out at the lowest λ freezes its
 // flows at that rate; repeat until every flow is frozen. The heap holds lower bounds of each link's
 // saturation level (levels only rise as flows freeze), so a popped entry is current or re-pushed.
+//
+// After completions only (no flow started), the solution is resumed instead of redone: every freeze
+// event before the one that froze the first completed flow happens again, identically (its link
+// carried no completed flow, and the links completed flows crossed only saturate later without them),
+// so those flows keep their rates and only the flows frozen from that event on are solved again, on the
+// capacity the others leave (link_used_). Exact up to rounding; under skew most completions are of
+// fast flows frozen late, so a completion re-solves a small part.
 #include "flow_sim.h"
 
 #include <algorithm>
@@ -19,25 +26,47 @@ FlowSim::FlowSim(const std::vector<NetLink>& links) {
     link_bytes_.assign(L, 0.0);
     link_left_.assign(L, 0.0);
     link_demand_.assign(L, 0.0);
+    link_used_.assign(L, 0.0);
     link_unfrozen_.assign(L, 0);
     link_first_.assign(L + 1, 0);
+    link_stamp_.assign(L, -1);
 }
 
 void FlowSim::start(int64_t id, double bytes, double weight, const FlowHop* hops, int num_hops) {
     EXPAR_ASSERT(bytes > 0 && weight > 0 && num_hops > 0);
-    id_.push_back(id);
-    remaining_.push_back(bytes);
-    bytes_.push_back(bytes);
-    rate_.push_back(0);
-    weight_.push_back(weight);
-    hop_begin_.push_back(static_cast<int64_t>(hops_.size()));
-    num_hops_.push_back(num_hops);
+    int32_t f;
+    if (free_slots_.empty()) {
+        f = static_cast<int32_t>(id_.size());
+        id_.push_back(0);
+        remaining_.push_back(0);
+        bytes_.push_back(0);
+        rate_.push_back(0);
+        weight_.push_back(0);
+        hop_begin_.push_back(0);
+        num_hops_.push_back(0);
+        active_pos_.push_back(-1);
+        event_begin_.push_back(-1);
+    } else {
+        f = free_slots_.back();
+        free_slots_.pop_back();
+    }
+    id_[f] = id;
+    remaining_[f] = bytes;
+    bytes_[f] = bytes;
+    rate_[f] = 0;
+    weight_[f] = weight;
+    hop_begin_[f] = static_cast<int64_t>(hops_.size());
+    num_hops_[f] = num_hops;
+    event_begin_[f] = -1;
     for (int h = 0; h < num_hops; ++h) {
         EXPAR_ASSERT(hops[h].link >= 0 && hops[h].link < static_cast<int32_t>(capacity_.size()));
         hops_.push_back(hops[h]);
     }
     live_hops_ += num_hops;
+    active_pos_[f] = static_cast<int32_t>(active_.size());
+    active_.push_back(f);
     peak_active_ = std::max(peak_active_, num_active());
+    has_started_ = true;
     rates_valid_ = false;
 }
 
@@ -48,7 +77,7 @@ double FlowSim::next_completion_s() {
 
 double FlowSim::rate_of(int64_t id) {
     if (!rates_valid_) compute_rates();
-    for (size_t f = 0; f < id_.size(); ++f)
+    for (int32_t f : active_)
         if (id_[f] == id) return rate_[f];
     return 0;
 }
@@ -57,49 +86,46 @@ void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
     if (!rates_valid_) compute_rates();
     if (t <= now_s_) return;
     const double dt = t - now_s_;
-    size_t f = 0;
-    while (f < id_.size()) {
+    size_t i = 0;
+    while (i < active_.size()) {
+        const int32_t f = active_[i];
         const double finish = now_s_ + remaining_[f] / rate_[f];
         // Rounding: a flow due within a relative 1e-12 of t is done at t.
         if (finish <= t + 1e-12 * t) {
             done.push_back(FlowDone{id_[f], std::min(finish, t)});
             const FlowHop* hop = hops_.data() + hop_begin_[f];
             for (int h = 0; h < num_hops_[f]; ++h) link_bytes_[hop[h].link] += bytes_[f] * hop[h].share;
-            live_hops_ -= num_hops_[f];
-            const size_t last = id_.size() - 1;
-            id_[f] = id_[last];
-            remaining_[f] = remaining_[last];
-            bytes_[f] = bytes_[last];
-            rate_[f] = rate_[last];
-            weight_[f] = weight_[last];
-            hop_begin_[f] = hop_begin_[last];
-            num_hops_[f] = num_hops_[last];
-            id_.pop_back();
-            remaining_.pop_back();
-            bytes_.pop_back();
-            rate_.pop_back();
-            weight_.pop_back();
-            hop_begin_.pop_back();
-            num_hops_.pop_back();
+            const int32_t last = active_.back();
+            active_[i] = last;
+            active_pos_[last] = static_cast<int32_t>(i);
+            active_.pop_back();
+            active_pos_[f] = -1;
+            completed_.push_back(f);  // released once the next solution has taken its rate back
             rates_valid_ = false;
             continue;
         }
         remaining_[f] -= rate_[f] * dt;
-        ++f;
+        ++i;
     }
     now_s_ = t;
     if (rates_valid_) {
         next_finish_s_ = std::numeric_limits<double>::infinity();
-        for (size_t g = 0; g < id_.size(); ++g)
-            next_finish_s_ = std::min(next_finish_s_, now_s_ + remaining_[g] / rate_[g]);
+        for (int32_t f : active_)
+            next_finish_s_ = std::min(next_finish_s_, now_s_ + remaining_[f] / rate_[f]);
     }
-    if (hops_.size() > 1024 && static_cast<int64_t>(hops_.size()) > 4 * live_hops_) compact_hops();
+}
+
+void FlowSim::release(int32_t slot) {
+    live_hops_ -= num_hops_[slot];
+    num_hops_[slot] = 0;
+    event_begin_[slot] = -1;
+    free_slots_.push_back(slot);
 }
 
 void FlowSim::compact_hops() {
     std::vector<FlowHop> packed;
     packed.reserve(static_cast<size_t>(live_hops_));
-    for (size_t f = 0; f < id_.size(); ++f) {
+    for (int32_t f : active_) {
         const int64_t begin = static_cast<int64_t>(packed.size());
         packed.insert(packed.end(), hops_.begin() + hop_begin_[f],
                       hops_.begin() + hop_begin_[f] + num_hops_[f]);
@@ -110,20 +136,57 @@ void FlowSim::compact_hops() {
 
 void FlowSim::compute_rates() {
     ++num_rate_computations_;
+    const int64_t stamp = num_rate_computations_;
     rates_valid_ = true;
-    next_finish_s_ = std::numeric_limits<double>::infinity();
-    const int64_t F = num_active();
-    if (F == 0) return;
-    // Link -> (flow) adjacency by counting sort over the touched links.
+    // Resume from the freeze event of the first completed flow, or solve everything after a start.
+    const bool partial = !has_started_;
+    size_t resume = 0;
+    if (partial) {
+        resume = freeze_order_.size();
+        for (int32_t f : completed_) {
+            EXPAR_ASSERT(event_begin_[f] >= 0);
+            resume = std::min(resume, static_cast<size_t>(event_begin_[f]));
+        }
+        ++num_partial_computations_;
+    }
+    resolve_.clear();
+    if (partial) {
+        for (size_t i = resume; i < freeze_order_.size(); ++i)
+            if (active_pos_[freeze_order_[i]] >= 0) resolve_.push_back(freeze_order_[i]);
+    } else {
+        resolve_ = active_;
+    }
+    freeze_order_.resize(resume);
+
+    // Capacity left to the re-solved flows, their demand, and the link -> (flow) adjacency by counting
+    // sort over the touched links.
     touched_.clear();
-    for (int64_t f = 0; f < F; ++f) {
+    auto touch = [&](int32_t l) {
+        if (link_stamp_[l] == stamp) return;
+        link_stamp_[l] = stamp;
+        touched_.push_back(l);
+        if (!partial) link_used_[l] = 0;
+        link_left_[l] = capacity_[l] - link_used_[l];
+        link_demand_[l] = 0;
+        link_unfrozen_[l] = 0;
+    };
+    if (partial)
+        for (int32_t f : completed_) {
+            const FlowHop* hop = hops_.data() + hop_begin_[f];
+            for (int h = 0; h < num_hops_[f]; ++h) {
+                touch(hop[h].link);
+                link_left_[hop[h].link] += hop[h].share * rate_[f];
+                link_used_[hop[h].link] -= hop[h].share * rate_[f];
+            }
+        }
+    for (int32_t f : resolve_) {
         const FlowHop* hop = hops_.data() + hop_begin_[f];
         for (int h = 0; h < num_hops_[f]; ++h) {
             const int32_t l = hop[h].link;
-            if (link_unfrozen_[l] == 0) {
-                touched_.push_back(l);
-                link_left_[l] = capacity_[l];
-                link_demand_[l] = 0;
+            touch(l);
+            if (partial) {
+                link_left_[l] += hop[h].share * rate_[f];
+                link_used_[l] -= hop[h].share * rate_[f];
             }
             ++link_unfrozen_[l];
             link_demand_[l] += hop[h].share * weight_[f];
@@ -136,16 +199,18 @@ void FlowSim::compute_rates() {
     }
     adjacency_.resize(static_cast<size_t>(offset));
     std::vector<int32_t>& cursor = link_first_;  // advanced while filling, rewound below
-    for (int64_t f = 0; f < F; ++f) {
+    for (size_t i = 0; i < resolve_.size(); ++i) {
+        const int32_t f = resolve_[i];
         const FlowHop* hop = hops_.data() + hop_begin_[f];
-        for (int h = 0; h < num_hops_[f]; ++h) adjacency_[cursor[hop[h].link]++] = static_cast<int32_t>(f);
+        for (int h = 0; h < num_hops_[f]; ++h) adjacency_[cursor[hop[h].link]++] = static_cast<int32_t>(i);
     }
     for (int32_t l : touched_) cursor[l] -= link_unfrozen_[l];
 
-    frozen_.assign(static_cast<size_t>(F), 0);
+    frozen_.assign(resolve_.size(), 0);
     heap_.clear();
     auto level = [&](int32_t l) { return std::max(0.0, link_left_[l]) / link_demand_[l]; };
-    for (int32_t l : touched_) heap_.emplace_back(level(l), l);
+    for (int32_t l : touched_)
+        if (link_unfrozen_[l] > 0) heap_.emplace_back(level(l), l);
     auto later = std::greater<std::pair<double, int32_t>>();
     std::make_heap(heap_.begin(), heap_.end(), later);
     while (!heap_.empty()) {
@@ -162,24 +227,32 @@ void FlowSim::compute_rates() {
         // Freeze every unfrozen flow through l at weight·λ. (λ > 0 in exact arithmetic; rounding in
         // link_left_ must not stall a flow.)
         const double rate_unit = std::max(lambda, capacity_[l] * 1e-15);
+        const int32_t event = static_cast<int32_t>(freeze_order_.size());
         for (int32_t i = link_first_[l]; link_unfrozen_[l] > 0; ++i) {
-            const int32_t f = adjacency_[i];
-            if (frozen_[f]) continue;
-            frozen_[f] = 1;
+            const int32_t k = adjacency_[i];
+            if (frozen_[k]) continue;
+            frozen_[k] = 1;
+            const int32_t f = resolve_[k];
             rate_[f] = weight_[f] * rate_unit;
+            event_begin_[f] = event;
+            freeze_order_.push_back(f);
             const FlowHop* hop = hops_.data() + hop_begin_[f];
             for (int h = 0; h < num_hops_[f]; ++h) {
                 const int32_t m = hop[h].link;
                 link_left_[m] -= hop[h].share * rate_[f];
+                link_used_[m] += hop[h].share * rate_[f];
                 link_demand_[m] -= hop[h].share * weight_[f];
                 --link_unfrozen_[m];
             }
         }
     }
-    for (int64_t f = 0; f < F; ++f) {
-        EXPAR_ASSERT(frozen_[f] && rate_[f] > 0);
-        next_finish_s_ = std::min(next_finish_s_, now_s_ + remaining_[f] / rate_[f]);
-    }
+    for (size_t k = 0; k < resolve_.size(); ++k) EXPAR_ASSERT(frozen_[k] && rate_[resolve_[k]] > 0);
+    next_finish_s_ = std::numeric_limits<double>::infinity();
+    for (int32_t f : active_) next_finish_s_ = std::min(next_finish_s_, now_s_ + remaining_[f] / rate_[f]);
+    for (int32_t f : completed_) release(f);
+    completed_.clear();
+    has_started_ = false;
+    if (hops_.size() > 1024 && static_cast<int64_t>(hops_.size()) > 4 * live_hops_) compact_hops();
 }
 
 }  // namespace expar

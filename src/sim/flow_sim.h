@@ -42,8 +42,11 @@ class FlowSim {
     void advance_to(double t, std::vector<FlowDone>& done);
 
     double now_s() const { return now_s_; }
-    int64_t num_active() const { return static_cast<int64_t>(id_.size()); }
+    int64_t num_active() const { return static_cast<int64_t>(active_.size()); }
     int64_t num_rate_computations() const { return num_rate_computations_; }
+    // Rate computations that only followed completions and re-solved the flows frozen at or above the
+    // first level a completed flow froze at (flow_sim.cpp).
+    int64_t num_partial_computations() const { return num_partial_computations_; }
     int64_t peak_active() const { return peak_active_; }
     // Bytes each link has carried by completed flows (weighted by share).
     const std::vector<double>& link_bytes() const { return link_bytes_; }
@@ -51,27 +54,39 @@ class FlowSim {
     double rate_of(int64_t id);
 
    private:
-    void compute_rates();  // weighted max-min by progressive filling, O((L + H) log L)
+    // Weighted max-min by progressive filling, O((L + H) log L) over the flows it re-solves.
+    void compute_rates();
     void compact_hops();
+    void release(int32_t slot);
 
     std::vector<double> capacity_;
     double now_s_ = 0;
     bool rates_valid_ = true;
     double next_finish_s_ = std::numeric_limits<double>::infinity();
-    // Active flows, struct of arrays; a finished flow is swapped with the last.
+    // Flows live in slots (struct of arrays, stable while the flow is active); active_ lists the active
+    // slots, active_pos_ each slot's place in it; freed slots are reused.
     std::vector<int64_t> id_;
     std::vector<double> remaining_, rate_, weight_, bytes_;
     std::vector<int64_t> hop_begin_;
     std::vector<int32_t> num_hops_;
+    std::vector<int32_t> active_, active_pos_, free_slots_;
     std::vector<FlowHop> hops_;  // append-only pool, compacted when mostly dead
     int64_t live_hops_ = 0;
     std::vector<double> link_bytes_;
+    // The last solution: active slots in the order progressive filling froze them, and for each slot the
+    // position in that order of the first flow frozen by the same link (its freeze event).
+    std::vector<int32_t> freeze_order_, event_begin_;
+    std::vector<double> link_used_;  // [links] Σ share × rate of the solved flows
+    // Changes since the last solution: flows started (any forces a full solution), flows completed.
+    bool has_started_ = false;
+    std::vector<int32_t> completed_;
     // Progressive-filling scratch, sized once per link / grown with the flows.
     std::vector<double> link_left_, link_demand_;
-    std::vector<int32_t> link_unfrozen_, link_first_, adjacency_, touched_;
+    std::vector<int32_t> link_unfrozen_, link_first_, adjacency_, touched_, resolve_;
+    std::vector<int64_t> link_stamp_;
     std::vector<uint8_t> frozen_;
     std::vector<std::pair<double, int32_t>> heap_;
-    int64_t num_rate_computations_ = 0, peak_active_ = 0;
+    int64_t num_rate_computations_ = 0, num_partial_computations_ = 0, peak_active_ = 0;
 };
 
 }  // namespace expar
