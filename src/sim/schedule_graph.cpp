@@ -104,14 +104,16 @@ struct Builder {
                 hops.push_back(
                     FlowHop{net.device_ingress_link(b), static_cast<float>(dev_in[b - b0] / total_eff)});
         }
-        for (int p = 0; p < net.nic_ports_per_node(); ++p) {
+        // Egress ports, then ingress ports, each in port order: add_bundle() stores equal shares on a
+        // node's consecutive ports as one run, which simulate() can pool.
+        for (int p = 0; p < net.nic_ports_per_node(); ++p)
             if (port_out[p] > 0)
                 hops.push_back(
                     FlowHop{net.nic_egress_link(A, p), static_cast<float>(port_out[p] / total_eff)});
+        for (int p = 0; p < net.nic_ports_per_node(); ++p)
             if (port_in[p] > 0)
                 hops.push_back(
                     FlowHop{net.nic_ingress_link(B2, p), static_cast<float>(port_in[p] / total_eff)});
-        }
         if (net.core_link() >= 0) hops.push_back(FlowHop{net.core_link(), 1.0f});
         return g.add_bundle(hops.data(), static_cast<int>(hops.size()), total, std::max(total_eff, total),
                             members, net.inter_latency_s(), phase);
@@ -618,8 +620,7 @@ LayerPrediction predict_layer(const Network& network,
         for (int k = 0; k < kNumSimPhases; ++k) p.max_phase_s[k] = std::max(p.max_phase_s[k], ph[k]);
     }
     p.step_s = p.sim.makespan_s;
-    p.bound = lower_bound(network, lg.graph.link_load_bytes(network), lg.rank_flops,
-                          min_message_latency_s(lg.graph, network));
+    p.bound = lower_bound(network, p.sim.link_bytes, lg.rank_flops, min_message_latency_s(lg.graph, network));
     p.efficiency = p.step_s > 0 ? p.bound.total_s / p.step_s : 1.0;
     return p;
 }

@@ -41,9 +41,16 @@ int32_t TaskGraph::add_bundle(const FlowHop* hops,
                               uint8_t phase,
                               int rank) {
     EXPAR_ASSERT(num_hops > 0 && bytes > 0 && effective_bytes >= bytes && weight >= 1);
-    bundles_.push_back(Bundle{static_cast<int64_t>(bundle_hops_.size()), num_hops, static_cast<float>(weight),
-                              effective_bytes, latency_s});
-    bundle_hops_.insert(bundle_hops_.end(), hops, hops + num_hops);
+    const int64_t begin = static_cast<int64_t>(bundle_hops_.size());
+    for (int h = 0; h < num_hops; ++h) {
+        HopRun* last = bundle_hops_.size() > static_cast<size_t>(begin) ? &bundle_hops_.back() : nullptr;
+        if (last && hops[h].link == last->link + last->num_links && hops[h].share == last->share)
+            ++last->num_links;
+        else
+            bundle_hops_.push_back(HopRun{hops[h].link, 1, hops[h].share});
+    }
+    bundles_.push_back(Bundle{begin, static_cast<int32_t>(bundle_hops_.size() - begin),
+                              static_cast<float>(weight), effective_bytes, latency_s});
     return add_task(TaskKind::bundle, rank, static_cast<int32_t>(bundles_.size() - 1), bytes, phase);
 }
 
@@ -55,6 +62,18 @@ int32_t TaskGraph::add_compute(int rank, double flops, uint8_t phase) {
 int32_t TaskGraph::add_delay(double seconds, uint8_t phase, int rank) {
     EXPAR_ASSERT(seconds >= 0);
     return add_task(TaskKind::delay, rank, -1, seconds, phase);
+}
+
+void TaskGraph::reserve(int64_t tasks, int64_t edges, int64_t bundles, int64_t bundle_hops) {
+    kind_.reserve(tasks);
+    phase_.reserve(tasks);
+    rank_.reserve(tasks);
+    peer_.reserve(tasks);
+    amount_.reserve(tasks);
+    edge_from_.reserve(edges);
+    edge_to_.reserve(edges);
+    bundles_.reserve(bundles);
+    bundle_hops_.reserve(bundle_hops);
 }
 
 void TaskGraph::add_dep(int32_t before, int32_t after) {
@@ -93,9 +112,11 @@ std::vector<double> TaskGraph::link_load_bytes(const Network& network) const {
             for (int32_t l : route) load[l] += eff_bytes;
         } else if (kind_[t] == TaskKind::bundle) {
             const Bundle& b = bundles_[peer_[t]];
-            for (int h = 0; h < b.num_hops; ++h)
-                load[bundle_hops_[b.hop_begin + h].link] +=
-                    b.effective_bytes * bundle_hops_[b.hop_begin + h].share;
+            for (int h = 0; h < b.num_hops; ++h) {
+                const HopRun& run = bundle_hops_[b.hop_begin + h];
+                for (int32_t l = run.link; l < run.link + run.num_links; ++l)
+                    load[l] += b.effective_bytes * run.share;
+            }
         }
     }
     return load;
@@ -129,6 +150,12 @@ struct SimRun {
     std::vector<int32_t> route_scratch;
     std::vector<FlowDone> done;
     std::vector<int32_t> to_activate;
+    // NIC port groups (node × direction: egress [0, N), ingress [N, 2N)) that only bundles spread evenly
+    // over all the node's ports cross: those ports load equally at every instant, so port 0 alone stands
+    // for the group in the flow simulation (exact; link bytes come from the graph).
+    int nic_ports = 1;
+    int32_t nic_egress0 = 0, nic_ingress0 = 0;
+    std::vector<uint8_t> pooled;
 
     SimRun(const TaskGraph& graph, const Network& network, const SimOptions& options, SimResult& result)
         : g(graph), net(network), opt(options), res(result), flows(network.links()) {}
@@ -173,7 +200,62 @@ struct SimRun {
             flows.start(t, bytes, 1.0, hop_scratch.data(), static_cast<int>(hop_scratch.size()));
         } else {
             const TaskGraph::Bundle& b = g.bundles_[g.peer_[t]];
-            flows.start(t, b.effective_bytes, b.weight, g.bundle_hops_.data() + b.hop_begin, b.num_hops);
+            hop_scratch.clear();
+            for (int h = 0; h < b.num_hops; ++h) {
+                const TaskGraph::HopRun& run = g.bundle_hops_[b.hop_begin + h];
+                const int32_t end = run.link + run.num_links;
+                for (int32_t l = run.link; l < end;) {
+                    const int group = nic_group(l);
+                    hop_scratch.push_back(FlowHop{l, run.share});
+                    l += group >= 0 && pooled[group] && covers_group(l, end, group) ? nic_ports : 1;
+                }
+            }
+            flows.start(t, b.effective_bytes, b.weight, hop_scratch.data(),
+                        static_cast<int>(hop_scratch.size()));
+        }
+    }
+
+    int nic_group(int32_t l) const {
+        const int N = net.num_nodes();
+        if (l >= nic_egress0 && l < nic_egress0 + N * nic_ports) return (l - nic_egress0) / nic_ports;
+        if (l >= nic_ingress0 && l < nic_ingress0 + N * nic_ports) return N + (l - nic_ingress0) / nic_ports;
+        return -1;
+    }
+    // Whether the run [l, end) covers all of `group`'s ports from l on (l its first port).
+    bool covers_group(int32_t l, int32_t end, int group) const {
+        const int N = net.num_nodes();
+        const int32_t first =
+            group < N ? nic_egress0 + group * nic_ports : nic_ingress0 + (group - N) * nic_ports;
+        return l == first && end - l >= nic_ports;
+    }
+
+    void find_pooled_groups() {
+        nic_ports = net.nic_ports_per_node();
+        nic_egress0 = net.nic_egress_link(0, 0);
+        nic_ingress0 = net.nic_ingress_link(0, 0);
+        pooled.assign(2 * static_cast<size_t>(net.num_nodes()), nic_ports > 1 ? 1 : 0);
+        if (nic_ports == 1) return;
+        const NodeMap& map = net.node_map();
+        for (int64_t t = 0; t < g.num_tasks(); ++t) {
+            if (g.kind_[t] == TaskKind::transfer) {
+                const int a = map.node_of_rank[g.rank_[t]], b = map.node_of_rank[g.peer_[t]];
+                if (a != b) pooled[a] = pooled[net.num_nodes() + b] = 0;
+            } else if (g.kind_[t] == TaskKind::bundle) {
+                const TaskGraph::Bundle& b = g.bundles_[g.peer_[t]];
+                for (int h = 0; h < b.num_hops; ++h) {
+                    const TaskGraph::HopRun& run = g.bundle_hops_[b.hop_begin + h];
+                    const int32_t end = run.link + run.num_links;
+                    for (int32_t l = run.link; l < end;) {
+                        const int group = nic_group(l);
+                        if (group >= 0 && covers_group(l, end, group)) {
+                            l += nic_ports;
+                            continue;
+                        }
+                        if (group >= 0) pooled[group] = 0;
+                        ++l;
+                    }
+                }
+            }
         }
     }
 
@@ -224,6 +306,7 @@ struct SimRun {
         res.start_s.assign(static_cast<size_t>(T), -1.0);
         res.end_s.assign(static_cast<size_t>(T), -1.0);
         res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
+        find_pooled_groups();
         for (int32_t t = 0; t < T; ++t)
             if (pending[t] == 0) ready.push_back(t);
         drain();
@@ -274,7 +357,8 @@ SimResult simulate(const TaskGraph& graph, const Network& network, const SimOpti
     {
         SimRun run(graph, network, options, result);
         run.run();
-        result.link_bytes = run.flows.link_bytes();
+        // Every flow completed, so the graph's link loads are the bytes carried (pooled ports included).
+        result.link_bytes = graph.link_load_bytes(network);
         result.num_rate_computations = run.flows.num_rate_computations();
         result.peak_active_flows = run.flows.peak_active();
     }

@@ -24,7 +24,9 @@ class TaskGraph {
     // Many messages that start together and finish together, as one flow (task_graph.cpp explains when
     // this is exact): `bytes` in total, `effective_bytes` = Σ message bytes / efficiency(message bytes),
     // `weight` = number of messages (its max-min weight), `hops` with the share of the bundle's bytes on
-    // each link, α = latency_s. rank = a rank to report it under, or -1.
+    // each link, α = latency_s. rank = a rank to report it under, or -1. Consecutive hops on consecutive
+    // links with equal shares are stored as one run: list a node's NIC ports in port order so that a
+    // bundle spread evenly over them can cross one pooled port in simulate().
     int32_t add_bundle(const FlowHop* hops,
                        int num_hops,
                        double bytes,
@@ -39,6 +41,9 @@ class TaskGraph {
     int32_t add_delay(double seconds, uint8_t phase, int rank = -1);
     // `after` starts when `before` (and its other predecessors) have ended.
     void add_dep(int32_t before, int32_t after);
+
+    // Capacity for the given numbers of tasks, edges, bundles and bundle hops (optional; saves regrowth).
+    void reserve(int64_t tasks, int64_t edges, int64_t bundles = 0, int64_t bundle_hops = 0);
 
     int64_t num_tasks() const { return static_cast<int64_t>(kind_.size()); }
     int64_t num_edges() const { return static_cast<int64_t>(edge_from_.size()); }
@@ -67,8 +72,14 @@ class TaskGraph {
         float weight;
         double effective_bytes, latency_s;
     };
+    // num_links consecutive links from `link`, each carrying `share` of the bundle.
+    struct HopRun {
+        int32_t link;
+        int32_t num_links;
+        float share;
+    };
     std::vector<Bundle> bundles_;
-    std::vector<FlowHop> bundle_hops_;
+    std::vector<HopRun> bundle_hops_;
     std::vector<int32_t> edge_from_, edge_to_;
 };
 
