@@ -3,12 +3,18 @@
 // flows at that rate; repeat until every flow is frozen. The heap holds lower bounds of each link's
 // saturation level (levels only rise as flows freeze), so a popped entry is current or re-pushed.
 //
-// After completions only (no flow started), the solution is resumed instead of redone: every freeze
-// event before the one that froze the first completed flow happens again, identically (its link
-// carried no completed flow, and the links completed flows crossed only saturate later without them),
-// so those flows keep their rates and only the flows frozen from that event on are solved again, on the
-// capacity the others leave (link_used_). Exact up to rounding; under skew most completions are of
-// fast flows frozen late, so a completion re-solves a small part.
+// After changes the solution is resumed instead of redone: the freeze events before a resume point
+// happen again, identically, so those flows keep their rates and only the flows frozen from that event
+// on (and the started ones) are solved again, on the capacity the others leave (link_used_). Exact up
+// to rounding. The resume point is the earliest of
+// - the freeze event of each completed flow: an earlier event's link carried no completed flow, and the
+//   links completed flows crossed only saturate later without them;
+// - the first event at a level λ ≥ λ_lb, where no link a started flow crosses can saturate below λ_lb:
+//   before, the old flows loaded link l with at most min(D_l·λ, U_l) (D_l = Σ share·weight, U_l = its
+//   final Σ share·rate), the started ones add a_l·λ, so l stays below its capacity c_l while
+//   λ < max((c_l − U_l) / a_l, c_l / (D_l + a_l)).
+// Under skew most completions are of fast flows frozen late, and a new flow on idle links changes
+// nothing below its own level, so most changes re-solve a small part.
 #include "flow_sim.h"
 
 #include <algorithm>
@@ -27,6 +33,8 @@ FlowSim::FlowSim(const std::vector<NetLink>& links) {
     link_left_.assign(L, 0.0);
     link_demand_.assign(L, 0.0);
     link_used_.assign(L, 0.0);
+    link_weight_.assign(L, 0.0);
+    link_added_.assign(L, 0.0);
     link_unfrozen_.assign(L, 0);
     link_first_.assign(L + 1, 0);
     link_stamp_.assign(L, -1);
@@ -66,7 +74,7 @@ void FlowSim::start(int64_t id, double bytes, double weight, const FlowHop* hops
     active_pos_[f] = static_cast<int32_t>(active_.size());
     active_.push_back(f);
     peak_active_ = std::max(peak_active_, num_active());
-    has_started_ = true;
+    started_.push_back(f);
     rates_valid_ = false;
 }
 
@@ -138,25 +146,49 @@ void FlowSim::compute_rates() {
     ++num_rate_computations_;
     const int64_t stamp = num_rate_computations_;
     rates_valid_ = true;
-    // Resume from the freeze event of the first completed flow, or solve everything after a start.
-    const bool partial = !has_started_;
-    size_t resume = 0;
-    if (partial) {
-        resume = freeze_order_.size();
-        for (int32_t f : completed_) {
-            EXPAR_ASSERT(event_begin_[f] >= 0);
-            resume = std::min(resume, static_cast<size_t>(event_begin_[f]));
+    size_t resume = freeze_order_.size();
+    for (int32_t f : completed_) {
+        EXPAR_ASSERT(event_begin_[f] >= 0);
+        resume = std::min(resume, static_cast<size_t>(event_begin_[f]));
+    }
+    if (!started_.empty() && resume > 0) {
+        touched_.clear();
+        for (int32_t f : started_) {
+            const FlowHop* hop = hops_.data() + hop_begin_[f];
+            for (int h = 0; h < num_hops_[f]; ++h) {
+                if (link_added_[hop[h].link] == 0) touched_.push_back(hop[h].link);
+                link_added_[hop[h].link] += hop[h].share * weight_[f];
+            }
         }
-        ++num_partial_computations_;
+        double level_bound = std::numeric_limits<double>::infinity();
+        for (int32_t l : touched_) {
+            const double a = link_added_[l], c = capacity_[l];
+            level_bound = std::min(level_bound, std::max((c - link_used_[l]) / a, c / (link_weight_[l] + a)));
+            link_added_[l] = 0;
+        }
+        // Levels rise along freeze_order_ up to rounding; the margin keeps the resume point early.
+        const size_t p =
+            static_cast<size_t>(std::lower_bound(freeze_level_.begin(), freeze_level_.begin() + resume,
+                                                 level_bound * (1 - 1e-9)) -
+                                freeze_level_.begin());
+        if (p < resume) resume = static_cast<size_t>(event_begin_[freeze_order_[p]]);
     }
+    for (int32_t f : started_) {
+        const FlowHop* hop = hops_.data() + hop_begin_[f];
+        for (int h = 0; h < num_hops_[f]; ++h) link_weight_[hop[h].link] += hop[h].share * weight_[f];
+    }
+    for (int32_t f : completed_) {
+        const FlowHop* hop = hops_.data() + hop_begin_[f];
+        for (int h = 0; h < num_hops_[f]; ++h) link_weight_[hop[h].link] -= hop[h].share * weight_[f];
+    }
+    const bool partial = resume > 0;
+    if (partial) ++num_partial_computations_;
     resolve_.clear();
-    if (partial) {
-        for (size_t i = resume; i < freeze_order_.size(); ++i)
-            if (active_pos_[freeze_order_[i]] >= 0) resolve_.push_back(freeze_order_[i]);
-    } else {
-        resolve_ = active_;
-    }
+    for (size_t i = resume; i < freeze_order_.size(); ++i)
+        if (active_pos_[freeze_order_[i]] >= 0) resolve_.push_back(freeze_order_[i]);
+    resolve_.insert(resolve_.end(), started_.begin(), started_.end());
     freeze_order_.resize(resume);
+    freeze_level_.resize(resume);
 
     // Capacity left to the re-solved flows, their demand, and the link -> (flow) adjacency by counting
     // sort over the touched links.
@@ -170,15 +202,16 @@ void FlowSim::compute_rates() {
         link_demand_[l] = 0;
         link_unfrozen_[l] = 0;
     };
-    if (partial)
-        for (int32_t f : completed_) {
-            const FlowHop* hop = hops_.data() + hop_begin_[f];
-            for (int h = 0; h < num_hops_[f]; ++h) {
-                touch(hop[h].link);
-                link_left_[hop[h].link] += hop[h].share * rate_[f];
-                link_used_[hop[h].link] -= hop[h].share * rate_[f];
-            }
+    // Completed flows hand their rate back (a full solution resets the links they touched).
+    for (int32_t f : completed_) {
+        const FlowHop* hop = hops_.data() + hop_begin_[f];
+        for (int h = 0; h < num_hops_[f]; ++h) {
+            touch(hop[h].link);
+            if (!partial) continue;
+            link_left_[hop[h].link] += hop[h].share * rate_[f];
+            link_used_[hop[h].link] -= hop[h].share * rate_[f];
         }
+    }
     for (int32_t f : resolve_) {
         const FlowHop* hop = hops_.data() + hop_begin_[f];
         for (int h = 0; h < num_hops_[f]; ++h) {
@@ -236,6 +269,7 @@ void FlowSim::compute_rates() {
             rate_[f] = weight_[f] * rate_unit;
             event_begin_[f] = event;
             freeze_order_.push_back(f);
+            freeze_level_.push_back(rate_unit);
             const FlowHop* hop = hops_.data() + hop_begin_[f];
             for (int h = 0; h < num_hops_[f]; ++h) {
                 const int32_t m = hop[h].link;
@@ -251,7 +285,7 @@ void FlowSim::compute_rates() {
     for (int32_t f : active_) next_finish_s_ = std::min(next_finish_s_, now_s_ + remaining_[f] / rate_[f]);
     for (int32_t f : completed_) release(f);
     completed_.clear();
-    has_started_ = false;
+    started_.clear();
     if (hops_.size() > 1024 && static_cast<int64_t>(hops_.size()) > 4 * live_hops_) compact_hops();
 }
 

@@ -44,8 +44,8 @@ class FlowSim {
     double now_s() const { return now_s_; }
     int64_t num_active() const { return static_cast<int64_t>(active_.size()); }
     int64_t num_rate_computations() const { return num_rate_computations_; }
-    // Rate computations that only followed completions and re-solved the flows frozen at or above the
-    // first level a completed flow froze at (flow_sim.cpp).
+    // Rate computations that re-solved only the flows frozen from the first freeze event a change can
+    // reach (flow_sim.cpp).
     int64_t num_partial_computations() const { return num_partial_computations_; }
     int64_t peak_active() const { return peak_active_; }
     // Bytes each link has carried by completed flows (weighted by share).
@@ -73,13 +73,16 @@ class FlowSim {
     std::vector<FlowHop> hops_;  // append-only pool, compacted when mostly dead
     int64_t live_hops_ = 0;
     std::vector<double> link_bytes_;
-    // The last solution: active slots in the order progressive filling froze them, and for each slot the
-    // position in that order of the first flow frozen by the same link (its freeze event).
+    // The last solution: active slots in the order progressive filling froze them with their levels λ,
+    // and for each slot the position in that order of the first flow frozen by the same link (its
+    // freeze event).
     std::vector<int32_t> freeze_order_, event_begin_;
-    std::vector<double> link_used_;  // [links] Σ share × rate of the solved flows
-    // Changes since the last solution: flows started (any forces a full solution), flows completed.
-    bool has_started_ = false;
-    std::vector<int32_t> completed_;
+    std::vector<double> freeze_level_;
+    std::vector<double> link_used_;    // [links] Σ share × rate of the solved flows
+    std::vector<double> link_weight_;  // [links] Σ share × weight of the active flows
+    // Changes since the last solution: flows started and completed.
+    std::vector<int32_t> started_, completed_;
+    std::vector<double> link_added_;  // scratch: Σ share × weight of the started flows
     // Progressive-filling scratch, sized once per link / grown with the flows.
     std::vector<double> link_left_, link_demand_;
     std::vector<int32_t> link_unfrozen_, link_first_, adjacency_, touched_, resolve_;

@@ -71,9 +71,9 @@ int main(int argc, char** argv) {
     }
     try {
         const expar::Topology topology = expar::load_topology(topology_path);
-        std::printf("%-7s %-13s %5s %10s %10s %9s %9s %8s %8s %11s %12s %9s %10s %6s\n", "ranks", "schedule",
-                    "skew", "tasks", "events", "rate_comp", "peak_flows", "total_s", "sim_s", "events/s",
-                    "peak_MiB", "step_ms", "bound_ms", "eff");
+        std::printf("%-7s %-13s %5s %10s %10s %9s %9s %9s %8s %8s %11s %12s %9s %10s %6s\n", "ranks",
+                    "schedule", "skew", "tasks", "events", "rate_comp", "partial", "peak_flows", "total_s",
+                    "sim_s", "events/s", "peak_MiB", "step_ms", "bound_ms", "eff");
         for (const std::string& r : split(ranks)) {
             const int P = std::atoi(r.c_str());
             const expar::Network net(topology, expar::sim_node_map(topology, P));
@@ -98,11 +98,13 @@ int main(int argc, char** argv) {
                     const double total_s =
                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
                     std::printf(
-                        "%-7d %-13s %5s %10lld %10lld %9lld %9lld %8.3f %8.3f %11.3g %12.1f %9.3f %10.3f "
+                        "%-7d %-13s %5s %10lld %10lld %9lld %9lld %9lld %8.3f %8.3f %11.3g %12.1f %9.3f "
+                        "%10.3f "
                         "%6.3f\n",
                         P, name.c_str(), skew.c_str(), static_cast<long long>(p.num_tasks),
                         static_cast<long long>(p.sim.num_events),
                         static_cast<long long>(p.sim.num_rate_computations),
+                        static_cast<long long>(p.sim.num_partial_rate_computations),
                         static_cast<long long>(p.sim.peak_active_flows), total_s, p.sim.wall_s,
                         p.sim.events_per_s, p.sim.peak_rss_bytes / 1048576.0, p.step_s * 1e3,
                         p.bound.total_s * 1e3, p.efficiency);

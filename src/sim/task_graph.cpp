@@ -360,6 +360,7 @@ SimResult simulate(const TaskGraph& graph, const Network& network, const SimOpti
         // Every flow completed, so the graph's link loads are the bytes carried (pooled ports included).
         result.link_bytes = graph.link_load_bytes(network);
         result.num_rate_computations = run.flows.num_rate_computations();
+        result.num_partial_rate_computations = run.flows.num_partial_computations();
         result.peak_active_flows = run.flows.peak_active();
     }
     const std::vector<NetLink>& links = network.links();
