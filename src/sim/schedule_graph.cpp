@@ -37,6 +37,7 @@ struct Builder {
     std::vector<FlowHop> hops;
     std::vector<double> port_out, port_in, dev_out, dev_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
+    std::vector<double> to_rail;         // hierarchical scratch [P, M]
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -50,6 +51,8 @@ struct Builder {
           M(network.ranks_per_node()) {
         port_out.resize(M);
         port_in.resize(M);
+        hops.resize(4 * static_cast<size_t>(std::max(M, spec.group_size)) +
+                    1);  // ≤ 2 device + 2 NIC per rank
         dev_out.resize(std::max(M, spec.group_size));
         dev_in.resize(std::max(M, spec.group_size));
     }
@@ -90,33 +93,32 @@ struct Builder {
             }
         if (members == 0) return -1;
         const int A = map.node_of_rank[a0], B2 = map.node_of_rank[b0];
-        hops.clear();
+        // Hops written field by field into a buffer sized once (push_back of a freshly built FlowHop
+        // stalls on store forwarding, which was a quarter of the plain build).
+        int num_hops = 0;
+        auto hop = [&](int32_t link, double share) {
+            hops[num_hops].link = link;
+            hops[num_hops].share = static_cast<float>(share);
+            ++num_hops;
+        };
         const bool pcie = net.nic_traffic_crosses_device_links();
         for (int a = a0; a < a1; ++a) {
             port_out[net.nic_port_of(a)] += dev_out[a - a0];
-            if (pcie && dev_out[a - a0] > 0)
-                hops.push_back(
-                    FlowHop{net.device_egress_link(a), static_cast<float>(dev_out[a - a0] / total_eff)});
+            if (pcie && dev_out[a - a0] > 0) hop(net.device_egress_link(a), dev_out[a - a0] / total_eff);
         }
         for (int b = b0; b < b1; ++b) {
             port_in[net.nic_port_of(b)] += dev_in[b - b0];
-            if (pcie && dev_in[b - b0] > 0)
-                hops.push_back(
-                    FlowHop{net.device_ingress_link(b), static_cast<float>(dev_in[b - b0] / total_eff)});
+            if (pcie && dev_in[b - b0] > 0) hop(net.device_ingress_link(b), dev_in[b - b0] / total_eff);
         }
         // Egress ports, then ingress ports, each in port order: add_bundle() stores equal shares on a
         // node's consecutive ports as one run, which simulate() can pool.
         for (int p = 0; p < net.nic_ports_per_node(); ++p)
-            if (port_out[p] > 0)
-                hops.push_back(
-                    FlowHop{net.nic_egress_link(A, p), static_cast<float>(port_out[p] / total_eff)});
+            if (port_out[p] > 0) hop(net.nic_egress_link(A, p), port_out[p] / total_eff);
         for (int p = 0; p < net.nic_ports_per_node(); ++p)
-            if (port_in[p] > 0)
-                hops.push_back(
-                    FlowHop{net.nic_ingress_link(B2, p), static_cast<float>(port_in[p] / total_eff)});
-        if (net.core_link() >= 0) hops.push_back(FlowHop{net.core_link(), 1.0f});
-        return g.add_bundle(hops.data(), static_cast<int>(hops.size()), total, std::max(total_eff, total),
-                            members, net.inter_latency_s(), phase);
+            if (port_in[p] > 0) hop(net.nic_ingress_link(B2, p), port_in[p] / total_eff);
+        if (net.core_link() >= 0) hop(net.core_link(), 1.0);
+        return g.add_bundle(hops.data(), num_hops, total, std::max(total_eff, total), members,
+                            net.inter_latency_s(), phase);
     }
     // One message a → b between `after_a`/`after_b` (both ends posted) and `then_a`/`then_b`.
     void message(int a,
@@ -169,8 +171,11 @@ struct Builder {
         Tasks node_done(N);
         for (int n = 0; n < N; ++n) node_done[n] = join(phase);
         for (int r = 0; r < P; ++r) dep(node_done[map.node_of_rank[r]], done[r]);
-        for (int A = 0; A < N; ++A)
-            for (int B2 = 0; B2 < N; ++B2) {
+        // Node pairs in the order that reads the matrix row by row (the reverse exchange reads the
+        // block of B2's rows): a column walk costs a cache and TLB miss per row at thousands of ranks.
+        for (int X = 0; X < N; ++X)
+            for (int Y = 0; Y < N; ++Y) {
+                const int A = reverse ? Y : X, B2 = reverse ? X : Y;
                 if (A == B2) continue;
                 const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase,
                                                    [&](int a, int b) { return rows(a, b, reverse) * B; });
@@ -192,14 +197,20 @@ struct Builder {
             p1[r] = join(phase, r);
             dep(ready[r], p1[r]);
         }
-        std::vector<double> to_rail(M);
+        // [P, M] bytes of rank a for rail l, summed over b in increasing order, reading the matrix row by
+        // row in both directions.
+        to_rail.assign(static_cast<size_t>(P) * M, 0.0);
+        for (int i = 0; i < P; ++i)
+            for (int j = 0; j < P; ++j) {
+                const int a = reverse ? j : i, b = reverse ? i : j;
+                to_rail[static_cast<size_t>(a) * M + map.local_index[b]] += rows(a, b, reverse) * B;
+            }
         for (int a = 0; a < P; ++a) {
-            std::fill(to_rail.begin(), to_rail.end(), 0.0);
-            for (int b = 0; b < P; ++b) to_rail[map.local_index[b]] += rows(a, b, reverse) * B;
             const int A = map.node_of_rank[a];
             for (int l = 0; l < M; ++l) {
                 const int peer = map.rank_at(A, l);
-                message(a, peer, to_rail[l], phase, ready[a], ready[peer], p1[a], p1[peer]);
+                message(a, peer, to_rail[static_cast<size_t>(a) * M + l], phase, ready[a], ready[peer], p1[a],
+                        p1[peer]);
             }
         }
         done.resize(P);
@@ -215,8 +226,9 @@ struct Builder {
             for (int n = 0; n < N; ++n) node_done[n] = join(phase);
             for (int r = 0; r < P; ++r) dep(node_done[map.node_of_rank[r]], done[r]);
         }
-        for (int A = 0; A < N; ++A)
-            for (int B2 = 0; B2 < N; ++B2) {
+        for (int X = 0; X < N; ++X)
+            for (int Y = 0; Y < N; ++Y) {
+                const int A = reverse ? Y : X, B2 = reverse ? X : Y;  // row by row, as in plain()
                 if (A == B2) continue;
                 for (int l = 0; l < M; ++l) {
                     double bytes = 0;  // rows of all of node A for rank (B2, l)

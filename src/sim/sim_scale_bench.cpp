@@ -1,5 +1,5 @@
 // build/sim_scale_bench: how long the simulator takes for one MoE layer step (forward + backward) at
-// thousands of ranks, on one core. Prints graph size, the wall time of predict_layer() (graph build +
+// thousands of ranks, on one core. Prints graph size, the wall and CPU time of predict_layer() (graph build +
 // simulation + bound) and of the simulation alone, events/s and peak memory per configuration
 // (docs/simulator.md "Scale"). Usage:
 //   sim_scale_bench [--ranks 4096,16384] [--schedule plain,pairwise,hierarchical] [--skew 0,1.2]
@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -71,9 +72,9 @@ int main(int argc, char** argv) {
     }
     try {
         const expar::Topology topology = expar::load_topology(topology_path);
-        std::printf("%-7s %-13s %5s %10s %10s %9s %9s %9s %8s %8s %11s %12s %9s %10s %6s\n", "ranks",
+        std::printf("%-7s %-13s %5s %10s %10s %9s %9s %9s %8s %8s %8s %11s %12s %9s %10s %6s\n", "ranks",
                     "schedule", "skew", "tasks", "events", "rate_comp", "partial", "peak_flows", "total_s",
-                    "sim_s", "events/s", "peak_MiB", "step_ms", "bound_ms", "eff");
+                    "cpu_s", "sim_s", "events/s", "peak_MiB", "step_ms", "bound_ms", "eff");
         for (const std::string& r : split(ranks)) {
             const int P = std::atoi(r.c_str());
             const expar::Network net(topology, expar::sim_node_map(topology, P));
@@ -94,18 +95,21 @@ int main(int argc, char** argv) {
                     expar::SimOptions options;
                     options.rate_window = window;
                     const auto t0 = std::chrono::steady_clock::now();
+                    const std::clock_t cpu0 = std::clock();
                     const expar::LayerPrediction p = expar::predict_layer(net, w, spec, options);
                     const double total_s =
                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                    const double cpu_s = static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC;
                     std::printf(
-                        "%-7d %-13s %5s %10lld %10lld %9lld %9lld %9lld %8.3f %8.3f %11.3g %12.1f %9.3f "
+                        "%-7d %-13s %5s %10lld %10lld %9lld %9lld %9lld %8.3f %8.3f %8.3f %11.3g %12.1f "
+                        "%9.3f "
                         "%10.3f "
                         "%6.3f\n",
                         P, name.c_str(), skew.c_str(), static_cast<long long>(p.num_tasks),
                         static_cast<long long>(p.sim.num_events),
                         static_cast<long long>(p.sim.num_rate_computations),
                         static_cast<long long>(p.sim.num_partial_rate_computations),
-                        static_cast<long long>(p.sim.peak_active_flows), total_s, p.sim.wall_s,
+                        static_cast<long long>(p.sim.peak_active_flows), total_s, cpu_s, p.sim.wall_s,
                         p.sim.events_per_s, p.sim.peak_rss_bytes / 1048576.0, p.step_s * 1e3,
                         p.bound.total_s * 1e3, p.efficiency);
                     std::fflush(stdout);
