@@ -36,6 +36,7 @@ struct Builder {
     // Bundle scratch.
     std::vector<FlowHop> hops;
     std::vector<double> port_out, port_in, dev_out, dev_in;
+    std::vector<int64_t> rows_out, rows_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
     std::vector<double> to_rail;         // hierarchical scratch [P, M]
 
@@ -55,6 +56,8 @@ struct Builder {
                     1);  // ≤ 2 device + 2 NIC per rank
         dev_out.resize(std::max(M, spec.group_size));
         dev_in.resize(std::max(M, spec.group_size));
+        rows_out.resize(std::max(M, spec.group_size));
+        rows_in.resize(std::max(M, spec.group_size));
     }
 
     // Rows a → b in this exchange's direction (reverse: the combine, which sends rows[b][a] back).
@@ -68,29 +71,53 @@ struct Builder {
     int32_t join(uint8_t phase, int rank = -1) { return g.add_delay(0, phase, rank); }
     void dep(int32_t before, int32_t after) { g.add_dep(before, after); }
 
-    // The bundle of the messages from ranks [a0, a1) of one node to ranks [b0, b1) of another, bytes(a, b)
-    // each: the links of Network::route() with each one's share of the bundle's effective bytes, built
-    // from per-device sums instead of routing every message.
-    template <typename Bytes>
-    int32_t node_pair_bundle(int a0, int a1, int b0, int b1, uint8_t phase, Bytes bytes) {
+    // The bundle of the messages from ranks [a0, a1) of one node to ranks [b0, b1) of another, count(a, b)
+    // rows of bytes_per_row each (only a − a0 == b − b0 when `diagonal`): the links of Network::route()
+    // with each one's share of the bundle's effective bytes, built from per-device sums instead of
+    // routing every message. Without an efficiency table the sums are of integer rows (exact, and no
+    // floating-point dependency chain in the O(P²) loop).
+    template <typename Count>
+    int32_t node_pair_bundle(
+        int a0, int a1, int b0, int b1, uint8_t phase, double bytes_per_row, bool diagonal, Count count) {
         std::fill(port_out.begin(), port_out.end(), 0.0);
         std::fill(port_in.begin(), port_in.end(), 0.0);
-        std::fill(dev_out.begin(), dev_out.begin() + (a1 - a0), 0.0);
-        std::fill(dev_in.begin(), dev_in.begin() + (b1 - b0), 0.0);
         double total = 0, total_eff = 0;
         int members = 0;
-        const bool scaled = net.has_efficiency_table();
-        for (int a = a0; a < a1; ++a)
-            for (int b = b0; b < b1; ++b) {
-                const double m = bytes(a, b);
-                if (m <= 0) continue;
-                const double eff = scaled ? m / net.efficiency(m) : m;
-                dev_out[a - a0] += eff;
-                dev_in[b - b0] += eff;
-                total += m;
-                total_eff += eff;
-                ++members;
+        if (!net.has_efficiency_table()) {
+            std::fill(rows_out.begin(), rows_out.begin() + (a1 - a0), 0);
+            std::fill(rows_in.begin(), rows_in.begin() + (b1 - b0), 0);
+            int64_t total_rows = 0;
+            for (int a = a0; a < a1; ++a) {
+                int64_t out = 0;
+                for (int b = diagonal ? b0 + (a - a0) : b0; b < (diagonal ? b0 + (a - a0) + 1 : b1); ++b) {
+                    const int64_t n = count(a, b);
+                    out += n;
+                    rows_in[b - b0] += n;
+                    members += n > 0;
+                }
+                rows_out[a - a0] = out;
+                total_rows += out;
             }
+            for (int a = a0; a < a1; ++a)
+                dev_out[a - a0] = static_cast<double>(rows_out[a - a0]) * bytes_per_row;
+            for (int b = b0; b < b1; ++b)
+                dev_in[b - b0] = static_cast<double>(rows_in[b - b0]) * bytes_per_row;
+            total = total_eff = static_cast<double>(total_rows) * bytes_per_row;
+        } else {
+            std::fill(dev_out.begin(), dev_out.begin() + (a1 - a0), 0.0);
+            std::fill(dev_in.begin(), dev_in.begin() + (b1 - b0), 0.0);
+            for (int a = a0; a < a1; ++a)
+                for (int b = diagonal ? b0 + (a - a0) : b0; b < (diagonal ? b0 + (a - a0) + 1 : b1); ++b) {
+                    const double m = static_cast<double>(count(a, b)) * bytes_per_row;
+                    if (m <= 0) continue;
+                    const double eff = m / net.efficiency(m);
+                    dev_out[a - a0] += eff;
+                    dev_in[b - b0] += eff;
+                    total += m;
+                    total_eff += eff;
+                    ++members;
+                }
+        }
         if (members == 0) return -1;
         const int A = map.node_of_rank[a0], B2 = map.node_of_rank[b0];
         // Hops written field by field into a buffer sized once (push_back of a freshly built FlowHop
@@ -177,8 +204,8 @@ struct Builder {
             for (int Y = 0; Y < N; ++Y) {
                 const int A = reverse ? Y : X, B2 = reverse ? X : Y;
                 if (A == B2) continue;
-                const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase,
-                                                   [&](int a, int b) { return rows(a, b, reverse) * B; });
+                const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase, B, false,
+                                                   [&](int a, int b) { return rows(a, b, reverse); });
                 if (x < 0) continue;
                 dep(node_ready[A], x);
                 dep(node_ready[B2], x);
@@ -218,7 +245,7 @@ struct Builder {
             done[r] = join(phase, r);
             dep(p1[r], done[r]);
         }
-        std::vector<double> rail_bytes(M);
+        std::vector<int64_t> rail_rows(M);
         Tasks node_p1, node_done;
         if (aggregate) {
             node_p1 = node_join(p1, phase);
@@ -231,17 +258,17 @@ struct Builder {
                 const int A = reverse ? Y : X, B2 = reverse ? X : Y;  // row by row, as in plain()
                 if (A == B2) continue;
                 for (int l = 0; l < M; ++l) {
-                    double bytes = 0;  // rows of all of node A for rank (B2, l)
+                    int64_t n = 0;  // rows of all of node A for rank (B2, l)
                     for (int src = 0; src < M; ++src)
-                        bytes += rows(map.rank_at(A, src), map.rank_at(B2, l), reverse) * B;
-                    rail_bytes[l] = bytes;
+                        n += rows(map.rank_at(A, src), map.rank_at(B2, l), reverse);
+                    rail_rows[l] = n;
                     const int a = map.rank_at(A, l), b = map.rank_at(B2, l);
-                    if (!aggregate) message(a, b, bytes, phase, p1[a], p1[b], done[a], done[b]);
+                    if (!aggregate)
+                        message(a, b, static_cast<double>(n) * B, phase, p1[a], p1[b], done[a], done[b]);
                 }
                 if (!aggregate) continue;
-                const int32_t x = node_pair_bundle(
-                    A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase,
-                    [&](int a, int b) { return a - A * M == b - B2 * M ? rail_bytes[a - A * M] : 0.0; });
+                const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase, B, true,
+                                                   [&](int a, int) { return rail_rows[a - A * M]; });
                 if (x < 0) continue;
                 dep(node_p1[A], x);
                 dep(node_p1[B2], x);
@@ -384,9 +411,9 @@ struct Builder {
             }
         }
         // Traffic from the members of group i to those of group j, node pair by node pair;
-        // bytes(a, b) gives each message. Same-node pairs stay single messages.
+        // count(a, b) gives each message's rows. Same-node pairs stay single messages.
         auto group_traffic = [&](int i, int j, uint8_t phase, int32_t after_i, int32_t after_j,
-                                 int32_t then_i, int32_t then_j, auto bytes) {
+                                 int32_t then_i, int32_t then_j, auto count) {
             const int first_a = i * G, first_b = j * G;
             for (int A = first_a / M; A * M < first_a + G; ++A)
                 for (int B2 = first_b / M; B2 * M < first_b + G; ++B2) {
@@ -395,10 +422,11 @@ struct Builder {
                     if (A == B2) {
                         for (int a = a0; a < a1; ++a)
                             for (int b = b0; b < b1; ++b)
-                                message(a, b, bytes(a, b), phase, after_i, after_j, then_i, then_j);
+                                message(a, b, static_cast<double>(count(a, b)) * B, phase, after_i, after_j,
+                                        then_i, then_j);
                         continue;
                     }
-                    const int32_t x = node_pair_bundle(a0, a1, b0, b1, phase, bytes);
+                    const int32_t x = node_pair_bundle(a0, a1, b0, b1, phase, B, false, count);
                     if (x < 0) continue;
                     dep(after_i, x);
                     if (after_j != after_i) dep(after_j, x);
@@ -414,7 +442,7 @@ struct Builder {
             for (int i = 0; i < n; ++i) {
                 const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
-                              [&](int a, int b) { return rows(a, b, false) * B; });
+                              [&](int a, int b) { return rows(a, b, false); });
             }
             for (int i = 0; i < n; ++i) {
                 const int k = (i + s) % n;  // and computes the blocks of group i + s
@@ -431,7 +459,7 @@ struct Builder {
                 dep(prev[i], c);
                 prev[i] = c;
                 group_traffic(i, k, phase_out, c, c, end[i], end[k],
-                              [&](int r, int src) { return rows(src, r, false) * B; });
+                              [&](int r, int src) { return rows(src, r, false); });
             }
             post = wait;
         }
