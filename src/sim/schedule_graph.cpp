@@ -619,6 +619,17 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
     if (!contiguous || (spec.kind == ScheduleKind::pairwise && G % M != 0 && M % G != 0)) aggregate = false;
     builder.aggregate = aggregate;
     out.aggregated = aggregate;
+    if (aggregate) {
+        // Room for the graph up front (about 4 edges per bundle): regrowing its largest arrays would
+        // hold two copies at once, which set the peak memory at 16,384 ranks.
+        const int64_t N = network.num_nodes(), exchanges = work.backward ? 4 : 2;
+        const int64_t n = spec.kind == ScheduleKind::pairwise ? P / G : N;
+        const int64_t pairs = spec.kind == ScheduleKind::pairwise ? std::max(1, G / M) : 1;
+        const int64_t bundles = exchanges * n * n * pairs * pairs;
+        const int64_t per_rank = exchanges * (2 * static_cast<int64_t>(M) + 4) + 8;
+        out.graph.reserve(bundles + 3 * exchanges * n * n + per_rank * P, 4 * bundles + 3 * per_rank * P,
+                          bundles, 2 * bundles);
+    }
     builder.build();
     return out;
 }

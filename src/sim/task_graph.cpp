@@ -49,8 +49,13 @@ int32_t TaskGraph::add_bundle(const FlowHop* hops,
         else
             bundle_hops_.push_back(HopRun{hops[h].link, 1, hops[h].share});
     }
-    bundles_.push_back(Bundle{begin, static_cast<int32_t>(bundle_hops_.size() - begin),
-                              static_cast<float>(weight), effective_bytes, latency_s});
+    size_t latency = 0;
+    while (latency < bundle_latencies_.size() && bundle_latencies_[latency] != latency_s) ++latency;
+    if (latency == bundle_latencies_.size()) bundle_latencies_.push_back(latency_s);
+    EXPAR_ASSERT(latency <= UINT16_MAX && bundle_hops_.size() - begin <= UINT16_MAX);
+    bundles_.push_back(Bundle{begin, effective_bytes, static_cast<float>(weight),
+                              static_cast<uint16_t>(bundle_hops_.size() - begin),
+                              static_cast<uint16_t>(latency)});
     return add_task(TaskKind::bundle, rank, static_cast<int32_t>(bundles_.size() - 1), bytes, phase);
 }
 
@@ -138,7 +143,6 @@ struct SimRun {
     std::vector<int64_t> succ_first;
     std::vector<int32_t> succ;
     std::vector<int32_t> pending;
-    std::vector<double> ready_at;
     std::vector<double> device_free_s;
     // Event heap: (time, task); a transfer's entry is its α expiry, others their end.
     using Event = std::pair<double, int32_t>;
@@ -192,7 +196,7 @@ struct SimRun {
                 push_expiry(net.latency_s(g.rank_[t], g.peer_[t]), now, t);
                 break;
             case TaskKind::bundle:
-                push_expiry(g.bundles_[g.peer_[t]].latency_s, now, t);
+                push_expiry(g.bundle_latencies_[g.bundles_[g.peer_[t]].latency], now, t);
                 break;
         }
     }
@@ -321,7 +325,7 @@ struct SimRun {
             const int32_t next = succ[e];
             // Batched rate updates report flows out of time order: a task is ready at its predecessors'
             // latest end, not at the end that happened to be processed last.
-            ready_at[next] = std::max(ready_at[next], now);
+            res.start_s[next] = std::max(res.start_s[next], now);  // the ready time until it starts
             if (--pending[next] == 0) ready.push_back(next);
         }
     }
@@ -339,7 +343,7 @@ struct SimRun {
             }
             const int32_t next = ready.back();
             ready.pop_back();
-            start(next, ready_at[next]);
+            start(next, res.start_s[next]);
         }
         draining = false;
     }
@@ -349,9 +353,8 @@ struct SimRun {
         csr(T, g.edge_from_, g.edge_to_, succ_first, succ);
         pending.assign(static_cast<size_t>(T), 0);
         for (int32_t to : g.edge_to_) ++pending[to];
-        ready_at.assign(static_cast<size_t>(T), 0.0);
         device_free_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
-        res.start_s.assign(static_cast<size_t>(T), -1.0);
+        res.start_s.assign(static_cast<size_t>(T), 0.0);
         res.end_s.assign(static_cast<size_t>(T), -1.0);
         res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
         find_pooled_groups();

@@ -52,7 +52,7 @@ class TaskGraph {
     int rank(int32_t task) const { return rank_[task]; }  // compute/delay rank, transfer source
     int peer(int32_t task) const { return kind_[task] == TaskKind::transfer ? peer_[task] : -1; }
     double amount(int32_t task) const { return amount_[task]; }  // flops, bytes or seconds
-    double bundle_latency_s(int32_t task) const { return bundles_[peer_[task]].latency_s; }
+    double bundle_latency_s(int32_t task) const { return bundle_latencies_[bundles_[peer_[task]].latency]; }
     // Bytes this graph puts on each link (shares applied, efficiency included), without simulating.
     std::vector<double> link_load_bytes(const Network& network) const;
     // Predecessors of each task, CSR (built on demand).
@@ -66,12 +66,14 @@ class TaskGraph {
     std::vector<uint8_t> phase_;
     std::vector<int32_t> rank_, peer_;  // peer: transfer destination, or bundle index
     std::vector<double> amount_;
-    struct Bundle {
+    struct Bundle {  // 24 bytes: there are millions
         int64_t hop_begin;
-        int32_t num_hops;
+        double effective_bytes;
         float weight;
-        double effective_bytes, latency_s;
+        uint16_t num_hops;
+        uint16_t latency;  // index into bundle_latencies_
     };
+    std::vector<double> bundle_latencies_;  // the distinct α of the bundles [s]
     // num_links consecutive links from `link`, each carrying `share` of the bundle.
     struct HopRun {
         int32_t link;
