@@ -25,6 +25,9 @@
 
 namespace expar {
 
+// Up to this many flows to solve, the next link to saturate is found by scanning the touched links.
+constexpr size_t kScanFlows = 16;
+
 FlowSim::FlowSim(const std::vector<NetLink>& links) {
     capacity_.reserve(links.size());
     for (const NetLink& link : links) capacity_.push_back(link.capacity_Bps);
@@ -240,25 +243,10 @@ void FlowSim::compute_rates() {
     for (int32_t l : touched_) cursor[l] -= link_unfrozen_[l];
 
     frozen_.assign(resolve_.size(), 0);
-    heap_.clear();
     auto level = [&](int32_t l) { return std::max(0.0, link_left_[l]) / link_demand_[l]; };
-    for (int32_t l : touched_)
-        if (link_unfrozen_[l] > 0) heap_.emplace_back(level(l), l);
-    auto later = std::greater<std::pair<double, int32_t>>();
-    std::make_heap(heap_.begin(), heap_.end(), later);
-    while (!heap_.empty()) {
-        std::pop_heap(heap_.begin(), heap_.end(), later);
-        const auto [key, l] = heap_.back();
-        heap_.pop_back();
-        if (link_unfrozen_[l] == 0) continue;
-        const double lambda = level(l);
-        if (lambda > key * (1 + 1e-12)) {  // stale lower bound: re-queue at the current level
-            heap_.emplace_back(lambda, l);
-            std::push_heap(heap_.begin(), heap_.end(), later);
-            continue;
-        }
-        // Freeze every unfrozen flow through l at weight·λ. (λ > 0 in exact arithmetic; rounding in
-        // link_left_ must not stall a flow.)
+    // Freezes every unfrozen flow through l at weight·λ. (λ > 0 in exact arithmetic; rounding in
+    // link_left_ must not stall a flow.)
+    auto freeze = [&](int32_t l, double lambda) {
         const double rate_unit = std::max(lambda, capacity_[l] * 1e-15);
         const int32_t event = static_cast<int32_t>(freeze_order_.size());
         for (int32_t i = link_first_[l]; link_unfrozen_[l] > 0; ++i) {
@@ -278,6 +266,44 @@ void FlowSim::compute_rates() {
                 link_demand_[m] -= hop[h].share * weight_[f];
                 --link_unfrozen_[m];
             }
+        }
+    };
+    if (resolve_.size() <= kScanFlows) {
+        // Few flows (most resumed solutions): at most one event per flow, each found by a scan of the
+        // touched links in (level, link) order, as the heap would pop them; cheaper than the heap.
+        for (size_t num_frozen = 0; num_frozen < resolve_.size();) {
+            int32_t best = -1;
+            double best_level = 0;
+            for (int32_t l : touched_) {
+                if (link_unfrozen_[l] == 0) continue;
+                const double lambda = level(l);
+                if (best < 0 || lambda < best_level || (lambda == best_level && l < best)) {
+                    best = l;
+                    best_level = lambda;
+                }
+            }
+            const size_t before = freeze_order_.size();
+            freeze(best, best_level);
+            num_frozen += freeze_order_.size() - before;
+        }
+    } else {
+        heap_.clear();
+        for (int32_t l : touched_)
+            if (link_unfrozen_[l] > 0) heap_.emplace_back(level(l), l);
+        auto later = std::greater<std::pair<double, int32_t>>();
+        std::make_heap(heap_.begin(), heap_.end(), later);
+        while (!heap_.empty()) {
+            std::pop_heap(heap_.begin(), heap_.end(), later);
+            const auto [key, l] = heap_.back();
+            heap_.pop_back();
+            if (link_unfrozen_[l] == 0) continue;
+            const double lambda = level(l);
+            if (lambda > key * (1 + 1e-12)) {  // stale lower bound: re-queue at the current level
+                heap_.emplace_back(lambda, l);
+                std::push_heap(heap_.begin(), heap_.end(), later);
+                continue;
+            }
+            freeze(l, lambda);
         }
     }
     for (size_t k = 0; k < resolve_.size(); ++k) EXPAR_ASSERT(frozen_[k] && rate_[resolve_[k]] > 0);
