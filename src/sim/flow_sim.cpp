@@ -26,7 +26,7 @@
 namespace expar {
 
 // Up to this many flows to solve, the next link to saturate is found by scanning the touched links.
-constexpr size_t kScanFlows = 16;
+constexpr size_t kScanFlows = 32;
 
 FlowSim::FlowSim(const std::vector<NetLink>& links) {
     capacity_.reserve(links.size());
@@ -298,7 +298,8 @@ void FlowSim::compute_rates() {
             heap_.pop_back();
             if (link_unfrozen_[l] == 0) continue;
             const double lambda = level(l);
-            if (lambda > key * (1 + 1e-12)) {  // stale lower bound: re-queue at the current level
+            // A stale lower bound is re-queued at the current level, unless that is still the lowest.
+            if (lambda > key * (1 + 1e-12) && !heap_.empty() && lambda > heap_.front().first) {
                 heap_.emplace_back(lambda, l);
                 std::push_heap(heap_.begin(), heap_.end(), later);
                 continue;
