@@ -60,9 +60,10 @@ struct Builder {
         rows_in.resize(std::max(M, spec.group_size));
     }
 
+    int64_t row(int64_t i) const { return w.rows ? w.rows[i] : w.rows32[i]; }
     // Rows a → b in this exchange's direction (reverse: the combine, which sends rows[b][a] back).
     int64_t rows(int a, int b, bool reverse) const {
-        return reverse ? w.rows[static_cast<int64_t>(b) * P + a] : w.rows[static_cast<int64_t>(a) * P + b];
+        return row(reverse ? static_cast<int64_t>(b) * P + a : static_cast<int64_t>(a) * P + b);
     }
     double block_flops(int rank, int src) const {
         return w.block_flops ? w.block_flops[static_cast<int64_t>(rank) * P + src]
@@ -532,7 +533,7 @@ struct Builder {
                 received_flops[b] +=
                     w.block_flops
                         ? w.block_flops[static_cast<int64_t>(b) * P + a]
-                        : static_cast<double>(w.rows[static_cast<int64_t>(a) * P + b]) * w.flops_per_row;
+                        : static_cast<double>(row(static_cast<int64_t>(a) * P + b)) * w.flops_per_row;
         out.rank_flops.assign(P, 0.0);
         // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
         // network share): a step-wide barrier.
@@ -588,14 +589,17 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
     const int P = network.num_ranks();
     EXPAR_REQUIRE(work.num_ranks == P, "simulated layer: the traffic is for "
                                            << work.num_ranks << " ranks, the network has " << P);
-    EXPAR_REQUIRE(work.rows != nullptr, "simulated layer: no traffic matrix");
+    EXPAR_REQUIRE(work.rows != nullptr || work.rows32 != nullptr, "simulated layer: no traffic matrix");
+    EXPAR_REQUIRE(work.rows == nullptr || work.rows32 == nullptr,
+                  "simulated layer: two traffic matrices (set rows or rows32, not both)");
     EXPAR_REQUIRE(work.bytes_per_row > 0, "simulated layer: bytes per row must be positive");
     EXPAR_REQUIRE(work.flops_per_row >= 0 && work.gate_flops >= 0 && work.count_bytes >= 0,
                   "simulated layer: FLOPs and byte counts must be >= 0");
-    for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i)
-        EXPAR_REQUIRE(work.rows[i] >= 0, "simulated layer: negative row count "
-                                             << work.rows[i] << " from rank " << i / P << " to rank "
-                                             << i % P);
+    for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i) {
+        const int64_t n = work.rows ? work.rows[i] : work.rows32[i];
+        EXPAR_REQUIRE(n >= 0, "simulated layer: negative row count " << n << " from rank " << i / P
+                                                                     << " to rank " << i % P);
+    }
     for (int owner : work.shadow_owner)
         EXPAR_REQUIRE(owner >= 0 && owner < P,
                       "simulated layer: shadowed expert owner " << owner << " is not a rank");
@@ -638,7 +642,8 @@ LayerPrediction predict_layer(const Network& network,
                               const LayerWork& work,
                               const ScheduleSpec& spec,
                               const SimOptions& options) {
-    const LayerGraph lg = build_layer_graph(network, work, spec);
+    LayerGraph lg = build_layer_graph(network, work, spec);
+    lg.graph.finalize();
     LayerPrediction p;
     p.aggregated = lg.aggregated;
     p.num_tasks = lg.graph.num_tasks();

@@ -28,7 +28,8 @@ std::vector<std::string> split(const std::string& s) {
 
 // Rows rank a sends to rank b: tokens·k assignments of every rank spread over destinations with
 // Zipf(skew) weights over ranks (rank 0 hottest, 1/(b+1)^skew), rounded down, remainders to the hottest.
-void make_rows(int P, int64_t tokens, int k, double skew, std::vector<int64_t>& rows) {
+template <typename Count>
+void make_rows(int P, int64_t tokens, int k, double skew, std::vector<Count>& rows) {
     std::vector<double> weight(P);
     double total = 0;
     for (int b = 0; b < P; ++b) total += weight[b] = std::pow(b + 1.0, -skew);
@@ -38,7 +39,8 @@ void make_rows(int P, int64_t tokens, int k, double skew, std::vector<int64_t>& 
     row[0] += tokens * k - assigned;
     rows.resize(static_cast<size_t>(P) * P);
     for (int a = 0; a < P; ++a)
-        for (int b = 0; b < P; ++b) rows[static_cast<size_t>(a) * P + b] = row[(b + a % 7) % P];
+        for (int b = 0; b < P; ++b)
+            rows[static_cast<size_t>(a) * P + b] = static_cast<Count>(row[(b + a % 7) % P]);
 }
 
 }  // namespace
@@ -78,12 +80,19 @@ int main(int argc, char** argv) {
         for (const std::string& r : split(ranks)) {
             const int P = std::atoi(r.c_str());
             const expar::Network net(topology, expar::sim_node_map(topology, P));
+            // From 16,384 ranks the matrix is int32 (LayerWork::rows32): 1 GiB instead of 2.
+            const bool narrow = P >= 16384;
             std::vector<int64_t> rows;
+            std::vector<int32_t> rows32;
             for (const std::string& skew : split(skews)) {
-                make_rows(P, tokens, top_k, std::atof(skew.c_str()), rows);
+                if (narrow)
+                    make_rows(P, tokens, top_k, std::atof(skew.c_str()), rows32);
+                else
+                    make_rows(P, tokens, top_k, std::atof(skew.c_str()), rows);
                 expar::LayerWork w;
                 w.num_ranks = P;
-                w.rows = rows.data();
+                w.rows = narrow ? nullptr : rows.data();
+                w.rows32 = narrow ? rows32.data() : nullptr;
                 w.bytes_per_row = 4096 * 2;                // d_model 4096, bf16
                 w.flops_per_row = 2 * 2 * 4096.0 * 14336;  // two matrices, d_ff 14336
                 w.gate_flops = 2.0 * tokens * 4096 * P;

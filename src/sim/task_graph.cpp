@@ -83,6 +83,7 @@ void TaskGraph::reserve(int64_t tasks, int64_t edges, int64_t bundles, int64_t b
 
 void TaskGraph::add_dep(int32_t before, int32_t after) {
     EXPAR_ASSERT(before >= 0 && after >= 0 && before < num_tasks() && after < num_tasks() && before != after);
+    EXPAR_ASSERT(!finalized_);
     edge_from_.push_back(before);
     edge_to_.push_back(after);
 }
@@ -102,8 +103,20 @@ void csr(int64_t n,
 }
 }  // namespace
 
+void TaskGraph::finalize() {
+    if (finalized_) return;
+    csr(num_tasks(), edge_from_, edge_to_, succ_first_, succ_);
+    std::vector<int32_t>().swap(edge_from_);
+    std::vector<int32_t>().swap(edge_to_);
+    finalized_ = true;
+}
+
 void TaskGraph::predecessors(std::vector<int64_t>& first, std::vector<int32_t>& list) const {
-    csr(num_tasks(), edge_to_, edge_from_, first, list);
+    if (!finalized_) return csr(num_tasks(), edge_to_, edge_from_, first, list);
+    std::vector<int32_t> from(succ_.size());
+    for (int64_t t = 0; t < num_tasks(); ++t)
+        for (int64_t e = succ_first_[t]; e < succ_first_[t + 1]; ++e) from[e] = static_cast<int32_t>(t);
+    csr(num_tasks(), succ_, from, first, list);
 }
 
 std::vector<double> TaskGraph::link_load_bytes(const Network& network) const {
@@ -140,8 +153,10 @@ struct SimRun {
     const SimOptions& opt;
     SimResult& res;
     FlowSim flows;
-    std::vector<int64_t> succ_first;
-    std::vector<int32_t> succ;
+    std::vector<int64_t> own_succ_first;  // the successor CSR when the graph is not finalized
+    std::vector<int32_t> own_succ;
+    const int64_t* succ_first = nullptr;
+    const int32_t* succ = nullptr;
     std::vector<int32_t> pending;
     std::vector<double> device_free_s;
     // Event heap: (time, task); a transfer's entry is its α expiry, others their end.
@@ -350,9 +365,11 @@ struct SimRun {
 
     void run() {
         const int64_t T = g.num_tasks();
-        csr(T, g.edge_from_, g.edge_to_, succ_first, succ);
+        if (!g.finalized_) csr(T, g.edge_from_, g.edge_to_, own_succ_first, own_succ);
+        succ_first = g.finalized_ ? g.succ_first_.data() : own_succ_first.data();
+        succ = g.finalized_ ? g.succ_.data() : own_succ.data();
         pending.assign(static_cast<size_t>(T), 0);
-        for (int32_t to : g.edge_to_) ++pending[to];
+        for (int64_t e = 0; e < succ_first[T]; ++e) ++pending[succ[e]];
         device_free_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
         res.start_s.assign(static_cast<size_t>(T), 0.0);
         res.end_s.assign(static_cast<size_t>(T), -1.0);

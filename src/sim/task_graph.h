@@ -39,14 +39,19 @@ class TaskGraph {
     int32_t add_compute(int rank, double flops, uint8_t phase);
     // A fixed duration that occupies nothing (seconds = 0: a join); rank is for reporting (-1: none).
     int32_t add_delay(double seconds, uint8_t phase, int rank = -1);
-    // `after` starts when `before` (and its other predecessors) have ended.
+    // `after` starts when `before` (and its other predecessors) have ended. Not after finalize().
     void add_dep(int32_t before, int32_t after);
+    // Optional, once the graph is complete: replaces the edge list by the successor lists simulate()
+    // uses, so the two are not held at once (a third less edge memory during the simulation).
+    void finalize();
 
     // Capacity for the given numbers of tasks, edges, bundles and bundle hops (optional; saves regrowth).
     void reserve(int64_t tasks, int64_t edges, int64_t bundles = 0, int64_t bundle_hops = 0);
 
     int64_t num_tasks() const { return static_cast<int64_t>(kind_.size()); }
-    int64_t num_edges() const { return static_cast<int64_t>(edge_from_.size()); }
+    int64_t num_edges() const {
+        return finalized_ ? static_cast<int64_t>(succ_.size()) : static_cast<int64_t>(edge_from_.size());
+    }
     TaskKind kind(int32_t task) const { return kind_[task]; }
     uint8_t phase(int32_t task) const { return phase_[task]; }
     int rank(int32_t task) const { return rank_[task]; }  // compute/delay rank, transfer source
@@ -83,6 +88,9 @@ class TaskGraph {
     std::vector<Bundle> bundles_;
     std::vector<HopRun> bundle_hops_;
     std::vector<int32_t> edge_from_, edge_to_;
+    bool finalized_ = false;
+    std::vector<int64_t> succ_first_;  // after finalize(): successors of each task, CSR
+    std::vector<int32_t> succ_;
 };
 
 struct SimOptions {

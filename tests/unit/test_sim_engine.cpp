@@ -421,6 +421,44 @@ TEST(SimAggregation, WithinToleranceOnSkewedTraffic) {
     std::printf("aggregated vs exact step time, skewed traffic: worst relative difference %.3f\n", worst);
 }
 
+TEST(SimAggregation, Int32RowsPredictTheSameAsInt64) {
+    std::mt19937_64 rng(5);
+    for (int trial = 0; trial < 20; ++trial) {
+        RandomCase rc = random_case(rng, false);
+        const Topology t = make_topology(rc.cluster);
+        const Network net(t, sim_node_map(t, rc.work.num_ranks));
+        const double wide = predict_layer(net, rc.work, rc.spec).step_s;
+        std::vector<int32_t> rows32(rc.rows.begin(), rc.rows.end());
+        rc.work.rows = nullptr;
+        rc.work.rows32 = rows32.data();
+        EXPECT_EQ(predict_layer(net, rc.work, rc.spec).step_s, wide) << "trial " << trial;
+    }
+}
+
+TEST(SimTaskGraph, FinalizedGraphSimulatesAndWalksTheSame) {
+    std::mt19937_64 rng(3);
+    RandomCase rc = random_case(rng, false);
+    const Topology t = make_topology(rc.cluster);
+    const Network net(t, sim_node_map(t, rc.work.num_ranks));
+    LayerGraph lg = build_layer_graph(net, rc.work, rc.spec);
+    const SimResult plain = simulate(lg.graph, net);
+    std::vector<int64_t> first_before, first_after;
+    std::vector<int32_t> list_before, list_after;
+    lg.graph.predecessors(first_before, list_before);
+    const int64_t edges = lg.graph.num_edges();
+    lg.graph.finalize();
+    EXPECT_EQ(lg.graph.num_edges(), edges);
+    lg.graph.predecessors(first_after, list_after);
+    EXPECT_EQ(first_after, first_before);
+    for (size_t t0 = 0; t0 + 1 < first_before.size(); ++t0) {  // same sets (order within a task may differ)
+        std::sort(list_before.begin() + first_before[t0], list_before.begin() + first_before[t0 + 1]);
+        std::sort(list_after.begin() + first_after[t0], list_after.begin() + first_after[t0 + 1]);
+    }
+    EXPECT_EQ(list_after, list_before);
+    const SimResult finalized = simulate(lg.graph, net);
+    EXPECT_EQ(finalized.end_s, plain.end_s);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Bad input
 
@@ -445,6 +483,17 @@ TEST(SimErrors, OneLineMessages) {
     EXPECT_EQ(error_of([&] { build_layer_graph(net, w, {}); }),
               "simulated layer: negative row count -2 from rank 1 to rank 1");
     rows[9] = 1;
+    std::vector<int32_t> rows32(64, 1);
+    w.rows32 = rows32.data();
+    EXPECT_EQ(error_of([&] { build_layer_graph(net, w, {}); }),
+              "simulated layer: two traffic matrices (set rows or rows32, not both)");
+    w.rows = nullptr;
+    rows32[10] = -3;
+    EXPECT_EQ(error_of([&] { build_layer_graph(net, w, {}); }),
+              "simulated layer: negative row count -3 from rank 1 to rank 2");
+    w.rows32 = nullptr;
+    EXPECT_EQ(error_of([&] { build_layer_graph(net, w, {}); }), "simulated layer: no traffic matrix");
+    w.rows = rows.data();
     ScheduleSpec spec;
     spec.kind = ScheduleKind::pairwise;
     spec.group_size = 3;
