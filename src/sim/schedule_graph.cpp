@@ -39,6 +39,7 @@ struct Builder {
     std::vector<int64_t> rows_out, rows_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
     std::vector<double> to_rail;         // hierarchical scratch [P, M]
+    std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -393,8 +394,7 @@ struct Builder {
         const uint8_t phase_out = backward ? kSimBwdDispatch : kSimFwdCombine;
         const double B = w.bytes_per_row, rate = net.device_flops_per_s();
         const int G = spec.group_size, n = P / G;
-        Tasks post(n), prev(n), end(n), wait(n);
-        std::vector<double> stage_flops(G);
+        Tasks post(n), prev(n), end(n);
         for (int i = 0; i < n; ++i) {
             post[i] = join(phase_in);
             end[i] = join(phase_out);
@@ -435,6 +435,38 @@ struct Builder {
                     if (then_j != then_i) dep(x, then_j);
                 }
         };
+        // Stage s pairs group i with groups i − s (sends) and i + s (computes and returns): block (X, Y)
+        // of the matrix (X's rows to Y's ranks) serves stage (X − Y) mod n in both directions. First
+        // every group's stage compute (its slowest member's expert FLOPs), reading the blocks row by row.
+        const auto stage_of = [n](int X, int Y) { return (X - Y + n) % n; };
+        stage_slowest.assign(static_cast<size_t>(n) * n, 0.0);
+        std::vector<double> stage_flops(G);
+        for (int X = 0; X < n; ++X)
+            for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
+                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
+                for (int src = X * G; src < (X + 1) * G; ++src)
+                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                double slowest = 0;
+                for (int m = 0; m < G; ++m) {
+                    expert_flops[Y * G + m] += stage_flops[m];
+                    slowest = std::max(slowest, stage_flops[m]);
+                }
+                stage_slowest[static_cast<size_t>(stage_of(X, Y)) * n + Y] = slowest;
+            }
+        // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs), the
+        // blocks of the next groups prefetched: a diagonal walk misses cache and TLB on each block row.
+        Tasks wait(n);
+        auto prefetch_block = [&](int X, int Y) {
+            if (!w.rows32 && !w.rows) return;
+            for (int a = X * G; a < (X + 1) * G; ++a) {
+                const int64_t at = static_cast<int64_t>(a) * P + static_cast<int64_t>(Y) * G;
+                if (w.rows)
+                    __builtin_prefetch(w.rows + at);
+                else
+                    __builtin_prefetch(w.rows32 + at);
+            }
+        };
+        constexpr int kAhead = 4;
         for (int s = 0; s < n; ++s) {
             for (int i = 0; i < n; ++i) {
                 wait[i] = join(phase_in);
@@ -442,20 +474,15 @@ struct Builder {
             }
             for (int i = 0; i < n; ++i) {
                 const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
+                if (i + kAhead < n) prefetch_block(i + kAhead, (i + kAhead - s + n) % n);
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
                               [&](int a, int b) { return rows(a, b, false); });
             }
             for (int i = 0; i < n; ++i) {
-                const int k = (i + s) % n;  // and computes the blocks of group i + s
-                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
-                for (int src = k * G; src < (k + 1) * G; ++src)  // rows[src][r]: contiguous in r
-                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(i * G + m, src);
-                double slowest = 0;
-                for (int m = 0; m < G; ++m) {
-                    expert_flops[i * G + m] += stage_flops[m];
-                    slowest = std::max(slowest, stage_flops[m]);
-                }
-                const int32_t c = g.add_delay(slowest / rate, phase_compute);
+                const int k = (i + s) % n;  // and computes the blocks of group i + s, returning results
+                if (i + kAhead < n) prefetch_block((i + kAhead + s) % n, i + kAhead);
+                const int32_t c =
+                    g.add_delay(stage_slowest[static_cast<size_t>(s) * n + i] / rate, phase_compute);
                 dep(wait[i], c);
                 dep(prev[i], c);
                 prev[i] = c;
