@@ -466,7 +466,7 @@ struct Builder {
                     __builtin_prefetch(w.rows32 + at);
             }
         };
-        constexpr int kAhead = 4;
+        constexpr int kAhead = 16;
         for (int s = 0; s < n; ++s) {
             for (int i = 0; i < n; ++i) {
                 wait[i] = join(phase_in);
