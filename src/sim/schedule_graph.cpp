@@ -40,6 +40,7 @@ struct Builder {
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
     std::vector<double> to_rail;         // hierarchical scratch [P, M]
     std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
+    std::vector<int64_t> band_rows;      // aggregated pairwise: blocks of a band of stages
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -453,41 +454,53 @@ struct Builder {
                 }
                 stage_slowest[static_cast<size_t>(stage_of(X, Y)) * n + Y] = slowest;
             }
-        // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs), the
-        // blocks of the next groups prefetched: a diagonal walk misses cache and TLB on each block row.
-        Tasks wait(n);
-        auto prefetch_block = [&](int X, int Y) {
-            if (!w.rows32 && !w.rows) return;
-            for (int a = X * G; a < (X + 1) * G; ++a) {
-                const int64_t at = static_cast<int64_t>(a) * P + static_cast<int64_t>(Y) * G;
-                if (w.rows)
-                    __builtin_prefetch(w.rows + at);
-                else
-                    __builtin_prefetch(w.rows32 + at);
-            }
+        // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
+        // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
+        // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
+        // band is contiguous), [stage − first, X, G, G], about 32 MiB.
+        const int64_t GG = static_cast<int64_t>(G) * G;
+        const int band =
+            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (32 << 20) / (8 * n * GG))));
+        band_rows.resize(static_cast<size_t>(band) * n * GG);
+        int band_first = 0;
+        auto fill_band = [&](int first) {
+            band_first = first;
+            const int last = std::min(n, first + band);
+            for (int X = 0; X < n; ++X)
+                for (int a = X * G; a < (X + 1) * G; ++a)
+                    for (int st = first; st < last; ++st) {
+                        const int Y = (X - st + n) % n;
+                        int64_t* to = band_rows.data() +
+                                      ((static_cast<int64_t>(st - first) * n + X) * G + (a - X * G)) * G;
+                        for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
+                    }
         };
-        constexpr int kAhead = 16;
+        // rows[a][b] for a block on diagonal `stage` of the band.
+        auto band_row = [&](int stage, int a, int b) {
+            const int X = a / G;
+            return band_rows[((static_cast<int64_t>(stage - band_first) * n + X) * G + a % G) * G + b % G];
+        };
+        Tasks wait(n);
         for (int s = 0; s < n; ++s) {
+            if (s % band == 0) fill_band(s);
             for (int i = 0; i < n; ++i) {
                 wait[i] = join(phase_in);
                 dep(post[i], wait[i]);
             }
             for (int i = 0; i < n; ++i) {
                 const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
-                if (i + kAhead < n) prefetch_block(i + kAhead, (i + kAhead - s + n) % n);
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
-                              [&](int a, int b) { return rows(a, b, false); });
+                              [&](int a, int b) { return band_row(s, a, b); });
             }
             for (int i = 0; i < n; ++i) {
                 const int k = (i + s) % n;  // and computes the blocks of group i + s, returning results
-                if (i + kAhead < n) prefetch_block((i + kAhead + s) % n, i + kAhead);
                 const int32_t c =
                     g.add_delay(stage_slowest[static_cast<size_t>(s) * n + i] / rate, phase_compute);
                 dep(wait[i], c);
                 dep(prev[i], c);
                 prev[i] = c;
                 group_traffic(i, k, phase_out, c, c, end[i], end[k],
-                              [&](int r, int src) { return rows(src, r, false); });
+                              [&](int r, int src) { return band_row(s, src, r); });
             }
             post = wait;
         }
