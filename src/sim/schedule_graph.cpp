@@ -457,7 +457,7 @@ struct Builder {
         // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
         // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
         // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
-        // band is contiguous), [stage − first, X, G, G], about 32 MiB.
+        // band is contiguous), [X, stage − first, G, G], about 32 MiB.
         const int64_t GG = static_cast<int64_t>(G) * G;
         const int band =
             static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (32 << 20) / (8 * n * GG))));
@@ -471,14 +471,15 @@ struct Builder {
                     for (int st = first; st < last; ++st) {
                         const int Y = (X - st + n) % n;
                         int64_t* to = band_rows.data() +
-                                      ((static_cast<int64_t>(st - first) * n + X) * G + (a - X * G)) * G;
+                                      ((static_cast<int64_t>(X) * band + (st - first)) * G + (a - X * G)) * G;
                         for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
                     }
         };
         // rows[a][b] for a block on diagonal `stage` of the band.
         auto band_row = [&](int stage, int a, int b) {
             const int X = a / G;
-            return band_rows[((static_cast<int64_t>(stage - band_first) * n + X) * G + a % G) * G + b % G];
+            return band_rows[((static_cast<int64_t>(X) * band + (stage - band_first)) * G + a % G) * G +
+                             b % G];
         };
         Tasks wait(n);
         for (int s = 0; s < n; ++s) {
