@@ -50,6 +50,8 @@ void FlowSim::start(int64_t id, double bytes, double weight, const FlowHop* hops
         f = static_cast<int32_t>(id_.size());
         id_.push_back(0);
         remaining_.push_back(0);
+        updated_s_.push_back(0);
+        version_.push_back(0);
         bytes_.push_back(0);
         rate_.push_back(0);
         weight_.push_back(0);
@@ -63,6 +65,7 @@ void FlowSim::start(int64_t id, double bytes, double weight, const FlowHop* hops
     }
     id_[f] = id;
     remaining_[f] = bytes;
+    updated_s_[f] = now_s_;
     bytes_[f] = bytes;
     rate_[f] = 0;
     weight_[f] = weight;
@@ -83,7 +86,16 @@ void FlowSim::start(int64_t id, double bytes, double weight, const FlowHop* hops
 
 double FlowSim::next_completion_s() {
     if (!rates_valid_) compute_rates();
-    return next_finish_s_;
+    const Finish* next = next_finish();
+    return next ? next->time_s : std::numeric_limits<double>::infinity();
+}
+
+const FlowSim::Finish* FlowSim::next_finish() {
+    while (!finish_heap_.empty() && finish_heap_.front().version != version_[finish_heap_.front().slot]) {
+        std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+        finish_heap_.pop_back();
+    }
+    return finish_heap_.empty() ? nullptr : &finish_heap_.front();
 }
 
 double FlowSim::rate_of(int64_t id) {
@@ -96,40 +108,31 @@ double FlowSim::rate_of(int64_t id) {
 void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
     if (!rates_valid_) compute_rates();
     if (t <= now_s_) return;
-    const double dt = t - now_s_;
-    size_t i = 0;
-    while (i < active_.size()) {
-        const int32_t f = active_[i];
-        const double finish = now_s_ + remaining_[f] / rate_[f];
+    for (const Finish* next = next_finish(); next && next->time_s <= t + 1e-12 * t; next = next_finish()) {
         // Rounding: a flow due within a relative 1e-12 of t is done at t.
-        if (finish <= t + 1e-12 * t) {
-            done.push_back(FlowDone{id_[f], std::min(finish, t)});
-            const FlowHop* hop = hops_.data() + hop_begin_[f];
-            for (int h = 0; h < num_hops_[f]; ++h) link_bytes_[hop[h].link] += bytes_[f] * hop[h].share;
-            const int32_t last = active_.back();
-            active_[i] = last;
-            active_pos_[last] = static_cast<int32_t>(i);
-            active_.pop_back();
-            active_pos_[f] = -1;
-            completed_.push_back(f);  // released once the next solution has taken its rate back
-            rates_valid_ = false;
-            continue;
-        }
-        remaining_[f] -= rate_[f] * dt;
-        ++i;
+        const int32_t f = next->slot;
+        done.push_back(FlowDone{id_[f], std::min(next->time_s, t)});
+        std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+        finish_heap_.pop_back();
+        const FlowHop* hop = hops_.data() + hop_begin_[f];
+        for (int h = 0; h < num_hops_[f]; ++h) link_bytes_[hop[h].link] += bytes_[f] * hop[h].share;
+        const int32_t last = active_.back(), i = active_pos_[f];
+        active_[i] = last;
+        active_pos_[last] = i;
+        active_.pop_back();
+        active_pos_[f] = -1;
+        ++version_[f];
+        completed_.push_back(f);  // released once the next solution has taken its rate back
+        rates_valid_ = false;
     }
     now_s_ = t;
-    if (rates_valid_) {
-        next_finish_s_ = std::numeric_limits<double>::infinity();
-        for (int32_t f : active_)
-            next_finish_s_ = std::min(next_finish_s_, now_s_ + remaining_[f] / rate_[f]);
-    }
 }
 
 void FlowSim::release(int32_t slot) {
     live_hops_ -= num_hops_[slot];
     num_hops_[slot] = 0;
     event_begin_[slot] = -1;
+    rate_[slot] = 0;
     free_slots_.push_back(slot);
 }
 
@@ -254,7 +257,17 @@ void FlowSim::compute_rates() {
             if (frozen_[k]) continue;
             frozen_[k] = 1;
             const int32_t f = resolve_[k];
-            rate_[f] = weight_[f] * rate_unit;
+            const double rate = weight_[f] * rate_unit;
+            if (rate != rate_[f]) {  // the bytes moved at the old rate, then a new finish time
+                remaining_[f] -= rate_[f] * (now_s_ - updated_s_[f]);
+                updated_s_[f] = now_s_;
+                rate_[f] = rate;
+                ++version_[f];
+                if (partial) {
+                    finish_heap_.push_back(Finish{now_s_ + remaining_[f] / rate, f, version_[f]});
+                    std::push_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+                }
+            }
             event_begin_[f] = event;
             freeze_order_.push_back(f);
             freeze_level_.push_back(rate_unit);
@@ -308,8 +321,12 @@ void FlowSim::compute_rates() {
         }
     }
     for (size_t k = 0; k < resolve_.size(); ++k) EXPAR_ASSERT(frozen_[k] && rate_[resolve_[k]] > 0);
-    next_finish_s_ = std::numeric_limits<double>::infinity();
-    for (int32_t f : active_) next_finish_s_ = std::min(next_finish_s_, now_s_ + remaining_[f] / rate_[f]);
+    if (!partial || finish_heap_.size() > 2 * active_.size() + 1024) {  // rebuild: O(F), no stale entries
+        finish_heap_.clear();
+        for (int32_t f : active_)
+            finish_heap_.push_back(Finish{updated_s_[f] + remaining_[f] / rate_[f], f, version_[f]});
+        std::make_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+    }
     for (int32_t f : completed_) release(f);
     completed_.clear();
     started_.clear();

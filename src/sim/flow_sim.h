@@ -62,11 +62,25 @@ class FlowSim {
     std::vector<double> capacity_;
     double now_s_ = 0;
     bool rates_valid_ = true;
-    double next_finish_s_ = std::numeric_limits<double>::infinity();
+    // Finish times: (time, slot, version) in a min-heap; an entry is current while its slot's version is
+    // unchanged (a new rate or a completion bumps it); stale ones are dropped when they reach the top.
+    // A full solution rebuilds the heap in O(F); a resumed one pushes only the flows whose rate changed.
+    struct Finish {
+        double time_s;
+        int32_t slot;
+        uint32_t version;
+        bool operator>(const Finish& o) const {
+            return time_s > o.time_s || (time_s == o.time_s && slot > o.slot);
+        }
+    };
+    std::vector<Finish> finish_heap_;
+    std::vector<uint32_t> version_;
+    std::vector<double> updated_s_;  // [slot] the time remaining_ refers to
+    const Finish* next_finish();     // the current top, stale entries dropped; null when none
     // Flows live in slots (struct of arrays, stable while the flow is active); active_ lists the active
     // slots, active_pos_ each slot's place in it; freed slots are reused.
     std::vector<int64_t> id_;
-    std::vector<double> remaining_, rate_, weight_, bytes_;
+    std::vector<double> remaining_, rate_, weight_, bytes_;  // remaining_ as of updated_s_
     std::vector<int64_t> hop_begin_;
     std::vector<int32_t> num_hops_;
     std::vector<int32_t> active_, active_pos_, free_slots_;

@@ -1,7 +1,8 @@
 // build/sim_scale_bench: how long the simulator takes for one MoE layer step (forward + backward) at
-// thousands of ranks, on one core. Prints graph size, the wall and CPU time of predict_layer() (graph build +
-// simulation + bound) and of the simulation alone, events/s and peak memory per configuration
-// (docs/simulator.md "Scale"). Usage:
+// thousands of ranks, on one core. Prints graph size, rate computations (and how many resumed a previous
+// solution), the wall and CPU time of predict_layer() (graph build + simulation + bound) and the wall
+// time of the simulation alone, events/s and peak memory per configuration (docs/simulator.md "Scale").
+// From 16,384 ranks the traffic matrix is int32 (LayerWork::rows32). Usage:
 //   sim_scale_bench [--ranks 4096,16384] [--schedule plain,pairwise,hierarchical] [--skew 0,1.2]
 //                   [--topology topology/dgx-h100.yaml] [--tokens 4096] [--top-k 2] [--window 0]
 #include <chrono>

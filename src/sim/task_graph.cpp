@@ -428,6 +428,7 @@ SimResult simulate(const TaskGraph& graph, const Network& network, const SimOpti
         result.link_bytes = graph.link_load_bytes(network);
         result.num_rate_computations = run.flows.num_rate_computations();
         result.num_partial_rate_computations = run.flows.num_partial_computations();
+        for (uint8_t pooled : run.pooled) result.num_pooled_nic_groups += pooled;
         result.peak_active_flows = run.flows.peak_active();
     }
     const std::vector<NetLink>& links = network.links();

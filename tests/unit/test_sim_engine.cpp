@@ -399,6 +399,34 @@ TEST(SimAggregation, ExactOnUniformTraffic) {
     }
 }
 
+TEST(SimAggregation, EvenlySpreadNicPortsArePooledExactly) {
+    // 3 nodes × 4 devices × 4 NICs: uniform traffic spreads every bundle evenly over a node's ports, so
+    // all 2 × 3 port sets are simulated as one port each, with the exact graph's step time. A hot
+    // destination rank makes its node's ingress uneven, and its egress in the combine (which returns the
+    // rows); every other node still spreads evenly (each of its devices sends the hot rank the same): 4
+    // sets left.
+    Cluster c;
+    c.nodes = 3;
+    c.devices = 4;
+    c.nics = 4;
+    const Network net = make_network(c);
+    std::vector<int64_t> rows;
+    LayerWork w = uniform_work(12, 50, rows);
+    ScheduleSpec spec;
+    spec.aggregation = Aggregation::none;
+    const LayerPrediction exact = predict_layer(net, w, spec);
+    EXPECT_EQ(exact.sim.num_pooled_nic_groups, 0);  // single messages on every port
+    spec.aggregation = Aggregation::node_pair;
+    const LayerPrediction pooled = predict_layer(net, w, spec);
+    EXPECT_EQ(pooled.sim.num_pooled_nic_groups, 6);
+    EXPECT_NEAR(pooled.step_s, exact.step_s, 1e-12 * exact.step_s);
+    for (size_t l = 0; l < exact.sim.link_bytes.size(); ++l)  // every port still carries its bytes
+        EXPECT_NEAR(pooled.sim.link_bytes[l], exact.sim.link_bytes[l], 1e-6 * exact.sim.link_bytes[l]) << l;
+    for (int a = 0; a < 12; ++a) rows[a * 12 + 5] += 400;
+    const LayerPrediction uneven = predict_layer(net, w, spec);
+    EXPECT_EQ(uneven.sim.num_pooled_nic_groups, 4);
+}
+
 // Bundles force their messages to finish together and pairwise groups to move in step; on small random
 // skewed cases the step time stays within this fraction of the exact graph's (docs/simulator.md).
 constexpr double kAggregationTolerance = 0.2;
