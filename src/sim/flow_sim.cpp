@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 
 #include "check.h"
@@ -126,6 +127,48 @@ void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
         rates_valid_ = false;
     }
     now_s_ = t;
+}
+
+void FlowSim::LevelQueue::clear() {
+    for (auto& b : bucket) b.clear();
+    last = 0;
+    size = 0;
+}
+
+namespace {
+uint64_t level_bits(double level) {  // monotone in level for level >= 0 (IEEE 754)
+    level = std::max(0.0, level);    // also maps NaN to 0
+    uint64_t bits;
+    std::memcpy(&bits, &level, sizeof bits);
+    return bits;
+}
+int level_bucket(uint64_t key, uint64_t last) {
+    return key == last ? 0 : 64 - __builtin_clzll(key ^ last);
+}
+}  // namespace
+
+void FlowSim::LevelQueue::push(double level, int32_t link) {
+    const uint64_t key = level_bits(level);
+    bucket[level_bucket(key, last)].emplace_back(key, link);
+    ++size;
+}
+
+std::pair<double, int32_t> FlowSim::LevelQueue::pop() {
+    if (bucket[0].empty()) {  // the lowest non-empty bucket holds the minimum: spread it below it
+        int i = 1;
+        while (bucket[i].empty()) ++i;
+        uint64_t lowest = bucket[i][0].first;
+        for (const auto& e : bucket[i]) lowest = std::min(lowest, e.first);
+        last = lowest;
+        for (const auto& e : bucket[i]) bucket[level_bucket(e.first, last)].push_back(e);
+        bucket[i].clear();
+    }
+    const auto [key, link] = bucket[0].back();
+    bucket[0].pop_back();
+    --size;
+    double level;
+    std::memcpy(&level, &key, sizeof level);
+    return {level, link};
 }
 
 void FlowSim::release(int32_t slot) {
@@ -300,21 +343,15 @@ void FlowSim::compute_rates() {
             num_frozen += freeze_order_.size() - before;
         }
     } else {
-        heap_.clear();
+        queue_.clear();
         for (int32_t l : touched_)
-            if (link_unfrozen_[l] > 0) heap_.emplace_back(level(l), l);
-        auto later = std::greater<std::pair<double, int32_t>>();
-        std::make_heap(heap_.begin(), heap_.end(), later);
-        while (!heap_.empty()) {
-            std::pop_heap(heap_.begin(), heap_.end(), later);
-            const auto [key, l] = heap_.back();
-            heap_.pop_back();
+            if (link_unfrozen_[l] > 0) queue_.push(level(l), l);
+        while (queue_.size > 0) {
+            const auto [key, l] = queue_.pop();
             if (link_unfrozen_[l] == 0) continue;
             const double lambda = level(l);
-            // A stale lower bound is re-queued at the current level, unless that is still the lowest.
-            if (lambda > key * (1 + 1e-12) && !heap_.empty() && lambda > heap_.front().first) {
-                heap_.emplace_back(lambda, l);
-                std::push_heap(heap_.begin(), heap_.end(), later);
+            if (lambda > key * (1 + 1e-12)) {  // stale lower bound: re-queue at the current level
+                queue_.push(lambda, l);
                 continue;
             }
             freeze(l, lambda);

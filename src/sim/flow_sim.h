@@ -102,7 +102,18 @@ class FlowSim {
     std::vector<int32_t> link_unfrozen_, link_first_, adjacency_, touched_, resolve_;
     std::vector<int64_t> link_stamp_;
     std::vector<uint8_t> frozen_;
-    std::vector<std::pair<double, int32_t>> heap_;
+    // Links by level for progressive filling. Levels popped never fall (a re-queued link's level rose), so
+    // a radix heap on the bit patterns of the non-negative levels serves: O(1) push, amortised O(64) pop.
+    struct LevelQueue {
+        std::vector<std::pair<uint64_t, int32_t>>
+            bucket[65];  // [0]: level == last; [i]: top differing bit i − 1
+        uint64_t last = 0;
+        size_t size = 0;
+        void clear();
+        void push(double level, int32_t link);
+        std::pair<double, int32_t> pop();  // lowest level first
+    };
+    LevelQueue queue_;
     int64_t num_rate_computations_ = 0, num_partial_computations_ = 0, peak_active_ = 0;
 };
 
