@@ -220,7 +220,9 @@ struct SimRun {
         const Event e{now + alpha_s, t};
         for (AlphaQueue& q : alpha_queues)
             if (q.alpha_s == alpha_s) {
-                if (q.head == q.items.size() || !(e < q.items.back())) {
+                // Sorted by time only: tasks ready at one instant start in any id order, and the
+                // expiries of one instant are activated together anyway.
+                if (q.head == q.items.size() || e.first >= q.items.back().first) {
                     q.items.push_back(e);
                     return;
                 }
@@ -239,7 +241,7 @@ struct SimRun {
         Event e{std::numeric_limits<double>::infinity(), -1};
         if (!events.empty()) e = events.top();
         for (AlphaQueue& q : alpha_queues)
-            if (q.head < q.items.size() && q.items[q.head] < e) {
+            if (q.head < q.items.size() && q.items[q.head].first < e.first) {
                 e = q.items[q.head];
                 best = &q;
             }
