@@ -54,7 +54,7 @@ class FlowSim {
     double rate_of(int64_t id);
 
    private:
-    // Weighted max-min by progressive filling, O((L + H) log L) over the flows it re-solves.
+    // Weighted max-min by progressive filling over the flows it re-solves (L links, H route entries).
     void compute_rates();
     void compact_hops();
     void release(int32_t slot);

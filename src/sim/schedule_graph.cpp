@@ -457,10 +457,10 @@ struct Builder {
         // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
         // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
         // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
-        // band is contiguous), [X, stage − first, G, G], about 32 MiB.
+        // band is contiguous), [X, stage − first, G, G], about 4 MiB (cache-sized).
         const int64_t GG = static_cast<int64_t>(G) * G;
         const int band =
-            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (32 << 20) / (8 * n * GG))));
+            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (8 * n * GG))));
         band_rows.resize(static_cast<size_t>(band) * n * GG);
         int band_first = 0;
         auto fill_band = [&](int first) {
@@ -475,11 +475,9 @@ struct Builder {
                         for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
                     }
         };
-        // rows[a][b] for a block on diagonal `stage` of the band.
-        auto band_row = [&](int stage, int a, int b) {
-            const int X = a / G;
-            return band_rows[((static_cast<int64_t>(X) * band + (stage - band_first)) * G + a % G) * G +
-                             b % G];
+        // Block (X, ·) of diagonal `stage` in the band: its G × G rows, row-major.
+        auto band_block = [&](int stage, int X) {
+            return band_rows.data() + (static_cast<int64_t>(X) * band + (stage - band_first)) * GG;
         };
         Tasks wait(n);
         for (int s = 0; s < n; ++s) {
@@ -490,8 +488,10 @@ struct Builder {
             }
             for (int i = 0; i < n; ++i) {
                 const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
+                const int64_t* block = band_block(s, i);
+                const int a0 = i * G, b0 = j * G;
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
-                              [&](int a, int b) { return band_row(s, a, b); });
+                              [&](int a, int b) { return block[(a - a0) * G + (b - b0)]; });
             }
             for (int i = 0; i < n; ++i) {
                 const int k = (i + s) % n;  // and computes the blocks of group i + s, returning results
@@ -500,8 +500,10 @@ struct Builder {
                 dep(wait[i], c);
                 dep(prev[i], c);
                 prev[i] = c;
+                const int64_t* block = band_block(s, k);  // rows[src][r], src in group k, r in group i
+                const int src0 = k * G, r0 = i * G;
                 group_traffic(i, k, phase_out, c, c, end[i], end[k],
-                              [&](int r, int src) { return band_row(s, src, r); });
+                              [&](int r, int src) { return block[(src - src0) * G + (r - r0)]; });
             }
             post = wait;
         }
