@@ -105,8 +105,8 @@ class FlowSim {
     // Links by level for progressive filling. Levels popped never fall (a re-queued link's level rose), so
     // a radix heap on the bit patterns of the non-negative levels serves: O(1) push, amortised O(64) pop.
     struct LevelQueue {
-        std::vector<std::pair<uint64_t, int32_t>>
-            bucket[65];  // [0]: level == last; [i]: top differing bit i − 1
+        // (level bits, link); bucket 0: level == last popped, bucket i: highest bit differing is i − 1.
+        std::vector<std::pair<uint64_t, int32_t>> bucket[65];
         uint64_t last = 0;
         size_t size = 0;
         void clear();

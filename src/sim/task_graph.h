@@ -112,8 +112,8 @@ struct SimResult {
     // max-min solutions (one per batch of simultaneous changes).
     int64_t num_events = 0, num_rate_computations = 0, peak_active_flows = 0;
     int64_t num_partial_rate_computations = 0;  // of which resumed a previous solution (flow_sim.h)
-    int num_pooled_nic_groups =
-        0;  // node egress/ingress port sets simulated as one port (exact; task_graph.cpp)
+    // Node egress/ingress NIC port sets simulated as one port (exact; task_graph.cpp).
+    int num_pooled_nic_groups = 0;
     double wall_s = 0, events_per_s = 0;
     int64_t peak_rss_bytes = 0;  // getrusage, the whole process
 };
