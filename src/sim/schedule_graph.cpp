@@ -36,7 +36,11 @@ struct Builder {
     // Bundle scratch.
     std::vector<FlowHop> hops;
     std::vector<double> port_out, port_in, dev_out, dev_in;
+    std::vector<int64_t> rows_out, rows_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
+    std::vector<double> to_rail;         // hierarchical scratch [P, M]
+    std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
+    std::vector<int64_t> band_rows;      // aggregated pairwise: blocks of a band of stages
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -50,13 +54,18 @@ struct Builder {
           M(network.ranks_per_node()) {
         port_out.resize(M);
         port_in.resize(M);
+        hops.resize(4 * static_cast<size_t>(std::max(M, spec.group_size)) +
+                    1);  // ≤ 2 device + 2 NIC per rank
         dev_out.resize(std::max(M, spec.group_size));
         dev_in.resize(std::max(M, spec.group_size));
+        rows_out.resize(std::max(M, spec.group_size));
+        rows_in.resize(std::max(M, spec.group_size));
     }
 
+    int64_t row(int64_t i) const { return w.rows ? w.rows[i] : w.rows32[i]; }
     // Rows a → b in this exchange's direction (reverse: the combine, which sends rows[b][a] back).
     int64_t rows(int a, int b, bool reverse) const {
-        return reverse ? w.rows[static_cast<int64_t>(b) * P + a] : w.rows[static_cast<int64_t>(a) * P + b];
+        return row(reverse ? static_cast<int64_t>(b) * P + a : static_cast<int64_t>(a) * P + b);
     }
     double block_flops(int rank, int src) const {
         return w.block_flops ? w.block_flops[static_cast<int64_t>(rank) * P + src]
@@ -65,56 +74,81 @@ struct Builder {
     int32_t join(uint8_t phase, int rank = -1) { return g.add_delay(0, phase, rank); }
     void dep(int32_t before, int32_t after) { g.add_dep(before, after); }
 
-    // The bundle of the messages from ranks [a0, a1) of one node to ranks [b0, b1) of another, bytes(a, b)
-    // each: the links of Network::route() with each one's share of the bundle's effective bytes, built
-    // from per-device sums instead of routing every message.
-    template <typename Bytes>
-    int32_t node_pair_bundle(int a0, int a1, int b0, int b1, uint8_t phase, Bytes bytes) {
+    // The bundle of the messages from ranks [a0, a1) of one node to ranks [b0, b1) of another, count(a, b)
+    // rows of bytes_per_row each (only a − a0 == b − b0 when `diagonal`): the links of Network::route()
+    // with each one's share of the bundle's effective bytes, built from per-device sums instead of
+    // routing every message. Without an efficiency table the sums are of integer rows (exact, and no
+    // floating-point dependency chain in the O(P²) loop).
+    template <typename Count>
+    int32_t node_pair_bundle(
+        int a0, int a1, int b0, int b1, uint8_t phase, double bytes_per_row, bool diagonal, Count count) {
         std::fill(port_out.begin(), port_out.end(), 0.0);
         std::fill(port_in.begin(), port_in.end(), 0.0);
-        std::fill(dev_out.begin(), dev_out.begin() + (a1 - a0), 0.0);
-        std::fill(dev_in.begin(), dev_in.begin() + (b1 - b0), 0.0);
         double total = 0, total_eff = 0;
         int members = 0;
-        const bool scaled = net.has_efficiency_table();
-        for (int a = a0; a < a1; ++a)
-            for (int b = b0; b < b1; ++b) {
-                const double m = bytes(a, b);
-                if (m <= 0) continue;
-                const double eff = scaled ? m / net.efficiency(m) : m;
-                dev_out[a - a0] += eff;
-                dev_in[b - b0] += eff;
-                total += m;
-                total_eff += eff;
-                ++members;
+        if (!net.has_efficiency_table()) {
+            std::fill(rows_out.begin(), rows_out.begin() + (a1 - a0), 0);
+            std::fill(rows_in.begin(), rows_in.begin() + (b1 - b0), 0);
+            int64_t total_rows = 0;
+            for (int a = a0; a < a1; ++a) {
+                int64_t out = 0;
+                for (int b = diagonal ? b0 + (a - a0) : b0; b < (diagonal ? b0 + (a - a0) + 1 : b1); ++b) {
+                    const int64_t n = count(a, b);
+                    out += n;
+                    rows_in[b - b0] += n;
+                    members += n > 0;
+                }
+                rows_out[a - a0] = out;
+                total_rows += out;
             }
+            for (int a = a0; a < a1; ++a)
+                dev_out[a - a0] = static_cast<double>(rows_out[a - a0]) * bytes_per_row;
+            for (int b = b0; b < b1; ++b)
+                dev_in[b - b0] = static_cast<double>(rows_in[b - b0]) * bytes_per_row;
+            total = total_eff = static_cast<double>(total_rows) * bytes_per_row;
+        } else {
+            std::fill(dev_out.begin(), dev_out.begin() + (a1 - a0), 0.0);
+            std::fill(dev_in.begin(), dev_in.begin() + (b1 - b0), 0.0);
+            for (int a = a0; a < a1; ++a)
+                for (int b = diagonal ? b0 + (a - a0) : b0; b < (diagonal ? b0 + (a - a0) + 1 : b1); ++b) {
+                    const double m = static_cast<double>(count(a, b)) * bytes_per_row;
+                    if (m <= 0) continue;
+                    const double eff = m / net.efficiency(m);
+                    dev_out[a - a0] += eff;
+                    dev_in[b - b0] += eff;
+                    total += m;
+                    total_eff += eff;
+                    ++members;
+                }
+        }
         if (members == 0) return -1;
         const int A = map.node_of_rank[a0], B2 = map.node_of_rank[b0];
-        hops.clear();
+        // Hops written field by field into a buffer sized once (push_back of a freshly built FlowHop
+        // stalls on store forwarding, which was a quarter of the plain build).
+        int num_hops = 0;
+        auto hop = [&](int32_t link, double share) {
+            hops[num_hops].link = link;
+            hops[num_hops].share = static_cast<float>(share);
+            ++num_hops;
+        };
         const bool pcie = net.nic_traffic_crosses_device_links();
         for (int a = a0; a < a1; ++a) {
             port_out[net.nic_port_of(a)] += dev_out[a - a0];
-            if (pcie && dev_out[a - a0] > 0)
-                hops.push_back(
-                    FlowHop{net.device_egress_link(a), static_cast<float>(dev_out[a - a0] / total_eff)});
+            if (pcie && dev_out[a - a0] > 0) hop(net.device_egress_link(a), dev_out[a - a0] / total_eff);
         }
         for (int b = b0; b < b1; ++b) {
             port_in[net.nic_port_of(b)] += dev_in[b - b0];
-            if (pcie && dev_in[b - b0] > 0)
-                hops.push_back(
-                    FlowHop{net.device_ingress_link(b), static_cast<float>(dev_in[b - b0] / total_eff)});
+            if (pcie && dev_in[b - b0] > 0) hop(net.device_ingress_link(b), dev_in[b - b0] / total_eff);
         }
-        for (int p = 0; p < net.nic_ports_per_node(); ++p) {
-            if (port_out[p] > 0)
-                hops.push_back(
-                    FlowHop{net.nic_egress_link(A, p), static_cast<float>(port_out[p] / total_eff)});
-            if (port_in[p] > 0)
-                hops.push_back(
-                    FlowHop{net.nic_ingress_link(B2, p), static_cast<float>(port_in[p] / total_eff)});
-        }
-        if (net.core_link() >= 0) hops.push_back(FlowHop{net.core_link(), 1.0f});
-        return g.add_bundle(hops.data(), static_cast<int>(hops.size()), total, std::max(total_eff, total),
-                            members, net.inter_latency_s(), phase);
+        // Egress ports, then ingress ports, each in port order: add_bundle() stores equal shares on a
+        // node's consecutive ports as one run, which simulate() can pool.
+        for (int p = 0; p < net.nic_ports_per_node(); ++p)
+            if (port_out[p] > 0) hop(net.nic_egress_link(A, p), port_out[p] / total_eff);
+        for (int p = 0; p < net.nic_ports_per_node(); ++p)
+            if (port_in[p] > 0) hop(net.nic_ingress_link(B2, p), port_in[p] / total_eff);
+        if (net.core_link() >= 0) hop(net.core_link(), 1.0);
+        return g.add_bundle(hops.data(), num_hops, total, std::max(total_eff, total), members,
+                            net.inter_latency_s(), phase);
     }
     // One message a → b between `after_a`/`after_b` (both ends posted) and `then_a`/`then_b`.
     void message(int a,
@@ -167,11 +201,14 @@ struct Builder {
         Tasks node_done(N);
         for (int n = 0; n < N; ++n) node_done[n] = join(phase);
         for (int r = 0; r < P; ++r) dep(node_done[map.node_of_rank[r]], done[r]);
-        for (int A = 0; A < N; ++A)
-            for (int B2 = 0; B2 < N; ++B2) {
+        // Node pairs in the order that reads the matrix row by row (the reverse exchange reads the
+        // block of B2's rows): a column walk costs a cache and TLB miss per row at thousands of ranks.
+        for (int X = 0; X < N; ++X)
+            for (int Y = 0; Y < N; ++Y) {
+                const int A = reverse ? Y : X, B2 = reverse ? X : Y;
                 if (A == B2) continue;
-                const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase,
-                                                   [&](int a, int b) { return rows(a, b, reverse) * B; });
+                const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase, B, false,
+                                                   [&](int a, int b) { return rows(a, b, reverse); });
                 if (x < 0) continue;
                 dep(node_ready[A], x);
                 dep(node_ready[B2], x);
@@ -190,14 +227,20 @@ struct Builder {
             p1[r] = join(phase, r);
             dep(ready[r], p1[r]);
         }
-        std::vector<double> to_rail(M);
+        // [P, M] bytes of rank a for rail l, summed over b in increasing order, reading the matrix row by
+        // row in both directions.
+        to_rail.assign(static_cast<size_t>(P) * M, 0.0);
+        for (int i = 0; i < P; ++i)
+            for (int j = 0; j < P; ++j) {
+                const int a = reverse ? j : i, b = reverse ? i : j;
+                to_rail[static_cast<size_t>(a) * M + map.local_index[b]] += rows(a, b, reverse) * B;
+            }
         for (int a = 0; a < P; ++a) {
-            std::fill(to_rail.begin(), to_rail.end(), 0.0);
-            for (int b = 0; b < P; ++b) to_rail[map.local_index[b]] += rows(a, b, reverse) * B;
             const int A = map.node_of_rank[a];
             for (int l = 0; l < M; ++l) {
                 const int peer = map.rank_at(A, l);
-                message(a, peer, to_rail[l], phase, ready[a], ready[peer], p1[a], p1[peer]);
+                message(a, peer, to_rail[static_cast<size_t>(a) * M + l], phase, ready[a], ready[peer], p1[a],
+                        p1[peer]);
             }
         }
         done.resize(P);
@@ -205,7 +248,7 @@ struct Builder {
             done[r] = join(phase, r);
             dep(p1[r], done[r]);
         }
-        std::vector<double> rail_bytes(M);
+        std::vector<int64_t> rail_rows(M);
         Tasks node_p1, node_done;
         if (aggregate) {
             node_p1 = node_join(p1, phase);
@@ -213,21 +256,22 @@ struct Builder {
             for (int n = 0; n < N; ++n) node_done[n] = join(phase);
             for (int r = 0; r < P; ++r) dep(node_done[map.node_of_rank[r]], done[r]);
         }
-        for (int A = 0; A < N; ++A)
-            for (int B2 = 0; B2 < N; ++B2) {
+        for (int X = 0; X < N; ++X)
+            for (int Y = 0; Y < N; ++Y) {
+                const int A = reverse ? Y : X, B2 = reverse ? X : Y;  // row by row, as in plain()
                 if (A == B2) continue;
                 for (int l = 0; l < M; ++l) {
-                    double bytes = 0;  // rows of all of node A for rank (B2, l)
+                    int64_t n = 0;  // rows of all of node A for rank (B2, l)
                     for (int src = 0; src < M; ++src)
-                        bytes += rows(map.rank_at(A, src), map.rank_at(B2, l), reverse) * B;
-                    rail_bytes[l] = bytes;
+                        n += rows(map.rank_at(A, src), map.rank_at(B2, l), reverse);
+                    rail_rows[l] = n;
                     const int a = map.rank_at(A, l), b = map.rank_at(B2, l);
-                    if (!aggregate) message(a, b, bytes, phase, p1[a], p1[b], done[a], done[b]);
+                    if (!aggregate)
+                        message(a, b, static_cast<double>(n) * B, phase, p1[a], p1[b], done[a], done[b]);
                 }
                 if (!aggregate) continue;
-                const int32_t x = node_pair_bundle(
-                    A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase,
-                    [&](int a, int b) { return a - A * M == b - B2 * M ? rail_bytes[a - A * M] : 0.0; });
+                const int32_t x = node_pair_bundle(A * M, (A + 1) * M, B2 * M, (B2 + 1) * M, phase, B, true,
+                                                   [&](int a, int) { return rail_rows[a - A * M]; });
                 if (x < 0) continue;
                 dep(node_p1[A], x);
                 dep(node_p1[B2], x);
@@ -351,8 +395,7 @@ struct Builder {
         const uint8_t phase_out = backward ? kSimBwdDispatch : kSimFwdCombine;
         const double B = w.bytes_per_row, rate = net.device_flops_per_s();
         const int G = spec.group_size, n = P / G;
-        Tasks post(n), prev(n), end(n), wait(n);
-        std::vector<double> stage_flops(G);
+        Tasks post(n), prev(n), end(n);
         for (int i = 0; i < n; ++i) {
             post[i] = join(phase_in);
             end[i] = join(phase_out);
@@ -370,9 +413,9 @@ struct Builder {
             }
         }
         // Traffic from the members of group i to those of group j, node pair by node pair;
-        // bytes(a, b) gives each message. Same-node pairs stay single messages.
+        // count(a, b) gives each message's rows. Same-node pairs stay single messages.
         auto group_traffic = [&](int i, int j, uint8_t phase, int32_t after_i, int32_t after_j,
-                                 int32_t then_i, int32_t then_j, auto bytes) {
+                                 int32_t then_i, int32_t then_j, auto count) {
             const int first_a = i * G, first_b = j * G;
             for (int A = first_a / M; A * M < first_a + G; ++A)
                 for (int B2 = first_b / M; B2 * M < first_b + G; ++B2) {
@@ -381,10 +424,11 @@ struct Builder {
                     if (A == B2) {
                         for (int a = a0; a < a1; ++a)
                             for (int b = b0; b < b1; ++b)
-                                message(a, b, bytes(a, b), phase, after_i, after_j, then_i, then_j);
+                                message(a, b, static_cast<double>(count(a, b)) * B, phase, after_i, after_j,
+                                        then_i, then_j);
                         continue;
                     }
-                    const int32_t x = node_pair_bundle(a0, a1, b0, b1, phase, bytes);
+                    const int32_t x = node_pair_bundle(a0, a1, b0, b1, phase, B, false, count);
                     if (x < 0) continue;
                     dep(after_i, x);
                     if (after_j != after_i) dep(after_j, x);
@@ -392,32 +436,74 @@ struct Builder {
                     if (then_j != then_i) dep(x, then_j);
                 }
         };
+        // Stage s pairs group i with groups i − s (sends) and i + s (computes and returns): block (X, Y)
+        // of the matrix (X's rows to Y's ranks) serves stage (X − Y) mod n in both directions. First
+        // every group's stage compute (its slowest member's expert FLOPs), reading the blocks row by row.
+        const auto stage_of = [n](int X, int Y) { return (X - Y + n) % n; };
+        stage_slowest.assign(static_cast<size_t>(n) * n, 0.0);
+        std::vector<double> stage_flops(G);
+        for (int X = 0; X < n; ++X)
+            for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
+                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
+                for (int src = X * G; src < (X + 1) * G; ++src)
+                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                double slowest = 0;
+                for (int m = 0; m < G; ++m) {
+                    expert_flops[Y * G + m] += stage_flops[m];
+                    slowest = std::max(slowest, stage_flops[m]);
+                }
+                stage_slowest[static_cast<size_t>(stage_of(X, Y)) * n + Y] = slowest;
+            }
+        // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
+        // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
+        // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
+        // band is contiguous), [X, stage − first, G, G], about 4 MiB (cache-sized).
+        const int64_t GG = static_cast<int64_t>(G) * G;
+        const int band =
+            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (8 * n * GG))));
+        band_rows.resize(static_cast<size_t>(band) * n * GG);
+        int band_first = 0;
+        auto fill_band = [&](int first) {
+            band_first = first;
+            const int last = std::min(n, first + band);
+            for (int X = 0; X < n; ++X)
+                for (int a = X * G; a < (X + 1) * G; ++a)
+                    for (int st = first; st < last; ++st) {
+                        const int Y = (X - st + n) % n;
+                        int64_t* to = band_rows.data() +
+                                      ((static_cast<int64_t>(X) * band + (st - first)) * G + (a - X * G)) * G;
+                        for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
+                    }
+        };
+        // Block (X, ·) of diagonal `stage` in the band: its G × G rows, row-major.
+        auto band_block = [&](int stage, int X) {
+            return band_rows.data() + (static_cast<int64_t>(X) * band + (stage - band_first)) * GG;
+        };
+        Tasks wait(n);
         for (int s = 0; s < n; ++s) {
+            if (s % band == 0) fill_band(s);
             for (int i = 0; i < n; ++i) {
                 wait[i] = join(phase_in);
                 dep(post[i], wait[i]);
             }
             for (int i = 0; i < n; ++i) {
                 const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
+                const int64_t* block = band_block(s, i);
+                const int a0 = i * G, b0 = j * G;
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
-                              [&](int a, int b) { return rows(a, b, false) * B; });
+                              [&](int a, int b) { return block[(a - a0) * G + (b - b0)]; });
             }
             for (int i = 0; i < n; ++i) {
-                const int k = (i + s) % n;  // and computes the blocks of group i + s
-                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
-                for (int src = k * G; src < (k + 1) * G; ++src)  // rows[src][r]: contiguous in r
-                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(i * G + m, src);
-                double slowest = 0;
-                for (int m = 0; m < G; ++m) {
-                    expert_flops[i * G + m] += stage_flops[m];
-                    slowest = std::max(slowest, stage_flops[m]);
-                }
-                const int32_t c = g.add_delay(slowest / rate, phase_compute);
+                const int k = (i + s) % n;  // and computes the blocks of group i + s, returning results
+                const int32_t c =
+                    g.add_delay(stage_slowest[static_cast<size_t>(s) * n + i] / rate, phase_compute);
                 dep(wait[i], c);
                 dep(prev[i], c);
                 prev[i] = c;
+                const int64_t* block = band_block(s, k);  // rows[src][r], src in group k, r in group i
+                const int src0 = k * G, r0 = i * G;
                 group_traffic(i, k, phase_out, c, c, end[i], end[k],
-                              [&](int r, int src) { return rows(src, r, false) * B; });
+                              [&](int r, int src) { return block[(src - src0) * G + (r - r0)]; });
             }
             post = wait;
         }
@@ -490,7 +576,7 @@ struct Builder {
                 received_flops[b] +=
                     w.block_flops
                         ? w.block_flops[static_cast<int64_t>(b) * P + a]
-                        : static_cast<double>(w.rows[static_cast<int64_t>(a) * P + b]) * w.flops_per_row;
+                        : static_cast<double>(row(static_cast<int64_t>(a) * P + b)) * w.flops_per_row;
         out.rank_flops.assign(P, 0.0);
         // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
         // network share): a step-wide barrier.
@@ -546,14 +632,17 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
     const int P = network.num_ranks();
     EXPAR_REQUIRE(work.num_ranks == P, "simulated layer: the traffic is for "
                                            << work.num_ranks << " ranks, the network has " << P);
-    EXPAR_REQUIRE(work.rows != nullptr, "simulated layer: no traffic matrix");
+    EXPAR_REQUIRE(work.rows != nullptr || work.rows32 != nullptr, "simulated layer: no traffic matrix");
+    EXPAR_REQUIRE(work.rows == nullptr || work.rows32 == nullptr,
+                  "simulated layer: two traffic matrices (set rows or rows32, not both)");
     EXPAR_REQUIRE(work.bytes_per_row > 0, "simulated layer: bytes per row must be positive");
     EXPAR_REQUIRE(work.flops_per_row >= 0 && work.gate_flops >= 0 && work.count_bytes >= 0,
                   "simulated layer: FLOPs and byte counts must be >= 0");
-    for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i)
-        EXPAR_REQUIRE(work.rows[i] >= 0, "simulated layer: negative row count "
-                                             << work.rows[i] << " from rank " << i / P << " to rank "
-                                             << i % P);
+    for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i) {
+        const int64_t n = work.rows ? work.rows[i] : work.rows32[i];
+        EXPAR_REQUIRE(n >= 0, "simulated layer: negative row count " << n << " from rank " << i / P
+                                                                     << " to rank " << i % P);
+    }
     for (int owner : work.shadow_owner)
         EXPAR_REQUIRE(owner >= 0 && owner < P,
                       "simulated layer: shadowed expert owner " << owner << " is not a rank");
@@ -577,6 +666,17 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
     if (!contiguous || (spec.kind == ScheduleKind::pairwise && G % M != 0 && M % G != 0)) aggregate = false;
     builder.aggregate = aggregate;
     out.aggregated = aggregate;
+    if (aggregate) {
+        // Room for the graph up front (about 4 edges per bundle): regrowing its largest arrays would
+        // hold two copies at once, which set the peak memory at 16,384 ranks.
+        const int64_t N = network.num_nodes(), exchanges = work.backward ? 4 : 2;
+        const int64_t n = spec.kind == ScheduleKind::pairwise ? P / G : N;
+        const int64_t pairs = spec.kind == ScheduleKind::pairwise ? std::max(1, G / M) : 1;
+        const int64_t bundles = exchanges * n * n * pairs * pairs;
+        const int64_t per_rank = exchanges * (2 * static_cast<int64_t>(M) + 4) + 8;
+        out.graph.reserve(bundles + 3 * exchanges * n * n + per_rank * P, 4 * bundles + 3 * per_rank * P,
+                          bundles, 2 * bundles);
+    }
     builder.build();
     return out;
 }
@@ -585,7 +685,8 @@ LayerPrediction predict_layer(const Network& network,
                               const LayerWork& work,
                               const ScheduleSpec& spec,
                               const SimOptions& options) {
-    const LayerGraph lg = build_layer_graph(network, work, spec);
+    LayerGraph lg = build_layer_graph(network, work, spec);
+    lg.graph.finalize();
     LayerPrediction p;
     p.aggregated = lg.aggregated;
     p.num_tasks = lg.graph.num_tasks();
@@ -618,8 +719,7 @@ LayerPrediction predict_layer(const Network& network,
         for (int k = 0; k < kNumSimPhases; ++k) p.max_phase_s[k] = std::max(p.max_phase_s[k], ph[k]);
     }
     p.step_s = p.sim.makespan_s;
-    p.bound = lower_bound(network, lg.graph.link_load_bytes(network), lg.rank_flops,
-                          min_message_latency_s(lg.graph, network));
+    p.bound = lower_bound(network, p.sim.link_bytes, lg.rank_flops, min_message_latency_s(lg.graph, network));
     p.efficiency = p.step_s > 0 ? p.bound.total_s / p.step_s : 1.0;
     return p;
 }

@@ -37,6 +37,9 @@ struct LayerWork {
     // experts' rows excluded). Combine returns the same rows (the reverse exchange), and the backward
     // pass repeats both. Must outlive build_layer_graph().
     const int64_t* rows = nullptr;
+    // Or the same matrix as int32 (half the memory: 1 GiB instead of 2 at 16,384 ranks). Exactly one of
+    // rows and rows32 is set.
+    const int32_t* rows32 = nullptr;
     double bytes_per_row = 0;  // d_model × bytes per element
     double flops_per_row = 0;  // expert forward FLOPs per row: expert_ffn_forward_flops(1, shape)
     // Optional [P (expert rank), P (source rank)] forward FLOPs of the block of rows `source` sends to

@@ -41,9 +41,21 @@ int32_t TaskGraph::add_bundle(const FlowHop* hops,
                               uint8_t phase,
                               int rank) {
     EXPAR_ASSERT(num_hops > 0 && bytes > 0 && effective_bytes >= bytes && weight >= 1);
-    bundles_.push_back(Bundle{static_cast<int64_t>(bundle_hops_.size()), num_hops, static_cast<float>(weight),
-                              effective_bytes, latency_s});
-    bundle_hops_.insert(bundle_hops_.end(), hops, hops + num_hops);
+    const int64_t begin = static_cast<int64_t>(bundle_hops_.size());
+    for (int h = 0; h < num_hops; ++h) {
+        HopRun* last = bundle_hops_.size() > static_cast<size_t>(begin) ? &bundle_hops_.back() : nullptr;
+        if (last && hops[h].link == last->link + last->num_links && hops[h].share == last->share)
+            ++last->num_links;
+        else
+            bundle_hops_.push_back(HopRun{hops[h].link, 1, hops[h].share});
+    }
+    size_t latency = 0;
+    while (latency < bundle_latencies_.size() && bundle_latencies_[latency] != latency_s) ++latency;
+    if (latency == bundle_latencies_.size()) bundle_latencies_.push_back(latency_s);
+    EXPAR_ASSERT(latency <= UINT16_MAX && bundle_hops_.size() - begin <= UINT16_MAX);
+    bundles_.push_back(Bundle{begin, effective_bytes, static_cast<float>(weight),
+                              static_cast<uint16_t>(bundle_hops_.size() - begin),
+                              static_cast<uint16_t>(latency)});
     return add_task(TaskKind::bundle, rank, static_cast<int32_t>(bundles_.size() - 1), bytes, phase);
 }
 
@@ -57,8 +69,21 @@ int32_t TaskGraph::add_delay(double seconds, uint8_t phase, int rank) {
     return add_task(TaskKind::delay, rank, -1, seconds, phase);
 }
 
+void TaskGraph::reserve(int64_t tasks, int64_t edges, int64_t bundles, int64_t bundle_hops) {
+    kind_.reserve(tasks);
+    phase_.reserve(tasks);
+    rank_.reserve(tasks);
+    peer_.reserve(tasks);
+    amount_.reserve(tasks);
+    edge_from_.reserve(edges);
+    edge_to_.reserve(edges);
+    bundles_.reserve(bundles);
+    bundle_hops_.reserve(bundle_hops);
+}
+
 void TaskGraph::add_dep(int32_t before, int32_t after) {
     EXPAR_ASSERT(before >= 0 && after >= 0 && before < num_tasks() && after < num_tasks() && before != after);
+    EXPAR_ASSERT(!finalized_);
     edge_from_.push_back(before);
     edge_to_.push_back(after);
 }
@@ -78,8 +103,20 @@ void csr(int64_t n,
 }
 }  // namespace
 
+void TaskGraph::finalize() {
+    if (finalized_) return;
+    csr(num_tasks(), edge_from_, edge_to_, succ_first_, succ_);
+    std::vector<int32_t>().swap(edge_from_);
+    std::vector<int32_t>().swap(edge_to_);
+    finalized_ = true;
+}
+
 void TaskGraph::predecessors(std::vector<int64_t>& first, std::vector<int32_t>& list) const {
-    csr(num_tasks(), edge_to_, edge_from_, first, list);
+    if (!finalized_) return csr(num_tasks(), edge_to_, edge_from_, first, list);
+    std::vector<int32_t> from(succ_.size());
+    for (int64_t t = 0; t < num_tasks(); ++t)
+        for (int64_t e = succ_first_[t]; e < succ_first_[t + 1]; ++e) from[e] = static_cast<int32_t>(t);
+    csr(num_tasks(), succ_, from, first, list);
 }
 
 std::vector<double> TaskGraph::link_load_bytes(const Network& network) const {
@@ -93,9 +130,11 @@ std::vector<double> TaskGraph::link_load_bytes(const Network& network) const {
             for (int32_t l : route) load[l] += eff_bytes;
         } else if (kind_[t] == TaskKind::bundle) {
             const Bundle& b = bundles_[peer_[t]];
-            for (int h = 0; h < b.num_hops; ++h)
-                load[bundle_hops_[b.hop_begin + h].link] +=
-                    b.effective_bytes * bundle_hops_[b.hop_begin + h].share;
+            for (int h = 0; h < b.num_hops; ++h) {
+                const HopRun& run = bundle_hops_[b.hop_begin + h];
+                for (int32_t l = run.link; l < run.link + run.num_links; ++l)
+                    load[l] += b.effective_bytes * run.share;
+            }
         }
     }
     return load;
@@ -114,14 +153,24 @@ struct SimRun {
     const SimOptions& opt;
     SimResult& res;
     FlowSim flows;
-    std::vector<int64_t> succ_first;
-    std::vector<int32_t> succ;
+    std::vector<int64_t> own_succ_first;  // the successor CSR when the graph is not finalized
+    std::vector<int32_t> own_succ;
+    const int64_t* succ_first = nullptr;
+    const int32_t* succ = nullptr;
     std::vector<int32_t> pending;
-    std::vector<double> ready_at;
     std::vector<double> device_free_s;
     // Event heap: (time, task); a transfer's entry is its α expiry, others their end.
     using Event = std::pair<double, int32_t>;
     std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events;
+    // α expiries: a message's α is one of a few values and tasks start in time order, so the expiries
+    // of each α arrive sorted and queue in a FIFO per α instead of the heap (which cost half of the
+    // executor's time at 4,096 ranks); one that would arrive out of order goes to the heap.
+    struct AlphaQueue {
+        double alpha_s;
+        std::vector<Event> items;
+        size_t head = 0;
+    };
+    std::vector<AlphaQueue> alpha_queues;
     std::vector<int32_t> ready;       // tasks whose predecessors have all ended, to start now
     std::vector<int32_t> joins_done;  // zero-time tasks started, to end now
     bool draining = false;
@@ -129,6 +178,12 @@ struct SimRun {
     std::vector<int32_t> route_scratch;
     std::vector<FlowDone> done;
     std::vector<int32_t> to_activate;
+    // NIC port groups (node × direction: egress [0, N), ingress [N, 2N)) that only bundles spread evenly
+    // over all the node's ports cross: those ports load equally at every instant, so port 0 alone stands
+    // for the group in the flow simulation (exact; link bytes come from the graph).
+    int nic_ports = 1;
+    int32_t nic_egress0 = 0, nic_ingress0 = 0;
+    std::vector<uint8_t> pooled;
 
     SimRun(const TaskGraph& graph, const Network& network, const SimOptions& options, SimResult& result)
         : g(graph), net(network), opt(options), res(result), flows(network.links()) {}
@@ -153,12 +208,53 @@ struct SimRun {
                     events.emplace(now + g.amount_[t], t);
                 break;
             case TaskKind::transfer:
-                events.emplace(now + net.latency_s(g.rank_[t], g.peer_[t]), t);
+                push_expiry(net.latency_s(g.rank_[t], g.peer_[t]), now, t);
                 break;
             case TaskKind::bundle:
-                events.emplace(now + g.bundles_[g.peer_[t]].latency_s, t);
+                push_expiry(g.bundle_latencies_[g.bundles_[g.peer_[t]].latency], now, t);
                 break;
         }
+    }
+
+    void push_expiry(double alpha_s, double now, int32_t t) {
+        const Event e{now + alpha_s, t};
+        for (AlphaQueue& q : alpha_queues)
+            if (q.alpha_s == alpha_s) {
+                // Sorted by time only: tasks ready at one instant start in any id order, and the
+                // expiries of one instant are activated together anyway.
+                if (q.head == q.items.size() || e.first >= q.items.back().first) {
+                    q.items.push_back(e);
+                    return;
+                }
+                events.push(e);
+                return;
+            }
+        if (alpha_queues.size() < 8) {
+            alpha_queues.push_back(AlphaQueue{alpha_s, {e}, 0});
+            return;
+        }
+        events.push(e);
+    }
+    // The earliest pending event (time +inf when none) and, when `pop`, removes it.
+    Event next_event(bool pop) {
+        AlphaQueue* best = nullptr;
+        Event e{std::numeric_limits<double>::infinity(), -1};
+        if (!events.empty()) e = events.top();
+        for (AlphaQueue& q : alpha_queues)
+            if (q.head < q.items.size() && q.items[q.head].first < e.first) {
+                e = q.items[q.head];
+                best = &q;
+            }
+        if (!pop) return e;
+        if (best) {
+            if (++best->head == best->items.size()) {
+                best->items.clear();
+                best->head = 0;
+            }
+        } else if (!events.empty()) {
+            events.pop();
+        }
+        return e;
     }
 
     // α has passed: the bytes start to move.
@@ -173,7 +269,62 @@ struct SimRun {
             flows.start(t, bytes, 1.0, hop_scratch.data(), static_cast<int>(hop_scratch.size()));
         } else {
             const TaskGraph::Bundle& b = g.bundles_[g.peer_[t]];
-            flows.start(t, b.effective_bytes, b.weight, g.bundle_hops_.data() + b.hop_begin, b.num_hops);
+            hop_scratch.clear();
+            for (int h = 0; h < b.num_hops; ++h) {
+                const TaskGraph::HopRun& run = g.bundle_hops_[b.hop_begin + h];
+                const int32_t end = run.link + run.num_links;
+                for (int32_t l = run.link; l < end;) {
+                    const int group = nic_group(l);
+                    hop_scratch.push_back(FlowHop{l, run.share});
+                    l += group >= 0 && pooled[group] && covers_group(l, end, group) ? nic_ports : 1;
+                }
+            }
+            flows.start(t, b.effective_bytes, b.weight, hop_scratch.data(),
+                        static_cast<int>(hop_scratch.size()));
+        }
+    }
+
+    int nic_group(int32_t l) const {
+        const int N = net.num_nodes();
+        if (l >= nic_egress0 && l < nic_egress0 + N * nic_ports) return (l - nic_egress0) / nic_ports;
+        if (l >= nic_ingress0 && l < nic_ingress0 + N * nic_ports) return N + (l - nic_ingress0) / nic_ports;
+        return -1;
+    }
+    // Whether the run [l, end) covers all of `group`'s ports from l on (l its first port).
+    bool covers_group(int32_t l, int32_t end, int group) const {
+        const int N = net.num_nodes();
+        const int32_t first =
+            group < N ? nic_egress0 + group * nic_ports : nic_ingress0 + (group - N) * nic_ports;
+        return l == first && end - l >= nic_ports;
+    }
+
+    void find_pooled_groups() {
+        nic_ports = net.nic_ports_per_node();
+        nic_egress0 = net.nic_egress_link(0, 0);
+        nic_ingress0 = net.nic_ingress_link(0, 0);
+        pooled.assign(2 * static_cast<size_t>(net.num_nodes()), nic_ports > 1 ? 1 : 0);
+        if (nic_ports == 1) return;
+        const NodeMap& map = net.node_map();
+        for (int64_t t = 0; t < g.num_tasks(); ++t) {
+            if (g.kind_[t] == TaskKind::transfer) {
+                const int a = map.node_of_rank[g.rank_[t]], b = map.node_of_rank[g.peer_[t]];
+                if (a != b) pooled[a] = pooled[net.num_nodes() + b] = 0;
+            } else if (g.kind_[t] == TaskKind::bundle) {
+                const TaskGraph::Bundle& b = g.bundles_[g.peer_[t]];
+                for (int h = 0; h < b.num_hops; ++h) {
+                    const TaskGraph::HopRun& run = g.bundle_hops_[b.hop_begin + h];
+                    const int32_t end = run.link + run.num_links;
+                    for (int32_t l = run.link; l < end;) {
+                        const int group = nic_group(l);
+                        if (group >= 0 && covers_group(l, end, group)) {
+                            l += nic_ports;
+                            continue;
+                        }
+                        if (group >= 0) pooled[group] = 0;
+                        ++l;
+                    }
+                }
+            }
         }
     }
 
@@ -191,7 +342,7 @@ struct SimRun {
             const int32_t next = succ[e];
             // Batched rate updates report flows out of time order: a task is ready at its predecessors'
             // latest end, not at the end that happened to be processed last.
-            ready_at[next] = std::max(ready_at[next], now);
+            res.start_s[next] = std::max(res.start_s[next], now);  // the ready time until it starts
             if (--pending[next] == 0) ready.push_back(next);
         }
     }
@@ -209,27 +360,29 @@ struct SimRun {
             }
             const int32_t next = ready.back();
             ready.pop_back();
-            start(next, ready_at[next]);
+            start(next, res.start_s[next]);
         }
         draining = false;
     }
 
     void run() {
         const int64_t T = g.num_tasks();
-        csr(T, g.edge_from_, g.edge_to_, succ_first, succ);
+        if (!g.finalized_) csr(T, g.edge_from_, g.edge_to_, own_succ_first, own_succ);
+        succ_first = g.finalized_ ? g.succ_first_.data() : own_succ_first.data();
+        succ = g.finalized_ ? g.succ_.data() : own_succ.data();
         pending.assign(static_cast<size_t>(T), 0);
-        for (int32_t to : g.edge_to_) ++pending[to];
-        ready_at.assign(static_cast<size_t>(T), 0.0);
+        for (int64_t e = 0; e < succ_first[T]; ++e) ++pending[succ[e]];
         device_free_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
-        res.start_s.assign(static_cast<size_t>(T), -1.0);
+        res.start_s.assign(static_cast<size_t>(T), 0.0);
         res.end_s.assign(static_cast<size_t>(T), -1.0);
         res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
+        find_pooled_groups();
         for (int32_t t = 0; t < T; ++t)
             if (pending[t] == 0) ready.push_back(t);
         drain();
         const double inf = std::numeric_limits<double>::infinity();
         while (true) {
-            const double t_event = events.empty() ? inf : events.top().first;
+            const double t_event = next_event(false).first;
             const double t_flow = flows.next_completion_s();
             if (t_event == inf && t_flow == inf) break;
             if (t_flow <= t_event) {
@@ -247,9 +400,8 @@ struct SimRun {
             const double batch_end = t_event;
             double start_at = flows.now_s();
             to_activate.clear();
-            while (!events.empty() && events.top().first <= batch_end) {
-                const auto [time, t] = events.top();
-                events.pop();
+            while (next_event(false).first <= batch_end) {
+                const auto [time, t] = next_event(true);
                 const TaskKind kind = g.kind_[t];
                 if (kind == TaskKind::transfer || kind == TaskKind::bundle) {
                     to_activate.push_back(t);
@@ -274,8 +426,11 @@ SimResult simulate(const TaskGraph& graph, const Network& network, const SimOpti
     {
         SimRun run(graph, network, options, result);
         run.run();
-        result.link_bytes = run.flows.link_bytes();
+        // Every flow completed, so the graph's link loads are the bytes carried (pooled ports included).
+        result.link_bytes = graph.link_load_bytes(network);
         result.num_rate_computations = run.flows.num_rate_computations();
+        result.num_partial_rate_computations = run.flows.num_partial_computations();
+        for (uint8_t pooled : run.pooled) result.num_pooled_nic_groups += pooled;
         result.peak_active_flows = run.flows.peak_active();
     }
     const std::vector<NetLink>& links = network.links();

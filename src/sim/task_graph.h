@@ -24,7 +24,9 @@ class TaskGraph {
     // Many messages that start together and finish together, as one flow (task_graph.cpp explains when
     // this is exact): `bytes` in total, `effective_bytes` = Σ message bytes / efficiency(message bytes),
     // `weight` = number of messages (its max-min weight), `hops` with the share of the bundle's bytes on
-    // each link, α = latency_s. rank = a rank to report it under, or -1.
+    // each link, α = latency_s. rank = a rank to report it under, or -1. Consecutive hops on consecutive
+    // links with equal shares are stored as one run: list a node's NIC ports in port order so that a
+    // bundle spread evenly over them can cross one pooled port in simulate().
     int32_t add_bundle(const FlowHop* hops,
                        int num_hops,
                        double bytes,
@@ -37,17 +39,25 @@ class TaskGraph {
     int32_t add_compute(int rank, double flops, uint8_t phase);
     // A fixed duration that occupies nothing (seconds = 0: a join); rank is for reporting (-1: none).
     int32_t add_delay(double seconds, uint8_t phase, int rank = -1);
-    // `after` starts when `before` (and its other predecessors) have ended.
+    // `after` starts when `before` (and its other predecessors) have ended. Not after finalize().
     void add_dep(int32_t before, int32_t after);
+    // Optional, once the graph is complete: replaces the edge list by the successor lists simulate()
+    // uses, so the two are not held at once (a third less edge memory during the simulation).
+    void finalize();
+
+    // Capacity for the given numbers of tasks, edges, bundles and bundle hops (optional; saves regrowth).
+    void reserve(int64_t tasks, int64_t edges, int64_t bundles = 0, int64_t bundle_hops = 0);
 
     int64_t num_tasks() const { return static_cast<int64_t>(kind_.size()); }
-    int64_t num_edges() const { return static_cast<int64_t>(edge_from_.size()); }
+    int64_t num_edges() const {
+        return finalized_ ? static_cast<int64_t>(succ_.size()) : static_cast<int64_t>(edge_from_.size());
+    }
     TaskKind kind(int32_t task) const { return kind_[task]; }
     uint8_t phase(int32_t task) const { return phase_[task]; }
     int rank(int32_t task) const { return rank_[task]; }  // compute/delay rank, transfer source
     int peer(int32_t task) const { return kind_[task] == TaskKind::transfer ? peer_[task] : -1; }
     double amount(int32_t task) const { return amount_[task]; }  // flops, bytes or seconds
-    double bundle_latency_s(int32_t task) const { return bundles_[peer_[task]].latency_s; }
+    double bundle_latency_s(int32_t task) const { return bundle_latencies_[bundles_[peer_[task]].latency]; }
     // Bytes this graph puts on each link (shares applied, efficiency included), without simulating.
     std::vector<double> link_load_bytes(const Network& network) const;
     // Predecessors of each task, CSR (built on demand).
@@ -61,15 +71,26 @@ class TaskGraph {
     std::vector<uint8_t> phase_;
     std::vector<int32_t> rank_, peer_;  // peer: transfer destination, or bundle index
     std::vector<double> amount_;
-    struct Bundle {
+    struct Bundle {  // 24 bytes: there are millions
         int64_t hop_begin;
-        int32_t num_hops;
+        double effective_bytes;
         float weight;
-        double effective_bytes, latency_s;
+        uint16_t num_hops;
+        uint16_t latency;  // index into bundle_latencies_
+    };
+    std::vector<double> bundle_latencies_;  // the distinct α of the bundles [s]
+    // num_links consecutive links from `link`, each carrying `share` of the bundle.
+    struct HopRun {
+        int32_t link;
+        int32_t num_links;
+        float share;
     };
     std::vector<Bundle> bundles_;
-    std::vector<FlowHop> bundle_hops_;
+    std::vector<HopRun> bundle_hops_;
     std::vector<int32_t> edge_from_, edge_to_;
+    bool finalized_ = false;
+    std::vector<int64_t> succ_first_;  // after finalize(): successors of each task, CSR
+    std::vector<int32_t> succ_;
 };
 
 struct SimOptions {
@@ -90,6 +111,9 @@ struct SimResult {
     // Cost of the simulation itself. Events: task ends and flow starts (α expiries); rate computations:
     // max-min solutions (one per batch of simultaneous changes).
     int64_t num_events = 0, num_rate_computations = 0, peak_active_flows = 0;
+    int64_t num_partial_rate_computations = 0;  // of which resumed a previous solution (flow_sim.h)
+    // Node egress/ingress NIC port sets simulated as one port (exact; task_graph.cpp).
+    int num_pooled_nic_groups = 0;
     double wall_s = 0, events_per_s = 0;
     int64_t peak_rss_bytes = 0;  // getrusage, the whole process
 };
