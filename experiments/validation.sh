@@ -51,7 +51,7 @@ wait_quiet() {
 calibrate() {
     local P=$1 rpn=$2 k=$3 c=$4
     echo "# calibrate $P ranks (busy $(wait_quiet)%)" >&2
-    launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 2097152 --a2a-iters 10 \
+    launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 2097152 --a2a-iters 10 --repetitions 15 \
         --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((1024 * k * P / 8)) \
         --out "$work/topology_$c.yaml" >&2
 }
