@@ -186,6 +186,17 @@ Calibration read_calibration(const MapReader& block) {
         if (!(gflops > 0)) EXPAR_FAIL(block.where("gemm_rate") << ": compute rate must be positive");
         out.gemm_gflops = gflops;
     }
+    if (block.has("row_work_bandwidth")) {
+        const double GBps = block.quantity("row_work_bandwidth", QuantityKind::bandwidth);
+        if (!(GBps > 0)) EXPAR_FAIL(block.where("row_work_bandwidth") << ": bandwidth must be positive");
+        out.row_work_GBps = GBps;
+    }
+    if (block.has("async_progress")) {
+        const std::string value = block.text("async_progress");
+        if (value != "true" && value != "false")
+            EXPAR_FAIL(block.where("async_progress") << ": expected true or false, got '" << value << "'");
+        out.async_progress = value == "true";
+    }
     return out;
 }
 
@@ -276,9 +287,9 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     }
 
     if (top.has("calibration"))
-        t.calibration =
-            read_calibration(top.map("calibration", {"when", "how", "topology", "links",
-                                                     "alltoall_efficiency", "gemm_efficiency", "gemm_rate"}));
+        t.calibration = read_calibration(
+            top.map("calibration", {"when", "how", "topology", "links", "alltoall_efficiency",
+                                    "gemm_efficiency", "gemm_rate", "row_work_bandwidth", "async_progress"}));
     return t;
 }
 
@@ -329,6 +340,8 @@ std::string describe(const Topology& t) {
     }
     if (c.gemm_efficiency) out << "    GEMM efficiency: " << *c.gemm_efficiency << "\n";
     if (c.gemm_gflops) out << "    GEMM rate: " << *c.gemm_gflops << " GFLOP/s\n";
+    if (c.row_work_GBps) out << "    row work: " << *c.row_work_GBps << " GB/s\n";
+    if (!c.async_progress) out << "    transfers progress only inside MPI calls (no async progress)\n";
     return out.str();
 }
 

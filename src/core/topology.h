@@ -33,6 +33,12 @@ struct Calibration {
     std::vector<std::pair<double, double>> alltoall_efficiency;
     std::optional<double> gemm_efficiency;  // achieved / nominal dense rate, in (0, 1]
     std::optional<double> gemm_gflops;      // achieved expert GEMM rate per device [GFLOP/s]
+    // The layer's own row work on a device (packing rows to send, combining the returned ones, their
+    // backward), bytes read + written per second with every device at it at once [GB/s]; unset = free.
+    std::optional<double> row_work_GBps;
+    // Whether a posted transfer moves while its ranks compute. False for a transport that progresses
+    // only inside MPI calls (Open MPI's shared memory): transfers move only while both ends wait.
+    bool async_progress = true;
 };
 
 struct Topology {

@@ -144,6 +144,62 @@ double gemm_rate(const CalibrateOptions& o) {
     return 3.0 * expert_ffn_forward_flops(n, shape) / median(rep_s) / 1e9;
 }
 
+// The layer's own loops on its kept rows (moe_layer.cpp): pack (gather rows into the send buffer), combine
+// (a weighted sum of k returned rows per token), combine backward (dot product with dy, write w·dy) and dx
+// (sum of k returned rows), with k = 2. Returns bytes read + written per second, 9 row passes per row.
+double row_work_rate(const CalibrateOptions& o) {
+    const int64_t n = std::max<int64_t>(2, o.gemm_tokens - o.gemm_tokens % 2), d = o.d_model, k = 2;
+    std::vector<float> x(n * d, 0.5f), send(n * d), recv(n * d, 0.25f), y(n / k * d), dy(n / k * d, 0.1f);
+    std::vector<int64_t> order(n);
+    for (int64_t i = 0; i < n; ++i) order[i] = (i * 7919) % n;  // a scattered, fixed permutation
+    std::vector<double> rep_s(o.repetitions);
+    volatile double sink = 0;
+    for (int64_t rep = -1; rep < o.repetitions; ++rep) {
+        const double t0 = now_s();
+        for (int64_t i = 0; i < n; ++i)
+            std::copy(x.data() + (order[i] / k) * d, x.data() + (order[i] / k + 1) * d, send.data() + i * d);
+        for (int64_t t = 0; t < n / k; ++t) {
+            float* out = y.data() + t * d;
+            std::fill(out, out + d, 0.0f);
+            for (int64_t j = 0; j < k; ++j) {
+                const float* row = recv.data() + order[t * k + j] * d;
+                for (int64_t c = 0; c < d; ++c) out[c] += 0.5f * row[c];
+            }
+        }
+        double dots = 0;
+        for (int64_t s = 0; s < n; ++s) {
+            const float* g = dy.data() + (s / k) * d;
+            const float* row = recv.data() + order[s] * d;
+            float* o_row = send.data() + order[s] * d;
+            double dot = 0;
+            for (int64_t c = 0; c < d; ++c) {
+                dot += static_cast<double>(g[c]) * row[c];
+                o_row[c] = 0.5f * g[c];
+            }
+            dots += dot;
+        }
+        for (int64_t t = 0; t < n / k; ++t) {
+            float* out = y.data() + t * d;
+            std::fill(out, out + d, 0.0f);
+            for (int64_t j = 0; j < k; ++j) {
+                const float* row = send.data() + order[t * k + j] * d;
+                for (int64_t c = 0; c < d; ++c) out[c] += row[c];
+            }
+        }
+        sink = sink + dots + y[0];
+        if (rep >= 0) rep_s[rep] = now_s() - t0;
+    }
+    return 9.0 * n * d * sizeof(float) / median(rep_s) / 1e9;
+}
+
+// Spins for `seconds` (a compute phase that makes no MPI call).
+void busy_wait(double seconds) {
+    const double end = now_s() + seconds;
+    volatile double x = 1;
+    while (now_s() < end)
+        for (int i = 0; i < 1000; ++i) x = x * 1.0000001;
+}
+
 std::string utc_now() {
     const std::time_t t = std::time(nullptr);
     char text[32];
@@ -269,6 +325,43 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
             for (AlltoallPoint& point : result.alltoall) point.efficiency = point.busbw_GBps / reference;
     }
 
+    // Async progress: a large message posted, then waited for at once (the transfer time here) or after a
+    // compute phase of twice that (what is left to wait: about all of it without async progress).
+    const int peer = map.ranks_per_node > 1 ? result.intra_peer : result.inter_peer;  // set on every rank
+    if (P > 1) {
+        std::vector<double> transfers, waits;
+        for (int64_t rep = 0; rep < 2 * o.repetitions; ++rep) {
+            quiet_barrier(comm.handle());
+            if (me != 0 && me != peer) continue;
+            const bool compute = rep % 2 == 1;
+            MPI_Request request;
+            const double t0 = now_s();
+            if (me == 0)
+                MPI_CHECK(MPI_Isend(buffer.data(), static_cast<int>(o.max_bytes), MPI_CHAR, peer, 7,
+                                    comm.handle(), &request));
+            else
+                MPI_CHECK(MPI_Irecv(buffer.data(), static_cast<int>(o.max_bytes), MPI_CHAR, 0, 7,
+                                    comm.handle(), &request));
+            if (compute) busy_wait(2 * median(transfers));
+            const double t1 = now_s();
+            MPI_CHECK(MPI_Wait(&request, MPI_STATUS_IGNORE));
+            (compute ? waits : transfers).push_back(now_s() - (compute ? t1 : t0));
+        }
+        quiet_barrier(comm.handle());
+        if (me == 0) {
+            result.progress_transfer_us = median(transfers) * 1e6;
+            result.progress_wait_us = median(waits) * 1e6;
+            result.async_progress = result.progress_wait_us < 0.5 * result.progress_transfer_us;
+        }
+    }
+
+    // Row work: every rank at once, as in a layer step; the slowest rank.
+    quiet_barrier(comm.handle());
+    const double my_row_rate = row_work_rate(o);
+    std::vector<double> row_rates(P);
+    comm.gather_f64(&my_row_rate, row_rates.data(), 1, 0);
+    if (me == 0) result.row_work_GBps = *std::min_element(row_rates.begin(), row_rates.end());
+
     // GEMM: every rank at once; the slowest rank's rate is what a layer step sees.
     quiet_barrier(comm.handle());
     const double mine = gemm_rate(o);
@@ -328,6 +421,18 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
             << fmt("%.4g", r.gemm_gflops_median_rank) << ")\n";
         out << "  gemm_rate: " << fmt("%.6g", r.gemm_gflops) << " GFLOP/s\n";
     }
+    if (r.row_work_GBps > 0)
+        out << "  # the layer's row work (pack, combine and their backward, 9 row passes per kept "
+               "assignment), "
+            << r.options.gemm_tokens << " rows of " << r.options.d_model
+            << " floats, every rank at once, slowest\n"
+            << "  row_work_bandwidth: " << fmt("%.4g", r.row_work_GBps) << " GB/s\n";
+    if (r.progress_wait_us >= 0)
+        out << "  # a " << size_text(static_cast<double>(r.options.max_bytes)) << " message posted before "
+            << fmt("%.0f", 2 * r.progress_transfer_us)
+            << " us of compute: " << fmt("%.0f", r.progress_wait_us) << " us left to wait after it ("
+            << fmt("%.0f", r.progress_transfer_us) << " us without compute)\n"
+            << "  async_progress: " << (r.async_progress ? "true" : "false") << "\n";
     return out.str();
 }
 

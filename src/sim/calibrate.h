@@ -67,6 +67,14 @@ struct CalibrationResult {
     double gemm_gflops = 0;              // slowest rank's median expert FFN rate (forward + backward)
     double gemm_gflops_median_rank = 0;  // median over ranks
     double peak_gflops = 0;              // nominal, 0 = unknown
+    // The layer's row work (pack, combine and their backward: 9 row passes per kept assignment), every
+    // rank at once on gemm_tokens rows of d_model floats, slowest rank [GB/s read + written].
+    double row_work_GBps = 0;
+    // Progress: rank 0 posts a max_bytes send to its intra (else inter) peer; both wait at once (transfer)
+    // or compute for twice that first. Waiting >= half the transfer time after computing means the
+    // transport moves bytes only inside MPI calls. -1 = not measured (1 rank).
+    double progress_transfer_us = -1, progress_wait_us = -1;
+    bool async_progress = true;
     CalibrateOptions options;
 };
 

@@ -46,6 +46,8 @@ Network::Network(const Topology& topology,
     inter_latency_s_ = nic.latency_us * 1e-6;
     flops_per_s_ =
         topology.device_flops_per_s(precision) * (cal && cal->gemm_efficiency ? *cal->gemm_efficiency : 1.0);
+    row_work_Bps_ = cal && cal->row_work_GBps ? *cal->row_work_GBps * 1e9 : 0.0;
+    async_progress_ = !cal || cal->async_progress;
     if (cal)
         for (const auto& [bytes, eff] : cal->alltoall_efficiency)
             efficiency_.emplace_back(std::log(bytes), eff);

@@ -63,6 +63,10 @@ class Network {
 
     // Expert/gate compute rate of one device [FLOP/s]: dense rate × calibrated GEMM efficiency.
     double device_flops_per_s() const { return flops_per_s_; }
+    // The layer's local row work (packing, combining) per device [bytes/s]; 0 = not modelled (free).
+    double row_work_Bps() const { return row_work_Bps_; }
+    // False: transfers progress only while both ends wait in MPI, not while they compute (calibration).
+    bool async_progress() const { return async_progress_; }
 
     // NIC ports of a node and the one a rank uses; egress and ingress link ids.
     int nic_ports_per_node() const { return ports_per_node_; }
@@ -91,6 +95,8 @@ class Network {
     int nic_egress_base_ = 0, nic_ingress_base_ = 0, core_link_ = -1;
     double intra_latency_s_ = 0, inter_latency_s_ = 0;
     double flops_per_s_ = 0;
+    double row_work_Bps_ = 0;
+    bool async_progress_ = true;
     std::vector<std::pair<double, double>> efficiency_;  // (log bytes, efficiency)
 };
 

@@ -357,10 +357,15 @@ struct Builder {
                 wait[r] = join(phase_in, r);
                 dep(post[r], wait[r]);
             }
+            // Without async progress a stage's messages move only once both ends have finished the previous
+            // stage's compute and wait in MPI; results go back once the sender's stage compute is done.
+            const bool progress = net.async_progress();
             for (int a = 0; a < P; ++a)
                 for (int b : stages[a][s].send_to)
-                    message(a, b, rows(a, b, false) * B, phase_in, post[a], post[b], wait[a], wait[b]);
-            for (int r = 0; r < P; ++r)
+                    message(a, b, rows(a, b, false) * B, phase_in, progress ? post[a] : prev[a],
+                            progress ? post[b] : prev[b], wait[a], wait[b]);
+            for (int r = 0; r < P; ++r) {
+                const int32_t stage_begin = prev[r];
                 for (int src : stages[r][s].recv_from) {
                     const double flops = block_flops(r, src);
                     const int64_t back = rows(src, r, false);
@@ -370,9 +375,16 @@ struct Builder {
                     dep(prev[r], c);
                     prev[r] = c;
                     expert_flops[r] += flops;
-                    if (src != r && back > 0)
+                    if (progress && src != r && back > 0)
                         message(r, src, back * B, phase_out, c, c, run_end[r], run_end[src]);
                 }
+                if (progress || prev[r] == stage_begin) continue;
+                for (int src : stages[r][s].recv_from) {
+                    const int64_t back = rows(src, r, false);
+                    if (src != r && back > 0)
+                        message(r, src, back * B, phase_out, prev[r], prev[r], run_end[r], run_end[src]);
+                }
+            }
             post = wait;
         }
         for (int r = 0; r < P; ++r) {
@@ -566,6 +578,20 @@ struct Builder {
         }
     }
 
+    // The layer's own work on its kept rows (Network::row_work_Bps; nothing when 0): `passes` row-sized
+    // reads and writes per kept assignment of the rank (its rows to every rank, itself included, and its
+    // shadowed rows), a delay after `cursor` that becomes the new cursor.
+    void row_work(Tasks& cursor, double passes, uint8_t phase) {
+        if (net.row_work_Bps() <= 0) return;
+        for (int r = 0; r < P; ++r) {
+            double rows = w.shadow_rows ? static_cast<double>(w.shadow_rows[r]) : 0.0;
+            for (int b = 0; b < P; ++b) rows += static_cast<double>(w.rows[static_cast<int64_t>(r) * P + b]);
+            const int32_t t = g.add_delay(rows * passes * w.bytes_per_row / net.row_work_Bps(), phase, r);
+            dep(cursor[r], t);
+            cursor[r] = t;
+        }
+    }
+
     void build() {
         out.num_ranks = P;
         // Σ over sources of each rank's expert blocks, read row by row (a column walk of rows costs a
@@ -601,14 +627,18 @@ struct Builder {
 
         Tasks cursor(P, counts);
         shadow_broadcasts(cursor, kSimFwdDispatch);
+        row_work(cursor, 2, kSimFwdDispatch);  // pack_rows: read x, write the send buffer
         run_experts(cursor, false, out.fwd_run_end, out.fwd_last_compute, out.fwd_expert_flops);
+        row_work(out.fwd_run_end, 2, kSimFwdCombine);  // combine: read each returned row, add into y
         for (int r = 0; r < P; ++r) out.rank_flops[r] += out.fwd_expert_flops[r];
         if (!w.backward) {
             out.rank_end = out.fwd_run_end;
             return;
         }
-        out.bwd_run_begin = out.fwd_run_end;  // combine backward (w·dy, dot products) is free here
+        out.bwd_run_begin = out.fwd_run_end;
+        row_work(out.bwd_run_begin, 3, kSimBwdCombine);  // combine backward: read dy and y rows, write w·dy
         run_experts(out.bwd_run_begin, true, out.bwd_run_end, out.bwd_last_compute, out.bwd_expert_flops);
+        row_work(out.bwd_run_end, 2, kSimBwdDispatch);  // dx: read each returned row, add into dx
         cursor.resize(P);
         for (int r = 0; r < P; ++r) {
             const double weights = received_flops[r];  // one GEMM pass over all its rows, after run_experts

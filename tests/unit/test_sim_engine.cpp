@@ -287,6 +287,73 @@ TEST(SimPairwise, SecondStageTransferOverlapsOwnBlock) {
     EXPECT_NEAR(predict_layer(net, w, spec).step_s, counts + t + c0 + c1 + t, 1e-12);
 }
 
+TEST(SimPairwise, NoAsyncProgressSerialisesTransfersAndCompute) {
+    // The same two ranks on a transport that moves bytes only inside MPI calls (calibration
+    // async_progress: false): stage 1's rows move only after both ranks' stage-0 compute, and the results
+    // go back after the stage-1 compute: forward run = c0 + t + c1 + t, as plain.
+    Cluster c;
+    c.gflops = 1;
+    c.calibration = "  async_progress: false\n";
+    const Network net = make_network(c);
+    EXPECT_FALSE(net.async_progress());
+    std::vector<int64_t> rows = {300, 100, 100, 300};
+    LayerWork w;
+    w.num_ranks = 2;
+    w.rows = rows.data();
+    w.bytes_per_row = 1000;
+    w.flops_per_row = 1e4;
+    w.backward = false;
+    ScheduleSpec spec;
+    spec.kind = ScheduleKind::pairwise;
+    spec.group_size = 1;
+    spec.aggregation = Aggregation::none;
+    const double t = 5e-6 + 100 * 1000 / 10e9, c0 = 300 * 1e-5, c1 = 100 * 1e-5, counts = 5e-6;
+    EXPECT_NEAR(predict_layer(net, w, spec).step_s, counts + c0 + t + c1 + t, 1e-12);
+}
+
+TEST(SimRowWork, AddsPassesTimesKeptRowBytesOverRate) {
+    // Row work at 2 GB/s on two ranks with 400 kept rows each of 1000 bytes: forward + backward add
+    // (2 + 2 + 3 + 2) passes × 400 × 1000 B / 2 GB/s = 1.8 ms to every rank, in the phases of the loops.
+    Cluster c;
+    c.gflops = 1;
+    std::vector<int64_t> rows = {300, 100, 100, 300};
+    LayerWork w;
+    w.num_ranks = 2;
+    w.rows = rows.data();
+    w.bytes_per_row = 1000;
+    w.flops_per_row = 1e4;
+    ScheduleSpec spec;
+    spec.aggregation = Aggregation::none;
+    const LayerPrediction base = predict_layer(make_network(c), w, spec);
+    c.calibration = "  row_work_bandwidth: 2 GB/s\n";
+    const Network net = make_network(c);
+    EXPECT_DOUBLE_EQ(net.row_work_Bps(), 2e9);
+    const LayerPrediction p = predict_layer(net, w, spec);
+    const double pass_s = 400 * 1000 / 2e9;
+    EXPECT_NEAR(p.step_s, base.step_s + 9 * pass_s, 1e-12);
+    const int phases[] = {kSimFwdDispatch, kSimFwdCombine, kSimBwdCombine, kSimBwdDispatch};
+    const double passes[] = {2, 2, 3, 2};
+    for (int i = 0; i < 4; ++i)
+        EXPECT_NEAR(p.max_phase_s[phases[i]], base.max_phase_s[phases[i]] + passes[i] * pass_s, 1e-12)
+            << sim_phase_name(phases[i]);
+    EXPECT_LE(p.bound.total_s, p.step_s);
+}
+
+TEST(SimCalibration, BadRowWorkAndProgressValues) {
+    Cluster c;
+    c.calibration = "  async_progress: maybe\n";
+    EXPECT_NE(error_of([&] {
+                  make_topology(c);
+              }).find("calibration.async_progress: expected true or false, got 'maybe'"),
+              std::string::npos);
+    c.calibration = "  row_work_bandwidth: 5\n";
+    EXPECT_NE(error_of([&] { make_topology(c); }).find("calibration.row_work_bandwidth: '5' has no unit"),
+              std::string::npos);
+    c.calibration = "  row_work_bandwidth: -1 GB/s\n";
+    EXPECT_NE(error_of([&] { make_topology(c); }).find("row_work_bandwidth: bandwidth must be positive"),
+              std::string::npos);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Random clusters and traffic: bound, and aggregated against exact
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""usage: check_validation.py VALIDATION_PY
+
+experiments/validation.py's metrics on synthetic logs with closed-form answers: 2 cases x 3 schedules of
+fake `expar layer` logs (3 steps, 1 warm-up, 2 ranks) and fake `expar simulate` logs, whose medians,
+errors and schedule picks are known by construction. Also checks `replay` (counts reshaped [S, 1, E]).
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+script = sys.argv[1]
+tmp = tempfile.mkdtemp()
+S, P, E, warmup = 4, 2, 4, 1  # 1 warm-up + 3 timed steps
+
+
+def write_measured(path, step_us, phase_us):
+    """Timed steps: step times step_us * (0.9, 1.0, 1.3) on rank 0 (median = step_us), rank 1 half of
+    rank 0; every phase column of rank 0 = phase_us[column] * the same factors. Warm-up step: 100x."""
+    factors = np.array([100.0, 0.9, 1.0, 1.3])
+    with h5py.File(path, "w") as f:
+        step = np.zeros((S, P))
+        step[:, 0] = step_us * factors
+        step[:, 1] = 0.5 * step[:, 0]
+        phase = np.zeros((S, P, 10))
+        phase[:, 0, :] = factors[:, None] * np.asarray(phase_us)[None, :]
+        phase[:, 1, :] = 0.5 * phase[:, 0, :]
+        f["/steps/step_time_us"] = step
+        f["/steps/phase_time_us"] = phase
+        f["/experts/requested"] = np.arange(S * E, dtype=np.int64).reshape(S, E)
+
+
+def write_predicted(path, step_us, phase8_us):
+    factors = np.array([7.0, 1.0, 1.1, 0.8])  # median of the 3 timed = 1.0
+    with h5py.File(path, "w") as f:
+        f["/sim/step_time_us"] = step_us * factors
+        f["/sim/phase_time_us"] = factors[:, None] * np.asarray(phase8_us)[None, :]
+
+
+# Layer phases (10 columns): route 1, count 2, layout 3, dispatch 4, expert 10, combine 5, b.combine 6,
+# b.expert 20, b.dispatch 7, b.route 8 -> folded (gate 3, dispatch 7, 10, 5, 6, 20, 7, 8).
+layer_phases = [1, 2, 3, 4, 10, 5, 6, 20, 7, 8]
+folded = np.array([3, 7, 10, 5, 6, 20, 7, 8], dtype=float)
+# Case A (P 2): measured plain 100, pairwise 120, hierarchical 110; predicted 110, 108 (-10%), 99.
+# Simulator picks hierarchical, measured fastest is plain: wrong pick, measured cost 110/100 - 1 = +10%.
+# Case B (P 4): measured 200, 150, 300; predicted 180, 165, 330: right pick (pairwise).
+configs = [("2", "plain", 100, 110), ("2", "pairwise", 120, 108), ("2", "hierarchical", 110, 99),
+           ("4", "plain", 200, 180), ("4", "pairwise", 150, 165), ("4", "hierarchical", 300, 330)]
+# Predicted phases = folded * (1 + phase error); phase errors by configuration.
+phase_err = [0.0, 0.1, -0.2, 0.3, 0.05, -0.4]
+manifest = os.path.join(tmp, "manifest.txt")
+with open(manifest, "w") as m:
+    for i, (ranks, schedule, meas, pred) in enumerate(configs):
+        mp, sp = os.path.join(tmp, f"m{i}.h5"), os.path.join(tmp, f"s{i}.h5")
+        write_measured(mp, meas, layer_phases)
+        write_predicted(sp, pred, folded * (1 + phase_err[i]))
+        m.write("\t".join([str(i), ranks, "2", "1.5", "0.5", "2", schedule, mp, sp, "layer cmd", "sim cmd"])
+                + "\n")
+out = os.path.join(tmp, "validation.h5")
+subprocess.run([sys.executable, script, "analyse", manifest, out, "--load-start", "1 2 3", "--load-end", "4 5 6",
+                "--warmup", str(warmup)], check=True, stdout=subprocess.DEVNULL)
+
+meas = np.array([c[2] for c in configs], dtype=float)
+pred = np.array([c[3] for c in configs], dtype=float)
+with h5py.File(out, "r") as f:
+    np.testing.assert_allclose(f["measured/step_time_us"][()], meas)
+    np.testing.assert_allclose(f["predicted/step_time_us"][()], pred)
+    err = f["error/step"][()]
+    np.testing.assert_allclose(err, [0.1, -0.1, -0.1, -0.1, 0.1, 0.1])
+    np.testing.assert_allclose(f["measured/phase_time_us"][()], np.tile(folded, (6, 1)))
+    np.testing.assert_allclose(f["error/phase"][()], np.array(phase_err)[:, None] * np.ones((6, 8)), atol=1e-12)
+    np.testing.assert_allclose(f["measured/step_spread"][()], 0.4)  # (1.3 - 0.9) / 1.0
+    s = f["summary"].attrs
+    assert abs(s["median_abs_error_layer"] - 0.1) < 1e-12, s["median_abs_error_layer"]
+    # |phase errors| 0, .1, .2, .3, .05, .4, 8 phases each: median of 48 values = (0.1 + 0.2) / 2.
+    assert abs(s["median_abs_error_phase"] - 0.15) < 1e-12, s["median_abs_error_phase"]
+    # Phases >= 5% of the measured step: 7, 6, 6, 2, 3 and 1 of the 8 in the six configurations (steps
+    # 100, 120, 110, 200, 150, 300), errors 0, .1, .2, .3, .05, .4: the 13th of the 25 sorted is 0.1.
+    assert abs(s["median_abs_error_phase_significant"] - 0.1) < 1e-12, s["median_abs_error_phase_significant"]
+    assert f["picks/measured_fastest"][()].tolist() == [0, 1]
+    assert f["picks/predicted_fastest"][()].tolist() == [2, 1]
+    np.testing.assert_allclose(f["picks/measured_cost_of_pick"][()], [0.1, 0.0])
+    assert s["pick_fraction"] == 0.5
+    assert f.attrs["load_average_start"] == "1 2 3" and f.attrs["load_average_end"] == "4 5 6"
+    assert f["configs/case"][()].tolist() == [0, 0, 0, 1, 1, 1]
+
+replay = os.path.join(tmp, "replay.h5")
+subprocess.run([sys.executable, script, "replay", os.path.join(tmp, "m0.h5"), replay], check=True)
+with h5py.File(replay, "r") as f:
+    counts = f["counts"][()]
+    assert counts.shape == (S, 1, E) and counts.dtype == np.int64
+    assert (counts[:, 0, :] == np.arange(S * E).reshape(S, E)).all()
+print("check_validation: OK")
