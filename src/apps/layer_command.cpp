@@ -60,12 +60,10 @@ double measure_blas_gflops(int64_t n, const LayerConfig& c, int repeats) {
 
 // The node map (real or emulated) and the rates of the topology file, if one is given.
 LayerCluster make_cluster(const LayerRunOptions& options, int rank) {
-    LayerCluster cluster{make_node_map(MPI_COMM_WORLD, options.ranks_per_node)};
-    if (options.topology_path.empty()) return cluster;
+    NodeMap nodes = make_node_map(MPI_COMM_WORLD, options.ranks_per_node);
+    if (options.topology_path.empty()) return LayerCluster{std::move(nodes)};
     const Topology topology = load_topology(options.topology_path);
-    cluster.local_GBps = topology.local_GBps_per_device();
-    cluster.net_GBps = topology.net_GBps_per_device();
-    cluster.device_gflops = topology.device_flops_per_s("fp32") / 1e9;
+    const LayerCluster cluster = cluster_with_topology_rates(std::move(nodes), topology, "fp32");
     if (rank == 0 && topology.devices_per_node != cluster.nodes.ranks_per_node)
         std::fprintf(stderr,
                      "expar: note: %s describes %d devices per node, this run has %d ranks per node; "

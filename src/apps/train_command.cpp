@@ -195,13 +195,9 @@ po::options_description train_options_description(TrainOptions* o) {
 }
 
 LayerCluster make_cluster(const TrainOptions& o) {
-    LayerCluster cluster{make_node_map(MPI_COMM_WORLD, o.ranks_per_node)};
-    if (o.topology_path.empty()) return cluster;
-    const Topology topology = load_topology(o.topology_path);
-    cluster.local_GBps = topology.local_GBps_per_device();
-    cluster.net_GBps = topology.net_GBps_per_device();
-    cluster.device_gflops = topology.device_flops_per_s("fp32") / 1e9;
-    return cluster;
+    NodeMap nodes = make_node_map(MPI_COMM_WORLD, o.ranks_per_node);
+    if (o.topology_path.empty()) return LayerCluster{std::move(nodes)};
+    return cluster_with_topology_rates(std::move(nodes), load_topology(o.topology_path), "fp32");
 }
 
 // One progress line on rank 0: rewritten in place on a terminal, a plain line every print_every steps

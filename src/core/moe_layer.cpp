@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #include "capacity.h"
 #include "check.h"
@@ -45,6 +46,30 @@ int64_t moe_max_recv_rows(const LayerConfig& config, int num_ranks) {
     const bool local = config.capacity_scope == CapacityScope::local;
     const int64_t capacity = capacity_per_expert(config.capacity_factor, local ? T : P * T, config.top_k, E);
     return std::min(all_rows, (E / P) * (local ? P : 1) * capacity);
+}
+
+LayerCluster cluster_with_topology_rates(NodeMap nodes,
+                                         const Topology& topology,
+                                         const std::string& precision) {
+    LayerCluster cluster{std::move(nodes)};
+    cluster.local_GBps = topology.local_GBps_per_device();
+    cluster.net_GBps = topology.net_GBps_per_device();
+    cluster.device_gflops = topology.device_flops_per_s(precision) / 1e9;
+    return cluster;
+}
+
+ShadowCostModel shadow_cost_model(double expert_flops_per_token,
+                                  double bytes_per_token,
+                                  double bytes_per_expert,
+                                  const LayerCluster& cluster) {
+    ShadowCostModel model;
+    model.expert_flops_per_token = expert_flops_per_token;
+    model.bytes_per_token = bytes_per_token;
+    model.bytes_per_expert = bytes_per_expert;
+    model.device_flops_per_s = cluster.device_gflops * 1e9;
+    const bool multi_node = cluster.nodes.num_nodes > 1;
+    model.network_bytes_per_s = (multi_node ? cluster.net_GBps : cluster.local_GBps) * 1e9;
+    return model;
 }
 
 int64_t topology_gate_max_offnode(const LayerConfig& config, const LayerCluster& cluster) {
@@ -199,15 +224,10 @@ MoeLayer::MoeLayer(const LayerConfig& config,
         EXPAR_REQUIRE(
             cluster_.device_gflops > 0 && (cluster_.net_GBps > 0 || cluster_.local_GBps > 0),
             "--shadow needs the compute rate and link bandwidths of a topology file: give --topology FILE");
-        const ExpertShape shape{d, f, config_.activation};
-        ShadowCostModel model;
-        model.expert_flops_per_token = expert_ffn_forward_flops(1, shape);
-        model.bytes_per_token = static_cast<double>(d * sizeof(float));
-        model.bytes_per_expert = static_cast<double>(expert_floats_ * sizeof(float));
-        model.device_flops_per_s = cluster_.device_gflops * 1e9;
-        // Tokens and weights cross the slowest link class the run uses.
-        const bool multi_node = cluster_.nodes.num_nodes > 1;
-        model.network_bytes_per_s = (multi_node ? cluster_.net_GBps : cluster_.local_GBps) * 1e9;
+        const ShadowCostModel model =
+            shadow_cost_model(expert_ffn_forward_flops(1, ExpertShape{d, f, config_.activation}),
+                              static_cast<double>(d * sizeof(float)),
+                              static_cast<double>(expert_floats_ * sizeof(float)), cluster_);
         shadow_policy_ = std::make_unique<ShadowPolicy>(static_cast<int>(P), E, model);
         const int64_t slots = std::min<int64_t>(config_.shadow_max_experts, E);
         shadow_params_.resize(slots * expert_floats_);

@@ -15,6 +15,7 @@
 #include "node_map.h"
 #include "schedule.h"
 #include "shadow_policy.h"
+#include "topology.h"
 
 namespace expar {
 
@@ -59,6 +60,18 @@ struct LayerCluster {
 // and no more than its E/P experts' capacity allows (P scope groups for local, 1 for global; dropless
 // has no bound below the first). MoeLayer sizes its receive buffers from this at construction.
 int64_t moe_max_recv_rows(const LayerConfig& config, int num_ranks);
+
+// A cluster of these nodes with the rates of a topology file (precision: a dense_rate key, e.g. "fp32").
+LayerCluster cluster_with_topology_rates(NodeMap nodes,
+                                         const Topology& topology,
+                                         const std::string& precision);
+
+// The shadowing policy's cost model for one expert shape on this cluster: tokens and weights cross the
+// slowest link class the run uses (inter-node when it spans nodes, else intra-node).
+ShadowCostModel shadow_cost_model(double expert_flops_per_token,
+                                  double bytes_per_token,
+                                  double bytes_per_expert,
+                                  const LayerCluster& cluster);
 
 // FasterMoE's topology gate limit L = W_net / (M · W_local) · B assignments per rank, B = T_local · k.
 int64_t topology_gate_max_offnode(const LayerConfig& config, const LayerCluster& cluster);

@@ -284,22 +284,13 @@ void replay_fractions(
 // ---------------------------------------------------------------------------------------------------
 
 ShadowCostModel shadow_cost_model(const Workload& w, const LayerCluster& cluster) {
-    ShadowCostModel model;
-    model.expert_flops_per_token = expert_forward_flops_per_token(w.model);
-    model.bytes_per_token = token_bytes(w);
-    model.bytes_per_expert = static_cast<double>(expert_num_params(w.model)) * w.dtype_bytes;
-    model.device_flops_per_s = cluster.device_gflops * 1e9;
-    const bool multi_node = cluster.nodes.num_nodes > 1;
-    model.network_bytes_per_s = (multi_node ? cluster.net_GBps : cluster.local_GBps) * 1e9;
-    return model;
+    return shadow_cost_model(expert_forward_flops_per_token(w.model), token_bytes(w),
+                             static_cast<double>(expert_num_params(w.model)) * w.dtype_bytes, cluster);
 }
 
 LayerCluster routing_cluster(const Topology& t, int num_ranks, const std::string& precision) {
-    LayerCluster cluster{sim_node_map(t, num_ranks)};  // the timing engine's placement (network.h)
-    cluster.local_GBps = t.local_GBps_per_device();
-    cluster.net_GBps = t.net_GBps_per_device();
-    cluster.device_gflops = t.device_flops_per_s(precision) / 1e9;
-    return cluster;
+    // The timing engine's placement (network.h), so routing and timing agree on nodes.
+    return cluster_with_topology_rates(sim_node_map(t, num_ranks), t, precision);
 }
 
 // ---------------------------------------------------------------------------------------------------
