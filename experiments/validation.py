@@ -8,10 +8,12 @@
       prints (max - min) / median of the timed steps' slowest-rank step times (the run's own noise).
   validation.py analyse MANIFEST OUT.h5 [--load-start "a b c"] [--load-end "a b c"] [--warmup W]
       MANIFEST: one tab-separated line per configuration
-      (index, P, ranks per node, cf, skew, k, schedule, measured log, simulated log, layer command,
+      (index, P, ranks per node, cf, skew, k, schedule, measured log(s, comma-separated: repeated runs whose
+      timed steps are pooled), simulated log, layer command,
       simulate command[, calibrated topology file]). Writes OUT.h5 and prints a markdown table and the three metrics.
 
-Per configuration: measured layer time = median over timed steps of the slowest rank's step time;
+Per configuration: measured layer time = median over timed steps (of every repeated run) of the slowest
+rank's step time;
 predicted = median over the same steps of the simulated step. Phases: the layer's 10 phases folded into
 the simulator's 8 (forward/gate = route + count exchange, forward/dispatch = layout + dispatch), per rank,
 then max over ranks, median over steps. Error = predicted / measured - 1. The schedule pick: for every
@@ -46,11 +48,15 @@ def replay(measured_path, out_path):
         f["counts"].attrs["source"] = f"{measured_path}:/experts/requested"
 
 
-def measured_times(path, warmup):
-    """(step time [us], phase times [8] in us): medians over timed steps of the slowest rank."""
-    with h5py.File(path, "r") as f:
-        step = f["/steps/step_time_us"][warmup:]          # [S, P]
-        phase = f["/steps/phase_time_us"][warmup:]        # [S, P, 10]
+def measured_times(paths, warmup):
+    """(step time [us], phase times [8] in us, slowest-rank step times): medians over the timed steps of
+    the slowest rank. paths: one log, or several comma-separated (repeated runs: their timed steps pooled)."""
+    steps, phases = [], []
+    for path in paths.split(","):
+        with h5py.File(path, "r") as f:
+            steps.append(f["/steps/step_time_us"][warmup:])      # [S, P]
+            phases.append(f["/steps/phase_time_us"][warmup:])    # [S, P, 10]
+    step, phase = np.concatenate(steps), np.concatenate(phases)
     folded = np.zeros(phase.shape[:2] + (len(SIM_PHASES),))
     for column, target in enumerate(LAYER_TO_SIM):
         folded[:, :, target] += phase[:, :, column]

@@ -6,14 +6,14 @@
 #       --base: every figure measured, dense_rate = the GEMM rate of P ranks computing at once. The files
 #       are kept in results/validation.h5 (configs/topology_yaml);
 #   (b) CASES x {plain, pairwise, hierarchical} measured `expar layer` runs (--log), P = 2, 4, 8, emulated
-#       nodes (--ranks-per-node) from P = 4;
+#       nodes (--ranks-per-node) from P = 4; a case's three schedules measured in turn, ROUNDS (3) times;
 #   (c) `expar simulate` of each on its calibrated topology, same ranks, ranks per node, layer options and
 #       steps, routing replayed from the measured run's per-expert counts (/experts/requested), so the
 #       comparison is of time, not of routing draws;
 #   (d) experiments/validation.py: errors per layer and per phase, schedule picks -> results/validation.h5
 #       and a markdown table on stdout.
-# About 3-5 minutes on 2 idle cores. Run from anywhere after building build/expar. STEPS (timed steps, 5)
-# and KEEP=1 (keep the work directory) may be set.
+# About 10 minutes on 2 idle cores. Run from anywhere after building build/expar. STEPS (timed steps per
+# run, 5), ROUNDS (3) and KEEP=1 (keep the work directory) may be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p results
@@ -52,11 +52,13 @@ calibrate() {
     local P=$1 rpn=$2 k=$3 c=$4
     echo "# calibrate $P ranks (busy $(wait_quiet)%)" >&2
     launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 2097152 --a2a-iters 10 --repetitions 15 \
-        --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((1024 * k * P / 8)) \
+        --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((1024 * k * P / 8)) --experts 8 --top-k "$k" --gate-tokens 1024 \
         --out "$work/topology_$c.yaml" >&2
 }
-# Timed-step spread above which a measurement is repeated (twice at most; the least spread run is kept).
-max_spread=${MAX_SPREAD:-0.25}
+# Repeated runs: each case's schedules are measured in turn, ROUNDS times (plain, pairwise, hierarchical,
+# plain, ...), and each configuration's timed steps are pooled over its rounds, so that a slow drift of the
+# machine (other jobs, clocks) falls on every schedule alike instead of deciding the schedule picks.
+rounds=${ROUNDS:-3}
 
 # (b, c) cases: P ranks-per-node capacity-factor skew k.
 cases=(
@@ -69,32 +71,30 @@ cases=(
 )
 manifest="$work/manifest.txt"
 : >"$manifest"
+schedules=(plain pairwise hierarchical)
 i=0
 case_index=0
 for c in "${cases[@]}"; do
     read -r P rpn cf skew k <<<"$c"
     calibrate "$P" "$rpn" "$k" "$case_index"
-    for schedule in plain pairwise hierarchical; do
-        # The simulator replays the measured routing, so --skew is the layer's alone.
+    for round in $(seq 1 "$rounds"); do
+        for s in 0 1 2; do
+            # The simulator replays the measured routing, so --skew is the layer's alone.
+            layer_cmd=(build/expar layer "${shape[@]}" --top-k "$k" --capacity-factor "$cf" --schedule "${schedules[$s]}"
+                --skew "$skew" --ranks-per-node "$rpn" --steps "$steps" --warmup "$warmup" --seed 1)
+            echo "# [$((i + s))] round $round, busy $(wait_quiet)%, load $(cut -d' ' -f1 /proc/loadavg): launch/local.sh $P ${layer_cmd[*]}" >&2
+            launch/local.sh "$P" "${layer_cmd[@]}" --log "$work/measured_$((i + s))_$round.h5" >"$work/layer_$((i + s))_$round.txt"
+        done
+    done
+    for s in 0 1 2; do
+        schedule=${schedules[$s]}
         opts=("${shape[@]}" --top-k "$k" --capacity-factor "$cf" --schedule "$schedule")
-        measured="$work/measured_$i.h5"
-        simulated="$work/simulated_$i.h5"
-        replay="$work/replay_$i.h5"
         layer_cmd=(build/expar layer "${opts[@]}" --skew "$skew" --ranks-per-node "$rpn" --steps "$steps" --warmup "$warmup"
             --seed 1)
-        best_spread=""
-        for attempt in 1 2 3; do
-            echo "# [$i] busy $(wait_quiet)%, load $(cut -d' ' -f1 /proc/loadavg): launch/local.sh $P ${layer_cmd[*]}" >&2
-            launch/local.sh "$P" "${layer_cmd[@]}" --log "$work/try.h5" >"$work/layer_$i.txt"
-            spread=$("$python" experiments/validation.py spread "$work/try.h5" --warmup "$warmup")
-            if [ -z "$best_spread" ] || "$python" -c "import sys; sys.exit(not $spread < $best_spread)"; then
-                best_spread=$spread
-                mv "$work/try.h5" "$measured"
-            fi
-            "$python" -c "import sys; sys.exit(not $best_spread > $max_spread)" || break
-            echo "# [$i] timed steps spread $spread > $max_spread: measuring again" >&2
-        done
-        "$python" experiments/validation.py replay "$measured" "$replay"
+        measured=$(seq -f "$work/measured_${i}_%g.h5" 1 "$rounds" | paste -sd,)
+        simulated="$work/simulated_$i.h5"
+        replay="$work/replay_$i.h5"
+        "$python" experiments/validation.py replay "$work/measured_${i}_1.h5" "$replay"
         sim_cmd=(build/expar simulate --topology "$work/topology_$case_index.yaml" --ranks "$P"
             --ranks-per-node "$rpn" "${opts[@]}" --dtype-bytes 4 --routing replay --replay "$replay:/counts"
             --steps $((steps + warmup)) --seed 1 --log "$simulated")

@@ -63,7 +63,7 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
         "timed all-to-alls per size [1]")(
         "repetitions", po::value<int64_t>(&m.repetitions)->default_value(m.repetitions),
         "repetitions of each ping-pong and GEMM measurement; the median is kept [1]");
-    po::options_description gemm("Expert GEMM");
+    po::options_description gemm("Expert GEMM and router");
     gemm.add_options()("d-model", po::value<int64_t>(&m.d_model)->default_value(m.d_model),
                        "model width d [elements]")("d-ff", po::value<int64_t>(&m.d_ff)->default_value(m.d_ff),
                                                    "expert hidden width f [elements]")(
@@ -71,6 +71,12 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
         "gelu | relu | silu | swiglu (3 matrices)")(
         "gemm-tokens", po::value<int64_t>(&m.gemm_tokens)->default_value(m.gemm_tokens),
         "rows (tokens) one expert computes per measurement [tokens]")(
+        "experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
+        "experts E of the router measurement [1]")("top-k",
+                                                   po::value<int64_t>(&m.top_k)->default_value(m.top_k),
+                                                   "experts per token k of the router [1]")(
+        "gate-tokens", po::value<int64_t>(&m.gate_tokens)->default_value(m.gate_tokens),
+        "tokens per rank T of the router measurement [tokens]")(
         "peak-gflops", po::value<double>(&m.peak_gflops)->default_value(m.peak_gflops),
         "nominal dense fp32 rate of one rank for gemm_efficiency [GFLOP/s]; 0 = dense_rate.fp32 of --base, "
         "else unknown");
@@ -95,6 +101,11 @@ void validate(const CalibrateCommandOptions& o) {
     EXPAR_REQUIRE(m.d_model > 0, "--d-model must be positive, got " << m.d_model);
     EXPAR_REQUIRE(m.d_ff > 0, "--d-ff must be positive, got " << m.d_ff);
     EXPAR_REQUIRE(m.gemm_tokens > 0, "--gemm-tokens must be positive, got " << m.gemm_tokens);
+    EXPAR_REQUIRE(m.num_experts >= 1 && m.num_experts <= (1 << 20),
+                  "--experts must be in 1..2^20, got " << m.num_experts);
+    EXPAR_REQUIRE(m.top_k >= 1 && m.top_k <= m.num_experts,
+                  "--top-k must be in 1..--experts (" << m.num_experts << "), got " << m.top_k);
+    EXPAR_REQUIRE(m.gate_tokens > 0, "--gate-tokens must be positive, got " << m.gate_tokens);
     EXPAR_REQUIRE(m.peak_gflops >= 0, "--peak-gflops must be >= 0 (0 = unknown), got " << m.peak_gflops);
     EXPAR_REQUIRE(o.blas_threads > 0, "--blas-threads must be positive");
     EXPAR_REQUIRE(!o.name.empty(), "--name must not be empty");
@@ -186,6 +197,10 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
         std::printf(" = %.1f%% of %.2f GFLOP/s nominal", 100 * result.gemm_gflops / result.peak_gflops,
                     result.peak_gflops);
     std::printf("\n");
+    std::printf(
+        "# router (gate forward, backward), %lld tokens, E %lld, k %lld: %.2f, %.2f GFLOP/s slowest rank\n",
+        (long long)o.measure.gate_tokens, (long long)o.measure.num_experts, (long long)o.measure.top_k,
+        result.router_forward_gflops, result.router_backward_gflops);
 
     const std::string yaml = o.base_path.empty() ? topology_yaml_from_measurement(result, o.name)
                                                  : topology_yaml_with_base(base_text, base, result);

@@ -197,6 +197,27 @@ Calibration read_calibration(const MapReader& block) {
             EXPAR_FAIL(block.where("async_progress") << ": expected true or false, got '" << value << "'");
         out.async_progress = value == "true";
     }
+    if (block.has("router_rate")) {
+        const MapReader router = block.map("router_rate", {"forward", "backward"});
+        const double forward = router.quantity("forward", QuantityKind::rate);
+        const double backward = router.quantity("backward", QuantityKind::rate);
+        if (!(forward > 0)) EXPAR_FAIL(router.where("forward") << ": compute rate must be positive");
+        if (!(backward > 0)) EXPAR_FAIL(router.where("backward") << ": compute rate must be positive");
+        out.router_forward_gflops = forward;
+        out.router_backward_gflops = backward;
+    }
+    if (block.has("shared_cores")) {
+        const MapReader shared = block.map("shared_cores", {"ranks_per_host", "cores_per_host"});
+        Calibration::SharedCores cores;
+        for (const char* key : {"ranks_per_host", "cores_per_host"}) {
+            const double n = shared.number(key);
+            if (!(n >= 1 && n == std::floor(n) && n < 1e9))
+                EXPAR_FAIL(shared.where(key) << ": expected a whole number >= 1, got " << shared.text(key));
+            (std::string(key) == "ranks_per_host" ? cores.ranks_per_host : cores.cores_per_host) =
+                static_cast<int>(n);
+        }
+        out.shared_cores = cores;
+    }
     return out;
 }
 
@@ -288,8 +309,9 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
 
     if (top.has("calibration"))
         t.calibration = read_calibration(
-            top.map("calibration", {"when", "how", "topology", "links", "alltoall_efficiency",
-                                    "gemm_efficiency", "gemm_rate", "row_work_bandwidth", "async_progress"}));
+            top.map("calibration",
+                    {"when", "how", "topology", "links", "alltoall_efficiency", "gemm_efficiency",
+                     "gemm_rate", "row_work_bandwidth", "async_progress", "router_rate", "shared_cores"}));
     return t;
 }
 
@@ -342,6 +364,12 @@ std::string describe(const Topology& t) {
     if (c.gemm_gflops) out << "    GEMM rate: " << *c.gemm_gflops << " GFLOP/s\n";
     if (c.row_work_GBps) out << "    row work: " << *c.row_work_GBps << " GB/s\n";
     if (!c.async_progress) out << "    transfers progress only inside MPI calls (no async progress)\n";
+    if (c.router_forward_gflops)
+        out << "    router: " << *c.router_forward_gflops << " GFLOP/s forward, " << *c.router_backward_gflops
+            << " GFLOP/s backward\n";
+    if (c.shared_cores)
+        out << "    " << c.shared_cores->ranks_per_host << " ranks share each host's "
+            << c.shared_cores->cores_per_host << " cores\n";
     return out.str();
 }
 

@@ -36,9 +36,21 @@ struct Calibration {
     // The layer's own row work on a device (packing rows to send, combining the returned ones, their
     // backward), bytes read + written per second with every device at it at once [GB/s]; unset = free.
     std::optional<double> row_work_GBps;
+    // The MoE layer's router code (gate forward and backward) per device, as router FLOPs per second
+    // (2·T·d·E forward, 4·T·d·E backward) [GFLOP/s]; unset = the GEMM rate.
+    std::optional<double> router_forward_gflops, router_backward_gflops;
     // Whether a posted transfer moves while its ranks compute. False for a transport that progresses
     // only inside MPI calls (Open MPI's shared memory): transfers move only while both ends wait.
     bool async_progress = true;
+    // CPU ranks that share a host's cores (absent: every rank has its own device). Hosts are blocks of
+    // ranks_per_host consecutive ranks with cores_per_host cores; the calibrated rates are per rank with
+    // every rank of the host computing at once, so one that computes while others wait runs faster (up
+    // to a core's worth: ranks_per_host / min(ranks_per_host, cores_per_host) times the calibrated rate).
+    struct SharedCores {
+        int ranks_per_host = 1;
+        int cores_per_host = 1;
+    };
+    std::optional<SharedCores> shared_cores;
 };
 
 struct Topology {

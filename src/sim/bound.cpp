@@ -1,6 +1,7 @@
 // Why it is a bound: a max-min allocation never exceeds a link's capacity, so a link that must carry
 // B bytes is busy at least B / capacity, and its first byte moves only after some message's α; a device
-// runs one compute task at a time. Sharing, dependencies and idle time only add to these.
+// runs one compute task at a time (on shared cores: at most a core, a host at most its cores). Sharing,
+// dependencies and idle time only add to these.
 #include "bound.h"
 
 #include <algorithm>
@@ -35,7 +36,22 @@ LowerBound lower_bound(const Network& network,
                 break;
         }
     }
-    for (double flops : rank_flops) b.compute_s = std::max(b.compute_s, flops / network.device_flops_per_s());
+    if (network.shares_cores()) {
+        // A rank computes at most one core's worth (R / C × the all-ranks rate), a host at most R × it.
+        const int R = network.ranks_per_host(), C = network.cores_per_host();
+        const double core_rate = network.device_flops_per_s() * R / C;
+        for (size_t first = 0; first < rank_flops.size(); first += static_cast<size_t>(R)) {
+            double host_flops = 0;
+            for (size_t r = first; r < std::min(rank_flops.size(), first + R); ++r) {
+                b.compute_s = std::max(b.compute_s, rank_flops[r] / core_rate);
+                host_flops += rank_flops[r];
+            }
+            b.compute_s = std::max(b.compute_s, host_flops / (core_rate * C));
+        }
+    } else {
+        for (double flops : rank_flops)
+            b.compute_s = std::max(b.compute_s, flops / network.device_flops_per_s());
+    }
     const double links_s = std::max({b.nic_send_s, b.nic_recv_s, b.intra_s, b.core_s});
     b.latency_s = min_latency_s;
     b.total_s = std::max(links_s > 0 ? links_s + min_latency_s : 0.0, b.compute_s);

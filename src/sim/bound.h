@@ -16,7 +16,7 @@ struct LowerBound {
     double nic_recv_s = 0;  // max over NIC ingress ports
     double intra_s = 0;     // max over intra-node links (NVLink/PCIe ports, ring links)
     double core_s = 0;      // oversubscribed fat-tree core
-    double compute_s = 0;   // max over ranks: FLOPs / device rate
+    double compute_s = 0;   // max over ranks: FLOPs / device rate (shared cores: a core, a host)
     double latency_s = 0;   // smallest α of any message (0 without messages)
     double total_s = 0;     // max(max link term + latency_s, compute_s)
 };

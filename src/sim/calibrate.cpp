@@ -1,5 +1,6 @@
 #include "calibrate.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include "check.h"
 #include "expert_ffn.h"
+#include "gate.h"
 #include "schedule.h"
 
 namespace expar {
@@ -142,6 +144,64 @@ double gemm_rate(const CalibrateOptions& o) {
         if (rep >= 0) rep_s[rep] = now_s() - t0;
     }
     return 3.0 * expert_ffn_forward_flops(n, shape) / median(rep_s) / 1e9;
+}
+
+// The layer's router on the real shapes: its route (input check, gate_forward) and gate_backward of the
+// top-k gate on gate_tokens tokens. Returns the router FLOP rates {forward, backward} [GFLOP/s] (2·T·d·E and
+// 4·T·d·E FLOPs): with few experts the softmax, top-k and loss terms, not the thin GEMM, set the time.
+std::pair<double, double> router_rates(const CalibrateOptions& o) {
+    const int64_t T = o.gate_tokens, d = o.d_model, E = o.num_experts, k = o.top_k;
+    LayerConfig config;
+    config.num_experts = E;
+    config.top_k = static_cast<int>(k);
+    config.d_model = d;
+    config.d_ff = o.d_ff;
+    config.activation = o.activation;
+    config.tokens_per_rank = T;
+    auto filled = [](int64_t size, float scale) {
+        std::vector<float> v(size);
+        for (int64_t i = 0; i < size; ++i) v[i] = scale * static_cast<float>((i * 7919) % 13 - 6);
+        return v;
+    };
+    std::vector<float> x = filled(T * d, 0.1f), router_w = filled(d * E, 0.02f), bias(E, 0.0f);
+    std::vector<float> logits(T * E), probs(T * E), lse(T), selection(T * E), weight(T * k),
+        node_scratch(1 + E);
+    std::vector<float> dweight = filled(T * k, 0.01f), dx(T * d), d_router_w(d * E), dlogits(T * E),
+                       dscratch(T * E);
+    std::vector<int32_t> expert(T * k);
+    std::vector<uint8_t> routed(T * k);
+    std::vector<int64_t> order(T * k), requested(E);
+    std::vector<double> prob_sum(E), aux_dprob(E, config.aux_loss_coef / T);
+    const GateState state{logits.data(),    probs.data(),  lse.data(),         nullptr,
+                          nullptr,          expert.data(), weight.data(),      routed.data(),
+                          selection.data(), order.data(),  node_scratch.data()};
+    GateInputs in{};
+    in.x = x.data();
+    in.router_w = router_w.data();
+    in.router_bias = bias.data();
+    in.num_tokens = T;
+    in.seed = 1;
+    const GateLossGrads loss{aux_dprob.data(), config.z_loss_coef * 2.0 / static_cast<double>(T)};
+    std::vector<double> forward_s(o.repetitions), backward_s(o.repetitions);
+    for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
+        std::fill(prob_sum.begin(), prob_sum.end(), 0.0);
+        std::fill(requested.begin(), requested.end(), 0);
+        GatePartialSums sums{prob_sum.data(), requested.data()};
+        const double t0 = now_s();
+        int64_t num_nonfinite = 0;  // the layer's route checks its input first (moe_layer.cpp)
+        for (int64_t i = 0; i < T * d; ++i) num_nonfinite += !std::isfinite(x[i]);
+        EXPAR_ASSERT(num_nonfinite == 0);
+        gate_forward(state, &sums, in, config);
+        const double t1 = now_s();
+        gate_backward(dx.data(), d_router_w.data(), nullptr, dlogits.data(), dscratch.data(), dweight.data(),
+                      state, in, loss, config);
+        if (rep >= 0) {
+            forward_s[rep] = t1 - t0;
+            backward_s[rep] = now_s() - t1;
+        }
+    }
+    const double router_flops = 2.0 * static_cast<double>(T * d * E);
+    return {router_flops / median(forward_s) / 1e9, 2 * router_flops / median(backward_s) / 1e9};
 }
 
 // The layer's own loops on its kept rows (moe_layer.cpp): pack (gather rows into the send buffer), combine
@@ -298,6 +358,18 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
     result.ranks_per_node = map.ranks_per_node;
     result.emulated = map.emulated;
     result.peak_gflops = o.peak_gflops;
+    {
+        // The ranks on rank 0's host (shared memory, not the emulated nodes) and the cores they may run on.
+        MPI_Comm host;
+        MPI_CHECK(MPI_Comm_split_type(comm.handle(), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host));
+        MPI_CHECK(MPI_Comm_size(host, &result.ranks_per_host));
+        MPI_CHECK(MPI_Comm_free(&host));
+        cpu_set_t cpus;
+        CPU_ZERO(&cpus);
+        result.cores_per_host = sched_getaffinity(0, sizeof cpus, &cpus) == 0
+                                    ? CPU_COUNT(&cpus)
+                                    : static_cast<int>(std::thread::hardware_concurrency());
+    }
 
     // Point-to-point: rank 0 with a rank of its own node, then with the first rank of node 1.
     std::vector<char> buffer(std::max<int64_t>(o.max_bytes, 1), 1);
@@ -361,6 +433,17 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
     std::vector<double> row_rates(P);
     comm.gather_f64(&my_row_rate, row_rates.data(), 1, 0);
     if (me == 0) result.row_work_GBps = *std::min_element(row_rates.begin(), row_rates.end());
+
+    // The router, every rank at once, slowest rank.
+    quiet_barrier(comm.handle());
+    const std::pair<double, double> my_router = router_rates(o);
+    std::vector<double> router_fwd(P), router_bwd(P);
+    comm.gather_f64(&my_router.first, router_fwd.data(), 1, 0);
+    comm.gather_f64(&my_router.second, router_bwd.data(), 1, 0);
+    if (me == 0) {
+        result.router_forward_gflops = *std::min_element(router_fwd.begin(), router_fwd.end());
+        result.router_backward_gflops = *std::min_element(router_bwd.begin(), router_bwd.end());
+    }
 
     // GEMM: every rank at once; the slowest rank's rate is what a layer step sees.
     quiet_barrier(comm.handle());
@@ -427,6 +510,19 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
             << r.options.gemm_tokens << " rows of " << r.options.d_model
             << " floats, every rank at once, slowest\n"
             << "  row_work_bandwidth: " << fmt("%.4g", r.row_work_GBps) << " GB/s\n";
+    if (r.router_forward_gflops > 0)
+        out << "  # the layer's router (top-k gate: x Wr, softmax, top-k, loss terms; forward 2 T d E, "
+               "backward 4 T d E "
+               "FLOPs), "
+            << r.options.gate_tokens << " tokens, d_model " << r.options.d_model << ", E "
+            << r.options.num_experts << ", k " << r.options.top_k << ", every rank at once, slowest\n"
+            << "  router_rate: {forward: " << fmt("%.4g", r.router_forward_gflops)
+            << " GFLOP/s, backward: " << fmt("%.4g", r.router_backward_gflops) << " GFLOP/s}\n";
+    if (r.ranks_per_host > 0 && r.cores_per_host > 0)
+        out << "  # ranks on rank 0's host (MPI shared-memory split) and the cores they may run on "
+               "(sched_getaffinity)\n"
+            << "  shared_cores: {ranks_per_host: " << r.ranks_per_host
+            << ", cores_per_host: " << r.cores_per_host << "}\n";
     if (r.progress_wait_us >= 0)
         out << "  # a " << size_text(static_cast<double>(r.options.max_bytes)) << " message posted before "
             << fmt("%.0f", 2 * r.progress_transfer_us)

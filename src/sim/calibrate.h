@@ -27,6 +27,7 @@ struct CalibrateOptions {
     Activation activation = Activation::gelu;
     int64_t gemm_tokens = 512;  // rows per expert in the GEMM measurement
     double peak_gflops = 0;     // nominal device rate; 0 = from the base file, else unknown
+    int64_t num_experts = 8, top_k = 2, gate_tokens = 1024;  // the router measurement's E, k and tokens
 };
 
 // One-way time of one message size (half the median round trip).
@@ -75,6 +76,10 @@ struct CalibrationResult {
     // transport moves bytes only inside MPI calls. -1 = not measured (1 rank).
     double progress_transfer_us = -1, progress_wait_us = -1;
     bool async_progress = true;
+    // The layer's router (gate_forward, gate_backward) on gate_tokens tokens, every rank at once, slowest
+    // rank: router FLOPs (2·T·d·E forward, 4·T·d·E backward) per second [GFLOP/s].
+    double router_forward_gflops = 0, router_backward_gflops = 0;
+    int ranks_per_host = 0, cores_per_host = 0;  // rank 0's host: MPI ranks on it, cores they may use
     CalibrateOptions options;
 };
 

@@ -47,7 +47,15 @@ Network::Network(const Topology& topology,
     flops_per_s_ =
         topology.device_flops_per_s(precision) * (cal && cal->gemm_efficiency ? *cal->gemm_efficiency : 1.0);
     row_work_Bps_ = cal && cal->row_work_GBps ? *cal->row_work_GBps * 1e9 : 0.0;
+    router_forward_flops_per_s_ =
+        cal && cal->router_forward_gflops ? *cal->router_forward_gflops * 1e9 : flops_per_s_;
+    router_backward_flops_per_s_ =
+        cal && cal->router_backward_gflops ? *cal->router_backward_gflops * 1e9 : flops_per_s_;
     async_progress_ = !cal || cal->async_progress;
+    if (cal && cal->shared_cores && cal->shared_cores->ranks_per_host > cal->shared_cores->cores_per_host) {
+        ranks_per_host_ = cal->shared_cores->ranks_per_host;
+        cores_per_host_ = cal->shared_cores->cores_per_host;
+    }
     if (cal)
         for (const auto& [bytes, eff] : cal->alltoall_efficiency)
             efficiency_.emplace_back(std::log(bytes), eff);

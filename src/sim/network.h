@@ -63,10 +63,21 @@ class Network {
 
     // Expert/gate compute rate of one device [FLOP/s]: dense rate × calibrated GEMM efficiency.
     double device_flops_per_s() const { return flops_per_s_; }
+    // The router's rate [router FLOP/s] forward and backward: calibration.router_rate, else the device rate.
+    double router_flops_per_s(bool backward) const {
+        return backward ? router_backward_flops_per_s_ : router_forward_flops_per_s_;
+    }
     // The layer's local row work (packing, combining) per device [bytes/s]; 0 = not modelled (free).
     double row_work_Bps() const { return row_work_Bps_; }
     // False: transfers progress only while both ends wait in MPI, not while they compute (calibration).
     bool async_progress() const { return async_progress_; }
+
+    // Processor sharing (calibration.shared_cores, only when ranks outnumber cores): hosts are blocks of
+    // ranks_per_host() consecutive ranks whose compute shares cores_per_host() cores, max-min fair, each
+    // task at most one core. The device rate is then the rate with every rank of the host computing.
+    bool shares_cores() const { return ranks_per_host_ > 0; }
+    int ranks_per_host() const { return ranks_per_host_; }
+    int cores_per_host() const { return cores_per_host_; }
 
     // NIC ports of a node and the one a rank uses; egress and ingress link ids.
     int nic_ports_per_node() const { return ports_per_node_; }
@@ -96,7 +107,9 @@ class Network {
     double intra_latency_s_ = 0, inter_latency_s_ = 0;
     double flops_per_s_ = 0;
     double row_work_Bps_ = 0;
+    double router_forward_flops_per_s_ = 0, router_backward_flops_per_s_ = 0;
     bool async_progress_ = true;
+    int ranks_per_host_ = 0, cores_per_host_ = 0;        // 0: no sharing
     std::vector<std::pair<double, double>> efficiency_;  // (log bytes, efficiency)
 };
 

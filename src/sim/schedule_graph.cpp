@@ -586,10 +586,22 @@ struct Builder {
         for (int r = 0; r < P; ++r) {
             double rows = w.shadow_rows ? static_cast<double>(w.shadow_rows[r]) : 0.0;
             for (int b = 0; b < P; ++b) rows += static_cast<double>(w.rows[static_cast<int64_t>(r) * P + b]);
-            const int32_t t = g.add_delay(rows * passes * w.bytes_per_row / net.row_work_Bps(), phase, r);
+            const double seconds = rows * passes * w.bytes_per_row / net.row_work_Bps();
+            // On shared cores the loops compete for the cores like the GEMMs (the same time when every
+            // rank runs them at once, as calibrated); elsewhere they are a fixed time on the rank's chain.
+            const int32_t t = net.shares_cores() ? g.add_compute(r, seconds * net.device_flops_per_s(), phase)
+                                                 : g.add_delay(seconds, phase, r);
             dep(cursor[r], t);
             cursor[r] = t;
         }
+    }
+
+    // The gate phase's compute as FLOPs at the device rate: the router's FLOPs take the time of the
+    // router's own rate (the real gate code, calibrated), the rest (shared experts) the GEMM rate's.
+    double gate_compute_flops(bool backward) const {
+        const double times = backward ? 2 : 1;
+        return times * ((w.gate_flops - w.router_flops) +
+                        w.router_flops * net.device_flops_per_s() / net.router_flops_per_s(backward));
     }
 
     void build() {
@@ -609,7 +621,7 @@ struct Builder {
         Tasks gate(P);
         const int32_t counts_in = join(kSimFwdGate);
         for (int r = 0; r < P; ++r) {
-            gate[r] = g.add_compute(r, w.gate_flops, kSimFwdGate);
+            gate[r] = g.add_compute(r, gate_compute_flops(false), kSimFwdGate);
             dep(gate[r], counts_in);
             out.rank_flops[r] += (w.backward ? 3 : 1) * w.gate_flops;
         }
@@ -650,7 +662,7 @@ struct Builder {
         out.bwd_weights_end = cursor;
         out.rank_end.resize(P);
         for (int r = 0; r < P; ++r) {
-            out.rank_end[r] = g.add_compute(r, 2 * w.gate_flops, kSimBwdGate);
+            out.rank_end[r] = g.add_compute(r, gate_compute_flops(true), kSimBwdGate);
             dep(cursor[r], out.rank_end[r]);
         }
     }
@@ -668,6 +680,8 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
     EXPAR_REQUIRE(work.bytes_per_row > 0, "simulated layer: bytes per row must be positive");
     EXPAR_REQUIRE(work.flops_per_row >= 0 && work.gate_flops >= 0 && work.count_bytes >= 0,
                   "simulated layer: FLOPs and byte counts must be >= 0");
+    EXPAR_REQUIRE(work.router_flops >= 0 && work.router_flops <= work.gate_flops,
+                  "simulated layer: router FLOPs must be in [0, gate FLOPs]");
     for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i) {
         const int64_t n = work.rows ? work.rows[i] : work.rows32[i];
         EXPAR_REQUIRE(n >= 0, "simulated layer: negative row count " << n << " from rank " << i / P
@@ -724,12 +738,34 @@ LayerPrediction predict_layer(const Network& network,
     const std::vector<double>& end = p.sim.end_s;
     const int P = lg.num_ranks;
     const double rate = network.device_flops_per_s();
+    // Expert compute time per rank: FLOPs / rate, or on shared cores (where the rate depends on how many
+    // ranks compute at once) the simulated time of the run's compute tasks.
+    std::vector<double> fwd_compute_s(P), bwd_compute_s(P);
+    for (int r = 0; r < P; ++r) {
+        fwd_compute_s[r] = lg.fwd_expert_flops[r] / rate;
+        if (work.backward) bwd_compute_s[r] = lg.bwd_expert_flops[r] / rate;
+    }
+    // (Aggregated pairwise times a group's stage compute as a delay: FLOPs / rate, no sharing.)
+    if (network.shares_cores() && !(lg.aggregated && spec.kind == ScheduleKind::pairwise)) {
+        std::fill(fwd_compute_s.begin(), fwd_compute_s.end(), 0.0);
+        std::fill(bwd_compute_s.begin(), bwd_compute_s.end(), 0.0);
+        for (int64_t t = 0; t < lg.graph.num_tasks(); ++t) {
+            if (lg.graph.kind(static_cast<int32_t>(t)) != TaskKind::compute) continue;
+            const int r = lg.graph.rank(static_cast<int32_t>(t));
+            const double seconds = end[t] - p.sim.start_s[t];
+            const uint8_t phase = lg.graph.phase(static_cast<int32_t>(t));
+            if (phase == kSimFwdExpert)
+                fwd_compute_s[r] += seconds;
+            else if (phase == kSimBwdExpert && work.backward && end[t] <= end[lg.bwd_run_end[r]])
+                bwd_compute_s[r] += seconds;  // not the weight gradients, after the run
+        }
+    }
     p.rank_end_s.resize(P);
     p.phase_s.assign(static_cast<size_t>(P) * kNumSimPhases, 0.0);
     for (int r = 0; r < P; ++r) {
         double* ph = p.phase_s.data() + static_cast<size_t>(r) * kNumSimPhases;
         const double gate = end[lg.fwd_gate_end[r]], run = end[lg.fwd_run_end[r]];
-        const double compute = lg.fwd_expert_flops[r] / rate;
+        const double compute = fwd_compute_s[r];
         const double wait_out = std::max(0.0, run - end[lg.fwd_last_compute[r]]);
         ph[kSimFwdGate] = gate;
         ph[kSimFwdExpert] = compute;
@@ -738,7 +774,7 @@ LayerPrediction predict_layer(const Network& network,
         p.rank_end_s[r] = end[lg.rank_end[r]];
         if (work.backward) {
             const double begin = end[lg.bwd_run_begin[r]], run_b = end[lg.bwd_run_end[r]];
-            const double compute_b = lg.bwd_expert_flops[r] / rate;
+            const double compute_b = bwd_compute_s[r];
             const double wait_out_b = std::max(0.0, run_b - end[lg.bwd_last_compute[r]]);
             const double weights = end[lg.bwd_weights_end[r]];
             ph[kSimBwdCombine] = (begin - run) + (run_b - begin - compute_b - wait_out_b);

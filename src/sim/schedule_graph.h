@@ -45,8 +45,9 @@ struct LayerWork {
     // Optional [P (expert rank), P (source rank)] forward FLOPs of the block of rows `source` sends to
     // `rank`; null = rows × flops_per_row. Backward data and weight gradients cost the same again each.
     const double* block_flops = nullptr;
-    double gate_flops = 0;   // per rank, forward (router GEMM, top-k); the backward costs twice that
-    double count_bytes = 0;  // per rank in the count all-gather (P·E int64 counts: E·8)
+    double gate_flops = 0;    // per rank, forward (router GEMM, top-k); the backward costs twice that
+    double router_flops = 0;  // of which the router's (2·T·d·E): timed at Network::router_flops_per_s()
+    double count_bytes = 0;   // per rank in the count all-gather (P·E int64 counts: E·8)
     // Shadowing: the owner rank of each shadowed expert, one expert's parameter bytes (broadcast before,
     // its gradient reduced to the owner after), and the rows each rank computes itself on them [P].
     std::vector<int> shadow_owner;

@@ -39,6 +39,8 @@ void layer_work_from_routing(LayerWork* work,
     // Router and shared experts: every rank's own tokens, before the dispatch (the "gate" phase).
     work->gate_flops =
         static_cast<double>(T) * (moe_layer_forward_flops_per_token(m) - m.top_k * expert_flops);
+    work->router_flops =
+        static_cast<double>(T) * 2.0 * static_cast<double>(m.d_model) * static_cast<double>(E);
     work->count_bytes = static_cast<double>(E) * sizeof(int64_t);
     work->expert_param_bytes = static_cast<double>(expert_num_params(m)) * workload.dtype_bytes;
     work->backward = backward;

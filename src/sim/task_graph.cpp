@@ -11,6 +11,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <queue>
 
 #include "check.h"
@@ -159,6 +160,16 @@ struct SimRun {
     const int32_t* succ = nullptr;
     std::vector<int32_t> pending;
     std::vector<double> device_free_s;
+    // Shared cores (Network::shares_cores): compute tasks are flows of FLOPs over [the rank's one-core
+    // cap, its host's pool of cores], max-min fair, in a flow simulation of their own (no link is shared
+    // with the network, so the two solve independently); a device still runs one task at a time, the
+    // others wait in ready order.
+    std::vector<NetLink> cpu_links;
+    std::unique_ptr<FlowSim> cpu;
+    std::vector<int32_t> device_task;  // [ranks] the compute task on the device, -1 = idle
+    std::vector<std::vector<int32_t>> device_queue;
+    std::vector<size_t> device_queue_head;
+    std::vector<FlowDone> cpu_done;
     // Event heap: (time, task); a transfer's entry is its α expiry, others their end.
     using Event = std::pair<double, int32_t>;
     std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events;
@@ -193,6 +204,13 @@ struct SimRun {
         switch (g.kind_[t]) {
             case TaskKind::compute: {
                 const int r = g.rank_[t];
+                if (cpu) {
+                    if (device_task[r] >= 0)
+                        device_queue[r].push_back(t);
+                    else
+                        begin_shared_compute(t, now);
+                    break;
+                }
                 const double begin = std::max(now, device_free_s[r]);
                 const double duration = g.amount_[t] / net.device_flops_per_s();
                 res.start_s[t] = begin;
@@ -214,6 +232,52 @@ struct SimRun {
                 push_expiry(g.bundle_latencies_[g.bundles_[g.peer_[t]].latency], now, t);
                 break;
         }
+    }
+
+    void begin_shared_compute(int32_t t, double now) {
+        const int r = g.rank_[t];
+        now = std::max(now, cpu->now_s());  // later only under a rate window (flows ended early)
+        res.start_s[t] = now;
+        if (!(g.amount_[t] > 0)) {  // nothing to compute: ends at once, the device stays free
+            events.emplace(now, t);
+            return;
+        }
+        device_task[r] = t;
+        const FlowHop hops[2] = {{r, 1.0f}, {net.num_ranks() + r / net.ranks_per_host(), 1.0f}};
+        cpu->start(t, g.amount_[t], 1.0, hops, 2);
+    }
+    // A shared-cores compute task has ended: its device takes the next waiting one.
+    void end_shared_compute(int32_t t, double now) {
+        const int r = g.rank_[t];
+        res.rank_compute_s[r] += now - res.start_s[t];
+        device_task[r] = -1;
+        finish(t, now);
+        if (device_task[r] < 0 && device_queue_head[r] < device_queue[r].size()) {
+            begin_shared_compute(device_queue[r][device_queue_head[r]++], now);
+            drain();
+        }
+    }
+    // Moves the shared-cores flows to t, ending those done by then (they end by t at the latest, since
+    // the caller never passes their next completion).
+    void advance_cpu(double t) {
+        if (!cpu) return;
+        cpu_done.clear();
+        cpu->advance_to(t, cpu_done);
+        for (const FlowDone& d : cpu_done) end_shared_compute(static_cast<int32_t>(d.id), d.finish_s);
+    }
+    void setup_shared_cores() {
+        if (!net.shares_cores()) return;
+        const int P = net.num_ranks(), R = net.ranks_per_host(), C = net.cores_per_host();
+        const int hosts = (P + R - 1) / R;
+        // The calibrated rate is per rank with all R ranks computing: a host does R × rate, a core R / C.
+        const double core_rate = net.device_flops_per_s() * R / C;
+        cpu_links.assign(static_cast<size_t>(P), NetLink{core_rate, LinkClass::intra});
+        cpu_links.insert(cpu_links.end(), static_cast<size_t>(hosts),
+                         NetLink{core_rate * C, LinkClass::intra});
+        cpu = std::make_unique<FlowSim>(cpu_links);
+        device_task.assign(static_cast<size_t>(P), -1);
+        device_queue.assign(static_cast<size_t>(P), {});
+        device_queue_head.assign(static_cast<size_t>(P), 0);
     }
 
     void push_expiry(double alpha_s, double now, int32_t t) {
@@ -377,6 +441,7 @@ struct SimRun {
         res.end_s.assign(static_cast<size_t>(T), -1.0);
         res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
         find_pooled_groups();
+        setup_shared_cores();
         for (int32_t t = 0; t < T; ++t)
             if (pending[t] == 0) ready.push_back(t);
         drain();
@@ -384,11 +449,18 @@ struct SimRun {
         while (true) {
             const double t_event = next_event(false).first;
             const double t_flow = flows.next_completion_s();
-            if (t_event == inf && t_flow == inf) break;
+            const double t_cpu = cpu ? cpu->next_completion_s() : inf;
+            if (t_event == inf && t_flow == inf && t_cpu == inf) break;
+            if (t_cpu < t_flow && t_cpu < t_event) {
+                advance_cpu(t_cpu);
+                continue;
+            }
             if (t_flow <= t_event) {
                 // The window is a fraction of the time to the next completion, never of absolute time:
                 // a window growing with t would compound along long dependency chains.
-                const double until = std::min(t_event, t_flow + opt.rate_window * (t_flow - flows.now_s()));
+                const double until =
+                    std::min({t_event, t_cpu, t_flow + opt.rate_window * (t_flow - flows.now_s())});
+                advance_cpu(until);
                 done.clear();
                 flows.advance_to(until, done);
                 for (const FlowDone& d : done) finish(static_cast<int32_t>(d.id), d.finish_s);
@@ -398,6 +470,7 @@ struct SimRun {
             // so the rates are recomputed once per instant. (Flows finished within a rate window may have
             // queued α expiries slightly in the past: they start now.)
             const double batch_end = t_event;
+            advance_cpu(batch_end);
             double start_at = flows.now_s();
             to_activate.clear();
             while (next_event(false).first <= batch_end) {

@@ -339,6 +339,152 @@ TEST(SimRowWork, AddsPassesTimesKeptRowBytesOverRate) {
     EXPECT_LE(p.bound.total_s, p.step_s);
 }
 
+// Shared cores: 4 ranks on one host of 2 cores, calibrated at 1 GFLOP/s per rank with all 4 computing, so
+// a host does 4 GFLOP/s and one task at most a core, 2 GFLOP/s.
+TEST(SimSharedCores, ComputeIsProcessorShared) {
+    Cluster c;
+    c.nodes = 1;
+    c.devices = 4;
+    c.gflops = 1;
+    c.calibration = "  shared_cores: {ranks_per_host: 4, cores_per_host: 2}\n";
+    const Network net = make_network(c);
+    ASSERT_TRUE(net.shares_cores());
+    {  // alone: a whole core
+        TaskGraph g;
+        const int32_t t = g.add_compute(0, 2e9, 0);
+        EXPECT_NEAR(simulate(g, net).end_s[t], 1.0, 1e-12);
+    }
+    {  // all four at once: the calibrated rate
+        TaskGraph g;
+        for (int r = 0; r < 4; ++r) g.add_compute(r, 1e9, 0);
+        const SimResult res = simulate(g, net);
+        for (int t = 0; t < 4; ++t) EXPECT_NEAR(res.end_s[t], 1.0, 1e-12);
+    }
+    {  // three at once get 4/3 GFLOP/s each; when two end (1.5 s), the third runs at a core
+        TaskGraph g;
+        const int32_t big = g.add_compute(0, 4e9, 0), a = g.add_compute(1, 2e9, 0),
+                      b = g.add_compute(2, 2e9, 0);
+        const SimResult res = simulate(g, net);
+        EXPECT_NEAR(res.end_s[a], 1.5, 1e-12);
+        EXPECT_NEAR(res.end_s[b], 1.5, 1e-12);
+        EXPECT_NEAR(res.end_s[big], 1.5 + 2e9 / 2e9, 1e-12);
+        EXPECT_NEAR(res.rank_compute_s[0], 2.5, 1e-12);
+    }
+    {  // one device runs one task at a time (each at a whole core)
+        TaskGraph g;
+        const int32_t a = g.add_compute(3, 2e9, 0), b = g.add_compute(3, 2e9, 0);
+        const SimResult res = simulate(g, net);
+        EXPECT_NEAR(std::min(res.end_s[a], res.end_s[b]), 1.0, 1e-12);
+        EXPECT_NEAR(std::max(res.start_s[a], res.start_s[b]), 1.0, 1e-12);
+        EXPECT_NEAR(std::max(res.end_s[a], res.end_s[b]), 2.0, 1e-12);
+        EXPECT_NEAR(res.rank_compute_s[3], 2.0, 1e-12);
+    }
+    // As many cores as ranks: no sharing, every task at the calibrated rate.
+    c.calibration = "  shared_cores: {ranks_per_host: 4, cores_per_host: 4}\n";
+    const Network own = make_network(c);
+    EXPECT_FALSE(own.shares_cores());
+    TaskGraph g;
+    const int32_t t = g.add_compute(0, 2e9, 0);
+    EXPECT_NEAR(simulate(g, own).end_s[t], 2.0, 1e-12);
+}
+
+TEST(SimSharedCores, LayerPhasesAddUpAndStayAboveTheBound) {
+    // Skewed traffic on 4 ranks sharing 2 cores: the hot rank computes mostly alone, at a whole core.
+    Cluster c;
+    c.nodes = 2;
+    c.devices = 2;
+    c.gflops = 10;
+    c.calibration = "  row_work_bandwidth: 2 GB/s\n  shared_cores: {ranks_per_host: 4, cores_per_host: 2}\n";
+    std::vector<int64_t> rows = {100, 10, 10, 10, 100, 10, 10, 10, 100, 10, 10, 10, 100, 10, 10, 10};
+    LayerWork w;
+    w.num_ranks = 4;
+    w.rows = rows.data();
+    w.bytes_per_row = 1000;
+    w.flops_per_row = 1e6;
+    w.gate_flops = 1e5;
+    w.count_bytes = 64;
+    for (ScheduleKind kind : {ScheduleKind::plain, ScheduleKind::pairwise, ScheduleKind::hierarchical}) {
+        ScheduleSpec spec;
+        spec.kind = kind;
+        spec.group_size = 1;
+        spec.aggregation = Aggregation::none;
+        const Network shared = make_network(c);
+        const LayerPrediction p = predict_layer(shared, w, spec);
+        EXPECT_LE(p.bound.total_s, p.step_s * (1 + 1e-12)) << to_string(kind);
+        for (int r = 0; r < 4; ++r) {
+            double sum = 0;
+            for (int k = 0; k < kNumSimPhases; ++k) {
+                EXPECT_GE(p.phase_s[r * kNumSimPhases + k], -1e-12) << to_string(kind);
+                sum += p.phase_s[r * kNumSimPhases + k];
+            }
+            EXPECT_NEAR(sum, p.rank_end_s[r], 1e-9 * p.rank_end_s[r]) << to_string(kind);
+        }
+        // The hot rank's forward expert compute: 400 rows × 1 MFLOP, at most a core (20 GFLOP/s), at least
+        // the calibrated all-ranks rate (10 GFLOP/s).
+        EXPECT_GE(p.phase_s[kSimFwdExpert], 400 * 1e6 / 20e9 * (1 - 1e-12)) << to_string(kind);
+        EXPECT_LE(p.phase_s[kSimFwdExpert], 400 * 1e6 / 10e9 * (1 + 1e-12)) << to_string(kind);
+        // Without sharing it is exactly FLOPs / the calibrated rate, and the step is no faster.
+        Cluster own = c;
+        own.calibration = "  row_work_bandwidth: 2 GB/s\n";
+        const LayerPrediction q = predict_layer(make_network(own), w, spec);
+        EXPECT_NEAR(q.phase_s[kSimFwdExpert], 400 * 1e6 / 10e9, 1e-12) << to_string(kind);
+        EXPECT_LE(p.step_s, q.step_s * (1 + 1e-12)) << to_string(kind);
+    }
+}
+
+TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
+    // One rank, no traffic to others: the forward gate is 1 MFLOP of other gate work at the GEMM rate plus
+    // 2 MFLOP of router at its forward rate; the backward gate twice the FLOPs, the router at its backward
+    // rate.
+    Cluster c;
+    c.nodes = 1;
+    c.devices = 1;
+    c.gflops = 10;
+    std::vector<int64_t> rows = {100};
+    LayerWork w;
+    w.num_ranks = 1;
+    w.rows = rows.data();
+    w.bytes_per_row = 1000;
+    w.flops_per_row = 1e6;
+    w.gate_flops = 3e6;
+    w.router_flops = 2e6;
+    ScheduleSpec spec;
+    spec.aggregation = Aggregation::none;
+    const LayerPrediction base = predict_layer(make_network(c), w, spec);
+    EXPECT_NEAR(base.max_phase_s[kSimFwdGate], 3e6 / 10e9, 1e-15);
+    EXPECT_NEAR(base.max_phase_s[kSimBwdGate], 6e6 / 10e9, 1e-15);
+    c.calibration = "  router_rate: {forward: 0.5 GFLOP/s, backward: 2 GFLOP/s}\n";
+    const LayerPrediction p = predict_layer(make_network(c), w, spec);
+    EXPECT_NEAR(p.max_phase_s[kSimFwdGate], 1e6 / 10e9 + 2e6 / 0.5e9, 1e-15);
+    EXPECT_NEAR(p.max_phase_s[kSimBwdGate], 2e6 / 10e9 + 4e6 / 2e9, 1e-15);
+    EXPECT_NEAR(p.max_phase_s[kSimFwdExpert], base.max_phase_s[kSimFwdExpert], 1e-15);
+    w.router_flops = 4e6;  // more than the gate's FLOPs
+    EXPECT_NE(error_of([&] {
+                  predict_layer(make_network(c), w, spec);
+              }).find("router FLOPs must be in [0, gate FLOPs]"),
+              std::string::npos);
+    c.calibration = "  router_rate: {forward: 1 GFLOP/s}\n";
+    EXPECT_NE(error_of([&] { make_topology(c); }).find("backward"), std::string::npos);
+    c.calibration = "  router_rate: {forward: 0 GFLOP/s, backward: 1 GFLOP/s}\n";
+    EXPECT_NE(error_of([&] { make_topology(c); }).find("router_rate.forward: compute rate must be positive"),
+              std::string::npos);
+}
+
+TEST(SimCalibration, BadSharedCores) {
+    Cluster c;
+    c.calibration = "  shared_cores: {ranks_per_host: 0, cores_per_host: 2}\n";
+    EXPECT_NE(error_of([&] {
+                  make_topology(c);
+              }).find("calibration.shared_cores.ranks_per_host: expected a whole number >= 1, got 0"),
+              std::string::npos);
+    c.calibration = "  shared_cores: {ranks_per_host: 4, cores_per_host: 1.5}\n";
+    EXPECT_NE(
+        error_of([&] { make_topology(c); }).find("cores_per_host: expected a whole number >= 1, got 1.5"),
+        std::string::npos);
+    c.calibration = "  shared_cores: {ranks_per_host: 4}\n";
+    EXPECT_NE(error_of([&] { make_topology(c); }).find("cores_per_host"), std::string::npos);
+}
+
 TEST(SimCalibration, BadRowWorkAndProgressValues) {
     Cluster c;
     c.calibration = "  async_progress: maybe\n";
@@ -384,6 +530,7 @@ RandomCase random_case(std::mt19937_64& rng, bool uniform) {
         c.calibration =
             "  alltoall_efficiency:\n    - [4 KiB, 0.3]\n    - [1 MiB, 0.9]\n  gemm_efficiency: 0.7\n";
     const int P = c.nodes * c.devices;
+
     rc.rows.resize(static_cast<size_t>(P) * P);
     const int hot = pick(P);
     for (int a = 0; a < P; ++a)
@@ -418,6 +565,10 @@ TEST(SimBound, NoPredictionFallsBelowTheBound) {
     std::mt19937_64 rng(20250605);
     for (int trial = 0; trial < 300; ++trial) {
         RandomCase rc = random_case(rng, false);
+        if (trial % 4 == 1)  // CPU ranks sharing cores: hosts of 1 to P ranks (the last may be smaller)
+            rc.cluster.calibration +=
+                "  shared_cores: {ranks_per_host: " + std::to_string(1 + trial / 4 % rc.work.num_ranks) +
+                ", cores_per_host: " + std::to_string(1 + trial / 8 % 2) + "}\n";
         const Topology t = make_topology(rc.cluster);
         const Network net(t, sim_node_map(t, rc.work.num_ranks),
                           trial % 5 == 0 ? NicModel::pooled : NicModel::per_port);
