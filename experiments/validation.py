@@ -99,10 +99,15 @@ def analyse(args):
     meas_phase = np.zeros((n, len(SIM_PHASES)))
     pred_phase = np.zeros((n, len(SIM_PHASES)))
     meas_spread = np.zeros(n)  # (max - min) / median of the timed steps: the measurement's own noise
+    # Repeatability: the runs of one configuration, each alone (median of its slowest-rank steps); their
+    # (max - min) / pooled median says how far this machine reproduces its own time.
+    meas_repeat = np.zeros(n)
     for i, r in enumerate(rows):
         meas_step[i], meas_phase[i], steps = measured_times(r[7], args.warmup)
         pred_step[i], pred_phase[i] = predicted_times(r[8], args.warmup)
         meas_spread[i] = (steps.max() - steps.min()) / meas_step[i]
+        runs = [measured_times(path, args.warmup)[0] for path in r[7].split(",")]
+        meas_repeat[i] = (max(runs) - min(runs)) / meas_step[i]
     err_step = pred_step / meas_step - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         err_phase = np.where(meas_phase > 0, pred_phase / meas_phase - 1, np.nan)
@@ -110,11 +115,12 @@ def analyse(args):
     mae_layer = float(np.median(np.abs(err_step)))
     mae_phase = float(np.nanmedian(np.abs(err_phase)))
     mae_phase_sig = float(np.nanmedian(np.abs(err_phase[significant])))
+    repeatability = float(np.median(meas_repeat))
 
     # Cases: configurations equal but for the schedule.
     keys = sorted({(P[i], rpn[i], cf[i], skew[i], k[i]) for i in range(n)})
     case_of = np.array([keys.index((P[i], rpn[i], cf[i], skew[i], k[i])) for i in range(n)])
-    meas_pick, pred_pick, gap = [], [], []
+    meas_pick, pred_pick, gap, fastest = [], [], [], []
     for c in range(len(keys)):
         members = np.flatnonzero(case_of == c)
         m = members[np.argmin(meas_step[members])]
@@ -122,8 +128,12 @@ def analyse(args):
         meas_pick.append(SCHEDULES.index(schedule[m]))
         pred_pick.append(SCHEDULES.index(schedule[p]))
         gap.append(meas_step[p] / meas_step[m] - 1)  # measured cost of the simulator's pick
+        fastest.append(m)
     meas_pick, pred_pick, gap = np.array(meas_pick), np.array(pred_pick), np.array(gap)
     pick_fraction = float(np.mean(meas_pick == pred_pick))
+    # A wrong pick whose measured cost is within the fastest configuration's own run-to-run spread cannot be
+    # told from a right one on this machine.
+    within_noise = np.array([gap[c] <= meas_repeat[fastest[c]] for c in range(len(keys))])
 
     with h5py.File(args.out, "w") as f:
         f.attrs["git_revision"] = git_revision()
@@ -150,11 +160,13 @@ def analyse(args):
             ("measured/step_time_us", meas_step, "us"), ("predicted/step_time_us", pred_step, "us"),
             ("measured/phase_time_us", meas_phase, "us"), ("predicted/phase_time_us", pred_phase, "us"),
             ("measured/step_spread", meas_spread, "(max - min) / median over timed steps"),
+            ("measured/run_spread", meas_repeat, "(max - min) of the runs' medians / pooled median"),
             ("error/step", err_step, "predicted / measured - 1"),
             ("error/phase", err_phase, "predicted / measured - 1"),
             ("picks/measured_fastest", meas_pick, "index into configs/schedule names"),
             ("picks/predicted_fastest", pred_pick, "index into configs/schedule names"),
             ("picks/measured_cost_of_pick", gap, "measured time of the predicted pick / fastest - 1"),
+            ("picks/within_run_spread", within_noise.astype(np.int8), "1: cost of the pick <= the fastest's run_spread"),
         ]:
             f[name] = data
             f[name].attrs["units"] = units
@@ -162,7 +174,8 @@ def analyse(args):
         for name, value, target in [("median_abs_error_layer", mae_layer, TARGET_LAYER),
                                     ("median_abs_error_phase", mae_phase, TARGET_PHASE),
                                     ("median_abs_error_phase_significant", mae_phase_sig, TARGET_PHASE),
-                                    ("pick_fraction", pick_fraction, TARGET_PICK)]:
+                                    ("pick_fraction", pick_fraction, TARGET_PICK),
+                                    ("median_run_spread", repeatability, float("nan"))]:
             s.attrs[name] = value
             s.attrs[name + "_target"] = target
 
@@ -191,7 +204,10 @@ def analyse(args):
           f"of the step")
     print(f"fastest schedule picked: {int((meas_pick == pred_pick).sum())} of {len(keys)} cases = "
           f"{100 * pick_fraction:.0f}% (target >= {100 * TARGET_PICK:.0f}%: "
-          f"{ok(pick_fraction, TARGET_PICK, below=False)})")
+          f"{ok(pick_fraction, TARGET_PICK, below=False)}); {int(within_noise.sum())} of {len(keys)} cost no more than "
+          f"the fastest configuration's own run-to-run spread")
+    print(f"repeatability: the runs of one configuration differ by {100 * repeatability:.1f}% (median over "
+          f"configurations of (max - min) of the runs' medians / pooled median; 0 with one run each)")
     print(f"load average: start {args.load_start}, end {args.load_end}")
 
 

@@ -58,7 +58,9 @@ with open(manifest, "w") as m:
         mp, sp = os.path.join(tmp, f"m{i}.h5"), os.path.join(tmp, f"s{i}.h5")
         write_measured(mp, meas, layer_phases)
         write_predicted(sp, pred, folded * (1 + phase_err[i]))
-        m.write("\t".join([str(i), ranks, "2", "1.5", "0.5", "2", schedule, mp, sp, "layer cmd", "sim cmd"])
+        # Configuration 0 was measured twice (the same log: its pooled steps have the same median).
+        logs = mp + "," + mp if i == 0 else mp
+        m.write("\t".join([str(i), ranks, "2", "1.5", "0.5", "2", schedule, logs, sp, "layer cmd", "sim cmd"])
                 + "\n")
 out = os.path.join(tmp, "validation.h5")
 subprocess.run([sys.executable, script, "analyse", manifest, out, "--load-start", "1 2 3", "--load-end", "4 5 6",
@@ -74,6 +76,7 @@ with h5py.File(out, "r") as f:
     np.testing.assert_allclose(f["measured/phase_time_us"][()], np.tile(folded, (6, 1)))
     np.testing.assert_allclose(f["error/phase"][()], np.array(phase_err)[:, None] * np.ones((6, 8)), atol=1e-12)
     np.testing.assert_allclose(f["measured/step_spread"][()], 0.4)  # (1.3 - 0.9) / 1.0
+    np.testing.assert_allclose(f["measured/run_spread"][()], 0.0)  # one run, or two equal ones
     s = f["summary"].attrs
     assert abs(s["median_abs_error_layer"] - 0.1) < 1e-12, s["median_abs_error_layer"]
     # |phase errors| 0, .1, .2, .3, .05, .4, 8 phases each: median of 48 values = (0.1 + 0.2) / 2.
