@@ -531,50 +531,76 @@ struct Builder {
     }
 
     // -------------------------------------------------------------------------------------------
-    // Shadowed experts: MPI-style binomial trees rooted at each owner, one expert after another.
+    // Shadowed experts: pipelined binary trees rooted at each owner (how MPI libraries broadcast and reduce
+    // large messages), one expert after another. Rank v places (rank − owner) mod P has children 2v + 1
+    // and 2v + 2; the parameters go down (gradients up) in segments, each link carrying them in order, so
+    // a broadcast takes about 2 · bytes / bandwidth · (1 + (depth − 1) / segments) instead of the
+    // log2(P) · bytes / bandwidth of an unpipelined binomial tree.
+
+    int shadow_segments() const {
+        constexpr double kSegmentBytes = 1 << 20;  // at most 16 segments of at least 1 MiB
+        return static_cast<int>(std::clamp(std::ceil(w.expert_param_bytes / kSegmentBytes), 1.0, 16.0));
+    }
 
     void shadow_broadcasts(Tasks& cursor, uint8_t phase) {
-        const double bytes = w.expert_param_bytes;
-        std::vector<int32_t> last(P);
+        const int S = shadow_segments();
+        const double seg = w.expert_param_bytes / S;
+        std::vector<int32_t> recv(static_cast<size_t>(P) * S);  // [v, s] segment s into place v
         for (int owner : w.shadow_owner) {
-            for (int v = 0; v < P; ++v) last[v] = -1;
-            last[0] = cursor[owner];
-            for (int v = 0; v < P; ++v) {  // parents (v − 2^⌊log2 v⌋) come before children
+            std::vector<int32_t> last(P, -1);
+            for (int v = 0; v < P; ++v) {  // parents before children
                 const int r = (v + owner) % P;
-                int step = 1;
-                while (step <= v) step <<= 1;
-                for (; v + step < P; step <<= 1) {
-                    const int c = v + step, child = (c + owner) % P;
-                    const int32_t x = g.add_transfer(r, child, bytes, phase);
-                    dep(last[v], x);
-                    dep(cursor[child], x);
-                    last[c] = x;  // the child's chain starts at its receive
-                    last[v] = x;
+                int32_t done = v == 0 ? cursor[r] : recv[static_cast<size_t>(v) * S + S - 1];
+                for (int c = 2 * v + 1; c <= 2 * v + 2 && c < P; ++c) {
+                    const int child = (c + owner) % P;
+                    int32_t prev = -1;
+                    for (int s = 0; s < S; ++s) {
+                        const int32_t x = g.add_transfer(r, child, seg, phase);
+                        dep(v == 0 ? cursor[r] : recv[static_cast<size_t>(v) * S + s], x);
+                        dep(s == 0 ? cursor[child] : prev, x);
+                        recv[static_cast<size_t>(c) * S + s] = x;
+                        prev = x;
+                    }
+                    const int32_t both = join(phase, r);  // the rank is free when its sends are out
+                    dep(done, both);
+                    dep(prev, both);
+                    done = both;
                 }
-                cursor[r] = last[v];
+                last[v] = done;
             }
+            for (int v = 0; v < P; ++v) cursor[(v + owner) % P] = last[v];
         }
     }
 
     void shadow_reduces(Tasks& cursor, uint8_t phase) {
-        const double bytes = w.expert_param_bytes;
-        std::vector<int32_t> done(P);
+        const int S = shadow_segments();
+        const double seg = w.expert_param_bytes / S;
+        std::vector<int32_t> sent(static_cast<size_t>(P) * S);  // [v, s] segment s out of place v
         for (int owner : w.shadow_owner) {
-            for (int v = 0; v < P; ++v) done[v] = join(phase, (v + owner) % P);
-            for (int v = P - 1; v >= 0; --v) {  // children (v + 2^k) before parents
+            std::vector<int32_t> last(P);
+            for (int v = P - 1; v >= 0; --v) {  // children before parents
                 const int r = (v + owner) % P;
-                dep(cursor[r], done[v]);
-                if (v == 0) continue;
-                int top = 1;
-                while (top * 2 <= v) top <<= 1;
-                const int parent = ((v - top) + owner) % P;
-                const int32_t x = g.add_transfer(r, parent, bytes, phase);
-                dep(done[v], x);
-                dep(cursor[parent], x);
-                dep(x, done[v - top]);
-                done[v] = x;  // the sender is free once its partial sum is out
+                if (v == 0) {
+                    const int32_t done = join(phase, r);
+                    dep(cursor[r], done);
+                    for (int c = 1; c <= 2 && c < P; ++c) dep(sent[static_cast<size_t>(c) * S + S - 1], done);
+                    last[v] = done;
+                    continue;
+                }
+                const int parent = ((v - 1) / 2 + owner) % P;
+                int32_t prev = -1;
+                for (int s = 0; s < S; ++s) {  // a segment's partial sum goes up once the children's are in
+                    const int32_t x = g.add_transfer(r, parent, seg, phase);
+                    dep(s == 0 ? cursor[r] : prev, x);
+                    if (s == 0) dep(cursor[parent], x);
+                    for (int c = 2 * v + 1; c <= 2 * v + 2 && c < P; ++c)
+                        dep(sent[static_cast<size_t>(c) * S + s], x);
+                    sent[static_cast<size_t>(v) * S + s] = x;
+                    prev = x;
+                }
+                last[v] = prev;  // the sender is free once its partial sum is out
             }
-            for (int v = 0; v < P; ++v) cursor[(v + owner) % P] = done[v];
+            for (int v = 0; v < P; ++v) cursor[(v + owner) % P] = last[v];
         }
     }
 

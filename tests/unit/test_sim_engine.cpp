@@ -470,6 +470,37 @@ TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
               std::string::npos);
 }
 
+TEST(SimShadow, BroadcastIsAPipelinedBinaryTree) {
+    // 7 ranks on one crossbar, one shadowed expert of 4 MiB from rank 0 (4 segments of 1 MiB), no other
+    // traffic or compute. Every rank sends each segment to its two children at once (their sends share its
+    // egress port): a segment hop takes α + 2 · 1 MiB / bandwidth, and the depth-2 tree fills its pipeline
+    // in 4 + 1 of them.
+    Cluster c;
+    c.nodes = 1;
+    c.devices = 7;
+    c.intra_GBps = 100;
+    c.intra_us = 2;
+    std::vector<int64_t> rows(49, 0), shadow_rows(7, 0);
+    LayerWork w;
+    w.num_ranks = 7;
+    w.rows = rows.data();
+    w.bytes_per_row = 1000;
+    w.shadow_owner = {0};
+    w.shadow_rows = shadow_rows.data();
+    w.expert_param_bytes = 4 << 20;
+    w.backward = false;
+    ScheduleSpec spec;
+    spec.aggregation = Aggregation::none;
+    const LayerPrediction p = predict_layer(make_network(c), w, spec);
+    const double hop_s = 2e-6 + 2.0 * (1 << 20) / 100e9;
+    EXPECT_NEAR(p.max_phase_s[kSimFwdDispatch], 5 * hop_s, 1e-12);
+    // Backward: the gradients go up the same tree, segment by segment, each rank sending to one parent.
+    w.backward = true;
+    const LayerPrediction q = predict_layer(make_network(c), w, spec);
+    EXPECT_GT(q.step_s, p.step_s);
+    EXPECT_LE(q.bound.total_s, q.step_s);
+}
+
 TEST(SimCalibration, BadSharedCores) {
     Cluster c;
     c.calibration = "  shared_cores: {ranks_per_host: 0, cores_per_host: 2}\n";
