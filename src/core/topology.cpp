@@ -186,6 +186,11 @@ Calibration read_calibration(const MapReader& block) {
         if (!(gflops > 0)) EXPAR_FAIL(block.where("gemm_rate") << ": compute rate must be positive");
         out.gemm_gflops = gflops;
     }
+    if (block.has("gemm_rate_alone")) {
+        const double gflops = block.quantity("gemm_rate_alone", QuantityKind::rate);
+        if (!(gflops > 0)) EXPAR_FAIL(block.where("gemm_rate_alone") << ": compute rate must be positive");
+        out.gemm_alone_gflops = gflops;
+    }
     if (block.has("row_work_bandwidth")) {
         const double GBps = block.quantity("row_work_bandwidth", QuantityKind::bandwidth);
         if (!(GBps > 0)) EXPAR_FAIL(block.where("row_work_bandwidth") << ": bandwidth must be positive");
@@ -308,10 +313,10 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     }
 
     if (top.has("calibration"))
-        t.calibration = read_calibration(
-            top.map("calibration",
-                    {"when", "how", "topology", "links", "alltoall_efficiency", "gemm_efficiency",
-                     "gemm_rate", "row_work_bandwidth", "async_progress", "router_rate", "shared_cores"}));
+        t.calibration = read_calibration(top.map(
+            "calibration",
+            {"when", "how", "topology", "links", "alltoall_efficiency", "gemm_efficiency", "gemm_rate",
+             "gemm_rate_alone", "row_work_bandwidth", "async_progress", "router_rate", "shared_cores"}));
     return t;
 }
 
@@ -362,6 +367,7 @@ std::string describe(const Topology& t) {
     }
     if (c.gemm_efficiency) out << "    GEMM efficiency: " << *c.gemm_efficiency << "\n";
     if (c.gemm_gflops) out << "    GEMM rate: " << *c.gemm_gflops << " GFLOP/s\n";
+    if (c.gemm_alone_gflops) out << "    GEMM rate alone: " << *c.gemm_alone_gflops << " GFLOP/s\n";
     if (c.row_work_GBps) out << "    row work: " << *c.row_work_GBps << " GB/s\n";
     if (!c.async_progress) out << "    transfers progress only inside MPI calls (no async progress)\n";
     if (c.router_forward_gflops)

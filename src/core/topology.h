@@ -31,8 +31,9 @@ struct Calibration {
     std::optional<Link> intra, nic;  // alpha-beta fit per link class, if measured
     // (bytes each rank sends to each peer, efficiency in (0, 1]), ascending in bytes.
     std::vector<std::pair<double, double>> alltoall_efficiency;
-    std::optional<double> gemm_efficiency;  // achieved / nominal dense rate, in (0, 1]
-    std::optional<double> gemm_gflops;      // achieved expert GEMM rate per device [GFLOP/s]
+    std::optional<double> gemm_efficiency;    // achieved / nominal dense rate, in (0, 1]
+    std::optional<double> gemm_gflops;        // achieved expert GEMM rate per device [GFLOP/s]
+    std::optional<double> gemm_alone_gflops;  // the same with the host's other ranks idle [GFLOP/s]
     // The layer's own row work on a device (packing rows to send, combining the returned ones, their
     // backward), bytes read + written per second with every device at it at once [GB/s]; unset = free.
     std::optional<double> row_work_GBps;

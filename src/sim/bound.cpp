@@ -37,16 +37,15 @@ LowerBound lower_bound(const Network& network,
         }
     }
     if (network.shares_cores()) {
-        // A rank computes at most one core's worth (R / C × the all-ranks rate), a host at most R × it.
-        const int R = network.ranks_per_host(), C = network.cores_per_host();
-        const double core_rate = network.device_flops_per_s() * R / C;
-        for (size_t first = 0; first < rank_flops.size(); first += static_cast<size_t>(R)) {
+        // A rank computes at most rank_max_flops_per_s(), a host's ranks together host_flops_per_s().
+        const size_t R = static_cast<size_t>(network.ranks_per_host());
+        for (size_t first = 0; first < rank_flops.size(); first += R) {
             double host_flops = 0;
             for (size_t r = first; r < std::min(rank_flops.size(), first + R); ++r) {
-                b.compute_s = std::max(b.compute_s, rank_flops[r] / core_rate);
+                b.compute_s = std::max(b.compute_s, rank_flops[r] / network.rank_max_flops_per_s());
                 host_flops += rank_flops[r];
             }
-            b.compute_s = std::max(b.compute_s, host_flops / (core_rate * C));
+            b.compute_s = std::max(b.compute_s, host_flops / network.host_flops_per_s());
         }
     } else {
         for (double flops : rank_flops)

@@ -454,6 +454,13 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
         result.gemm_gflops = *std::min_element(rates.begin(), rates.end());
         result.gemm_gflops_median_rank = median(rates);
     }
+    // The same GEMM on rank 0 alone, the others asleep in a barrier: what a rank gets while the rest of its
+    // host waits (a whole core, the host's memory bandwidth and cache to itself).
+    if (P > 1) {
+        quiet_barrier(comm.handle());
+        if (me == 0) result.gemm_alone_gflops = gemm_rate(o);
+        quiet_barrier(comm.handle());
+    }
     return result;
 }
 
@@ -503,6 +510,9 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
             << "once, slowest of " << r.num_ranks << " (median over ranks "
             << fmt("%.4g", r.gemm_gflops_median_rank) << ")\n";
         out << "  gemm_rate: " << fmt("%.6g", r.gemm_gflops) << " GFLOP/s\n";
+        if (r.gemm_alone_gflops > 0)
+            out << "  # the same on rank 0 alone, the other ranks asleep\n"
+                << "  gemm_rate_alone: " << fmt("%.6g", r.gemm_alone_gflops) << " GFLOP/s\n";
     }
     if (r.row_work_GBps > 0)
         out << "  # the layer's row work (pack, combine and their backward, 9 row passes per kept "

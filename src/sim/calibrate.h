@@ -67,6 +67,7 @@ struct CalibrationResult {
     double alltoall_reference_GBps = 0;  // the slower fitted link class the all-to-all crosses
     double gemm_gflops = 0;              // slowest rank's median expert FFN rate (forward + backward)
     double gemm_gflops_median_rank = 0;  // median over ranks
+    double gemm_alone_gflops = 0;        // rank 0 alone, the others asleep; 0 = not measured (1 rank)
     double peak_gflops = 0;              // nominal, 0 = unknown
     // The layer's row work (pack, combine and their backward: 9 row passes per kept assignment), every
     // rank at once on gemm_tokens rows of d_model floats, slowest rank [GB/s read + written].

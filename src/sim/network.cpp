@@ -52,9 +52,16 @@ Network::Network(const Topology& topology,
     router_backward_flops_per_s_ =
         cal && cal->router_backward_gflops ? *cal->router_backward_gflops * 1e9 : flops_per_s_;
     async_progress_ = !cal || cal->async_progress;
-    if (cal && cal->shared_cores && cal->shared_cores->ranks_per_host > cal->shared_cores->cores_per_host) {
-        ranks_per_host_ = cal->shared_cores->ranks_per_host;
-        cores_per_host_ = cal->shared_cores->cores_per_host;
+    if (cal && cal->shared_cores) {
+        const int R = cal->shared_cores->ranks_per_host, C = cal->shared_cores->cores_per_host;
+        double rank_max = flops_per_s_ * R / std::min(R, C);
+        if (cal->gemm_alone_gflops && cal->gemm_gflops)  // measured: the alone / all-at-once ratio
+            rank_max = flops_per_s_ * *cal->gemm_alone_gflops / *cal->gemm_gflops;
+        rank_max = std::min(rank_max, flops_per_s_ * R);  // one rank cannot beat the whole host
+        if (rank_max > flops_per_s_ * (1 + 1e-9)) {       // else every rank computes at the device rate
+            ranks_per_host_ = R;
+            rank_max_flops_per_s_ = rank_max;
+        }
     }
     if (cal)
         for (const auto& [bytes, eff] : cal->alltoall_efficiency)

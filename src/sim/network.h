@@ -72,12 +72,16 @@ class Network {
     // False: transfers progress only while both ends wait in MPI, not while they compute (calibration).
     bool async_progress() const { return async_progress_; }
 
-    // Processor sharing (calibration.shared_cores, only when ranks outnumber cores): hosts are blocks of
-    // ranks_per_host() consecutive ranks whose compute shares cores_per_host() cores, max-min fair, each
-    // task at most one core. The device rate is then the rate with every rank of the host computing.
+    // Processor sharing (calibration.shared_cores, when a rank alone computes faster than with all of its
+    // host's ranks computing): hosts are blocks of ranks_per_host() consecutive ranks whose compute shares
+    // the host, max-min fair. The device rate is then the rate with every rank of the host computing.
     bool shares_cores() const { return ranks_per_host_ > 0; }
     int ranks_per_host() const { return ranks_per_host_; }
-    int cores_per_host() const { return cores_per_host_; }
+    // The most one rank computes [FLOP/s]: gemm_rate_alone when calibrated (scaled like the device rate),
+    // else a core's share of the host, R / min(R, C) × the device rate.
+    double rank_max_flops_per_s() const { return rank_max_flops_per_s_; }
+    // What a host's ranks compute together at most: R × the device rate (all of them computing).
+    double host_flops_per_s() const { return ranks_per_host_ * flops_per_s_; }
 
     // NIC ports of a node and the one a rank uses; egress and ingress link ids.
     int nic_ports_per_node() const { return ports_per_node_; }
@@ -109,7 +113,8 @@ class Network {
     double row_work_Bps_ = 0;
     double router_forward_flops_per_s_ = 0, router_backward_flops_per_s_ = 0;
     bool async_progress_ = true;
-    int ranks_per_host_ = 0, cores_per_host_ = 0;        // 0: no sharing
+    int ranks_per_host_ = 0;  // 0: no sharing
+    double rank_max_flops_per_s_ = 0;
     std::vector<std::pair<double, double>> efficiency_;  // (log bytes, efficiency)
 };
 

@@ -160,10 +160,10 @@ struct SimRun {
     const int32_t* succ = nullptr;
     std::vector<int32_t> pending;
     std::vector<double> device_free_s;
-    // Shared cores (Network::shares_cores): compute tasks are flows of FLOPs over [the rank's one-core
-    // cap, its host's pool of cores], max-min fair, in a flow simulation of their own (no link is shared
-    // with the network, so the two solve independently); a device still runs one task at a time, the
-    // others wait in ready order.
+    // Shared cores (Network::shares_cores): compute tasks are flows of FLOPs over [the rank's cap
+    // (rank_max_flops_per_s), its host's pool (host_flops_per_s)], max-min fair, in a flow simulation of
+    // their own (no link is shared with the network, so the two solve independently); a device still runs one
+    // task at a time, the others wait in ready order.
     std::vector<NetLink> cpu_links;
     std::unique_ptr<FlowSim> cpu;
     std::vector<int32_t> device_task;  // [ranks] the compute task on the device, -1 = idle
@@ -267,13 +267,11 @@ struct SimRun {
     }
     void setup_shared_cores() {
         if (!net.shares_cores()) return;
-        const int P = net.num_ranks(), R = net.ranks_per_host(), C = net.cores_per_host();
+        const int P = net.num_ranks(), R = net.ranks_per_host();
         const int hosts = (P + R - 1) / R;
-        // The calibrated rate is per rank with all R ranks computing: a host does R × rate, a core R / C.
-        const double core_rate = net.device_flops_per_s() * R / C;
-        cpu_links.assign(static_cast<size_t>(P), NetLink{core_rate, LinkClass::intra});
+        cpu_links.assign(static_cast<size_t>(P), NetLink{net.rank_max_flops_per_s(), LinkClass::intra});
         cpu_links.insert(cpu_links.end(), static_cast<size_t>(hosts),
-                         NetLink{core_rate * C, LinkClass::intra});
+                         NetLink{net.host_flops_per_s(), LinkClass::intra});
         cpu = std::make_unique<FlowSim>(cpu_links);
         device_task.assign(static_cast<size_t>(P), -1);
         device_queue.assign(static_cast<size_t>(P), {});

@@ -388,6 +388,28 @@ TEST(SimSharedCores, ComputeIsProcessorShared) {
     EXPECT_NEAR(simulate(g, own).end_s[t], 2.0, 1e-12);
 }
 
+TEST(SimSharedCores, MeasuredAloneRateCapsOneRank) {
+    // 2 ranks on 2 cores: 1 GFLOP/s each when both compute (as calibrated), 1.5 alone (measured: a core's
+    // shared cache and memory bandwidth to itself). The file's dense rate is nominal, 4 GFLOP/s, with
+    // gemm_efficiency 0.25: the alone rate scales with it.
+    Cluster c;
+    c.nodes = 1;
+    c.devices = 2;
+    c.gflops = 4;
+    c.calibration =
+        "  gemm_efficiency: 0.25\n  gemm_rate: 1 GFLOP/s\n  gemm_rate_alone: 1.5 GFLOP/s\n"
+        "  shared_cores: {ranks_per_host: 2, cores_per_host: 2}\n";
+    const Network net = make_network(c);
+    ASSERT_TRUE(net.shares_cores());
+    EXPECT_DOUBLE_EQ(net.rank_max_flops_per_s(), 1.5e9);
+    EXPECT_DOUBLE_EQ(net.host_flops_per_s(), 2e9);
+    TaskGraph g;
+    const int32_t a = g.add_compute(0, 1e9, 0), b = g.add_compute(1, 2e9, 0);
+    const SimResult res = simulate(g, net);
+    EXPECT_NEAR(res.end_s[a], 1.0, 1e-12);                // both at 1 GFLOP/s
+    EXPECT_NEAR(res.end_s[b], 1.0 + 1e9 / 1.5e9, 1e-12);  // then b alone at 1.5
+}
+
 TEST(SimSharedCores, LayerPhasesAddUpAndStayAboveTheBound) {
     // Skewed traffic on 4 ranks sharing 2 cores: the hot rank computes mostly alone, at a whole core.
     Cluster c;
