@@ -47,12 +47,13 @@ wait_quiet() {
     echo "$busy"
 }
 # (a) calibration at the case's rank count, just before its runs (the GEMM rate moves with other jobs).
-# The GEMM on the real shapes: rows per local expert = T k P / E, at most the capacity's cf T k P / E.
+# The GEMM on the real shapes: the layer computes block by block, one (local expert, source rank) block at a
+# time (moe_layer.cpp compute_source), T k / E rows on average.
 calibrate() {
     local P=$1 rpn=$2 k=$3 c=$4
     echo "# calibrate $P ranks (busy $(wait_quiet)%)" >&2
     launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 2097152 --a2a-iters 10 --repetitions 15 \
-        --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((1024 * k * P / 8)) --experts 8 --top-k "$k" --gate-tokens 1024 \
+        --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((1024 * k / 8)) --experts 8 --top-k "$k" --gate-tokens 1024 \
         --out "$work/topology_$c.yaml" >&2
 }
 # Repeated runs: each case's schedules are measured in turn, ROUNDS times (plain, pairwise, hierarchical,
