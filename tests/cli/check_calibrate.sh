@@ -2,7 +2,8 @@
 # usage: tests/cli/check_calibrate.sh EXPAR LOCAL_SH TOPOLOGY_DIR
 # `expar calibrate` at 4 ranks as 2 emulated nodes, small sizes: the written topology file loads with
 # `expar topology` (the same loader as the simulator), and its calibration block has positive latency and
-# bandwidth for both link classes, an all-to-all efficiency table and a positive GEMM rate. Then with
+# bandwidth for both link classes, an all-to-all efficiency table, positive GEMM (all ranks, one alone) and
+# router rates, and the ranks sharing this host's cores. Then with
 # --base: the base file's name and nodes are kept and only the calibration block is new.
 set -euo pipefail
 if [ $# -ne 3 ]; then
@@ -39,6 +40,13 @@ grep -qE "all-to-all efficiency \(bytes per peer: efficiency\): 1024: [0-9.e+-]+
     "$work/describe.txt" || fail "all-to-all efficiency table"
 rate=$(grep -E "^    GEMM rate: " "$work/describe.txt" | awk '{ print $3 }')
 awk -v r="$rate" 'BEGIN { exit !(r + 0 > 0) }' || fail "GEMM rate '$rate' not positive"
+alone=$(grep -E "^    GEMM rate alone: " "$work/describe.txt" | awk '{ print $4 }')
+awk -v r="$alone" 'BEGIN { exit !(r + 0 > 0) }' || fail "GEMM rate alone '$alone' not positive"
+grep -E "^    router: " "$work/describe.txt" | awk '{ if (!($2 + 0 > 0 && $5 + 0 > 0)) exit 1 }' ||
+    fail "router rates not positive"
+# Every rank of this run is on this host: 4 ranks on the cores they may use.
+cores=$(nproc)
+grep -q "^    4 ranks share each host's $cores cores" "$work/describe.txt" || fail "shared cores: 4 ranks, $cores cores"
 grep -qE "^  when: [0-9]{4}-[0-9]{2}-[0-9]{2}T" "$work/cal.yaml" || fail "no ISO date in 'when'"
 grep -q "how: \"expar calibrate --ranks-per-node 2" "$work/cal.yaml" || fail "no command line in 'how'"
 
