@@ -70,11 +70,11 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
         "activation", po::value<std::string>(&o->activation)->default_value(o->activation),
         "gelu | relu | silu | swiglu (3 matrices)")(
         "gemm-tokens", po::value<int64_t>(&m.gemm_tokens)->default_value(m.gemm_tokens),
-        "rows (tokens) one expert computes per measurement [tokens]")(
-        "experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
-        "experts E of the router measurement [1]")("top-k",
-                                                   po::value<int64_t>(&m.top_k)->default_value(m.top_k),
-                                                   "experts per token k of the router [1]")(
+        "rows (tokens) of one expert block; each of the --experts / ranks local experts computes one "
+        "[tokens]")("experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
+                    "experts E of the router measurement [1]")(
+        "top-k", po::value<int64_t>(&m.top_k)->default_value(m.top_k),
+        "experts per token k of the router [1]")(
         "gate-tokens", po::value<int64_t>(&m.gate_tokens)->default_value(m.gate_tokens),
         "tokens per rank T of the router measurement [tokens]")(
         "peak-gflops", po::value<double>(&m.peak_gflops)->default_value(m.peak_gflops),

@@ -117,10 +117,11 @@ std::vector<AlltoallPoint> alltoall_sweep(MpiComm& comm, const NodeMap& map, con
     return points;
 }
 
-// The expert FFN, forward and backward, on o.gemm_tokens rows; every rank at once, as in a layer step.
-// Returns this rank's median rate [GFLOP/s].
-double gemm_rate(const CalibrateOptions& o) {
-    const int64_t n = o.gemm_tokens, d = o.d_model, f = o.d_ff;
+// The expert FFN forward + backward on the real shapes, as the layer runs it: one block of gemm_tokens rows
+// for each of the rank's local experts in turn (their weights and activations apart, so the caches see
+// what a layer step's do). Returns GFLOP/s (3 × the forward FLOPs per block).
+double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts) {
+    const int64_t n = o.gemm_tokens, d = o.d_model, f = o.d_ff, EL = num_local_experts;
     const bool gated = has_gate_matrix(o.activation);
     const ExpertShape shape{d, f, o.activation};
     auto filled = [](int64_t size, float scale) {
@@ -128,22 +129,31 @@ double gemm_rate(const CalibrateOptions& o) {
         for (int64_t i = 0; i < size; ++i) v[i] = scale * static_cast<float>(i % 7 - 3);
         return v;
     };
-    std::vector<float> w1 = filled(d * f, 0.01f), w2 = filled(f * d, 0.01f),
-                       w3 = filled(gated ? d * f : 0, 0.01f);
-    std::vector<float> x = filled(n * d, 0.1f), dy = filled(n * d, 0.1f), y(n * d), dx(n * d);
-    std::vector<float> h(n * f), g(gated ? n * f : 0), a(n * f), dh(n * f);
-    std::vector<float> dw1(d * f), dw2(f * d), dw3(gated ? d * f : 0);
-    const ExpertWeights weights{w1.data(), nullptr, w2.data(), nullptr, gated ? w3.data() : nullptr};
-    const ExpertGrads grads{dw1.data(), nullptr, dw2.data(), nullptr, gated ? dw3.data() : nullptr};
-    const ExpertActivations acts{h.data(), gated ? g.data() : nullptr, a.data(), dh.data()};
+    struct Expert {
+        std::vector<float> w1, w2, w3, x, dy, y, dx, h, g, a, dh, dw1, dw2, dw3;
+    };
+    std::vector<Expert> experts(EL);
+    for (Expert& e : experts) {
+        e.w1 = filled(d * f, 0.01f), e.w2 = filled(f * d, 0.01f), e.w3 = filled(gated ? d * f : 0, 0.01f);
+        e.x = filled(n * d, 0.1f), e.dy = filled(n * d, 0.1f), e.y.resize(n * d), e.dx.resize(n * d);
+        e.h.resize(n * f), e.g.resize(gated ? n * f : 0), e.a.resize(n * f), e.dh.resize(n * f);
+        e.dw1.resize(d * f), e.dw2.resize(f * d), e.dw3.resize(gated ? d * f : 0);
+    }
     std::vector<double> rep_s(o.repetitions);
     for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
         const double t0 = now_s();
-        expert_ffn_forward(y.data(), acts, x.data(), weights, n, shape);
-        expert_ffn_backward(dx.data(), grads, dy.data(), x.data(), acts, weights, n, shape);
+        for (Expert& e : experts) {
+            const ExpertWeights weights{e.w1.data(), nullptr, e.w2.data(), nullptr,
+                                        gated ? e.w3.data() : nullptr};
+            const ExpertGrads grads{e.dw1.data(), nullptr, e.dw2.data(), nullptr,
+                                    gated ? e.dw3.data() : nullptr};
+            const ExpertActivations acts{e.h.data(), gated ? e.g.data() : nullptr, e.a.data(), e.dh.data()};
+            expert_ffn_forward(e.y.data(), acts, e.x.data(), weights, n, shape);
+            expert_ffn_backward(e.dx.data(), grads, e.dy.data(), e.x.data(), acts, weights, n, shape);
+        }
         if (rep >= 0) rep_s[rep] = now_s() - t0;
     }
-    return 3.0 * expert_ffn_forward_flops(n, shape) / median(rep_s) / 1e9;
+    return 3.0 * EL * expert_ffn_forward_flops(n, shape) / median(rep_s) / 1e9;
 }
 
 // The layer's router on the real shapes: its route (input check, gate_forward) and gate_backward of the
@@ -447,7 +457,8 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
 
     // GEMM: every rank at once; the slowest rank's rate is what a layer step sees.
     quiet_barrier(comm.handle());
-    const double mine = gemm_rate(o);
+    const int64_t num_local = std::max<int64_t>(1, o.num_experts / P);
+    const double mine = gemm_rate(o, num_local);
     std::vector<double> rates(P);
     comm.gather_f64(&mine, rates.data(), 1, 0);
     if (me == 0) {
@@ -458,7 +469,7 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
     // host waits (a whole core, the host's memory bandwidth and cache to itself).
     if (P > 1) {
         quiet_barrier(comm.handle());
-        if (me == 0) result.gemm_alone_gflops = gemm_rate(o);
+        if (me == 0) result.gemm_alone_gflops = gemm_rate(o, num_local);
         quiet_barrier(comm.handle());
     }
     return result;
@@ -505,8 +516,9 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
                 << " GFLOP/s nominal (dense_rate.fp32)" << (efficiency > 1 ? ", clamped to 1" : "") << "\n";
         }
         out << "  # expert FFN forward + backward (3x the forward FLOPs), d_model " << o.d_model << ", d_ff "
-            << o.d_ff << ", " << to_string(o.activation) << ", " << o.gemm_tokens
-            << " rows, fp32 BLAS; every rank at "
+            << o.d_ff << ", " << to_string(o.activation) << ", " << o.gemm_tokens << " rows for each of "
+            << std::max<int64_t>(1, o.num_experts / r.num_ranks)
+            << " local experts, fp32 BLAS; every rank at "
             << "once, slowest of " << r.num_ranks << " (median over ranks "
             << fmt("%.4g", r.gemm_gflops_median_rank) << ")\n";
         out << "  gemm_rate: " << fmt("%.6g", r.gemm_gflops) << " GFLOP/s\n";
