@@ -97,7 +97,21 @@ const FlowSim::Finish* FlowSim::next_finish() {
         std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
         finish_heap_.pop_back();
     }
-    return finish_heap_.empty() ? nullptr : &finish_heap_.front();
+    while (sorted_head_ < finish_sorted_.size() &&
+           finish_sorted_[sorted_head_].version != version_[finish_sorted_[sorted_head_].slot])
+        ++sorted_head_;
+    const Finish* sorted = sorted_head_ < finish_sorted_.size() ? &finish_sorted_[sorted_head_] : nullptr;
+    if (finish_heap_.empty()) return sorted;
+    return sorted && finish_heap_.front() > *sorted ? sorted : &finish_heap_.front();
+}
+
+void FlowSim::pop_finish(const Finish* next) {
+    if (next == finish_sorted_.data() + sorted_head_) {
+        ++sorted_head_;
+        return;
+    }
+    std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+    finish_heap_.pop_back();
 }
 
 double FlowSim::rate_of(int64_t id) {
@@ -114,8 +128,7 @@ void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
         // Rounding: a flow due within a relative 1e-12 of t is done at t.
         const int32_t f = next->slot;
         done.push_back(FlowDone{id_[f], std::min(next->time_s, t)});
-        std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
-        finish_heap_.pop_back();
+        pop_finish(next);
         const FlowHop* hop = hops_.data() + hop_begin_[f];
         for (int h = 0; h < num_hops_[f]; ++h) link_bytes_[hop[h].link] += bytes_[f] * hop[h].share;
         const int32_t last = active_.back(), i = active_pos_[f];
@@ -330,14 +343,17 @@ void FlowSim::compute_rates() {
         // levels of the links that still carry unfrozen flows, in (level, link) order as the heap would
         // pop them; cheaper than the heap. The levels sit in a compact list, and an event recomputes
         // only those of its flows' links (the scan itself was most of a skewed pairwise step).
-        scan_link_.clear();
-        scan_level_.clear();
+        scan_link_.resize(touched_.size());
+        scan_level_.resize(touched_.size());
+        size_t num_scan = 0;
         for (int32_t l : touched_) {
             if (link_unfrozen_[l] == 0) continue;
-            link_scan_pos_[l] = static_cast<int32_t>(scan_link_.size());
-            scan_link_.push_back(l);
-            scan_level_.push_back(level(l));
+            link_scan_pos_[l] = static_cast<int32_t>(num_scan);
+            scan_link_[num_scan] = l;
+            scan_level_[num_scan++] = level(l);
         }
+        scan_link_.resize(num_scan);
+        scan_level_.resize(num_scan);
         for (size_t num_frozen = 0; num_frozen < resolve_.size();) {
             size_t best = 0;
             for (size_t k = 1; k < scan_link_.size(); ++k)
@@ -383,11 +399,25 @@ void FlowSim::compute_rates() {
         }
     }
     for (size_t k = 0; k < resolve_.size(); ++k) EXPAR_ASSERT(frozen_[k] && rate_[resolve_[k]] > 0);
-    if (!partial || finish_heap_.size() > 2 * active_.size() + 1024) {  // rebuild: O(F), no stale entries
+    if (!partial || finish_heap_.size() + finish_sorted_.size() - sorted_head_ > 2 * active_.size() + 1024) {
+        // Rebuild, no stale entries: sorted, as most of these flows are popped before the next full
+        // solution, and popping a large heap missed cache at every level. Listed in slot order when
+        // most slots are active, runs of equal finish times (uniform traffic) are in order already.
         finish_heap_.clear();
-        for (int32_t f : active_)
-            finish_heap_.push_back(Finish{updated_s_[f] + remaining_[f] / rate_[f], f, version_[f]});
-        std::make_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+        finish_sorted_.clear();
+        sorted_head_ = 0;
+        auto add = [&](int32_t f) {
+            finish_sorted_.push_back(Finish{updated_s_[f] + remaining_[f] / rate_[f], f, version_[f]});
+        };
+        if (2 * active_.size() > active_pos_.size()) {
+            for (int32_t f = 0; f < static_cast<int32_t>(active_pos_.size()); ++f)
+                if (active_pos_[f] >= 0) add(f);
+        } else {
+            for (int32_t f : active_) add(f);
+        }
+        const auto earlier = [](const Finish& a, const Finish& b) { return b > a; };
+        if (!std::is_sorted(finish_sorted_.begin(), finish_sorted_.end(), earlier))
+            std::sort(finish_sorted_.begin(), finish_sorted_.end(), earlier);
     }
     for (int32_t f : completed_) release(f);
     completed_.clear();

@@ -74,6 +74,11 @@ class FlowSim {
         }
     };
     std::vector<Finish> finish_heap_;
+    // A full solution's finish times, sorted, from sorted_head_ on (next_finish() takes the earlier of
+    // its head and the heap's top; later rate changes go to the heap).
+    std::vector<Finish> finish_sorted_;
+    size_t sorted_head_ = 0;
+    void pop_finish(const Finish* next);  // removes next_finish()'s entry
     std::vector<uint32_t> version_;
     std::vector<double> updated_s_;  // [slot] the time remaining_ refers to
     const Finish* next_finish();     // the current top, stale entries dropped; null when none

@@ -469,7 +469,8 @@ struct Builder {
         // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
         // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
         // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
-        // band is contiguous), [X, stage − first, G, G], about 4 MiB (cache-sized).
+        // band is contiguous), [stage − first, X, G, G], about 4 MiB: a stage's blocks are adjacent, so
+        // its sends and its returns read them from cache (X-major, they mapped to a few cache sets).
         const int64_t GG = static_cast<int64_t>(G) * G;
         const int band =
             static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (8 * n * GG))));
@@ -483,13 +484,13 @@ struct Builder {
                     for (int st = first; st < last; ++st) {
                         const int Y = (X - st + n) % n;
                         int64_t* to = band_rows.data() +
-                                      ((static_cast<int64_t>(X) * band + (st - first)) * G + (a - X * G)) * G;
+                                      ((static_cast<int64_t>(st - first) * n + X) * G + (a - X * G)) * G;
                         for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
                     }
         };
         // Block (X, ·) of diagonal `stage` in the band: its G × G rows, row-major.
         auto band_block = [&](int stage, int X) {
-            return band_rows.data() + (static_cast<int64_t>(X) * band + (stage - band_first)) * GG;
+            return band_rows.data() + (static_cast<int64_t>(stage - band_first) * n + X) * GG;
         };
         Tasks wait(n);
         for (int s = 0; s < n; ++s) {
