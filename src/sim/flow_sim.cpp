@@ -343,8 +343,10 @@ void FlowSim::compute_rates() {
         // levels of the links that still carry unfrozen flows, in (level, link) order as the heap would
         // pop them; cheaper than the heap. The levels sit in a compact list, and an event recomputes
         // only those of its flows' links (the scan itself was most of a skewed pairwise step).
-        scan_link_.resize(touched_.size());
-        scan_level_.resize(touched_.size());
+        if (scan_link_.size() < touched_.size()) {  // grown only: a resize per solution cost a memset
+            scan_link_.resize(touched_.size());
+            scan_level_.resize(touched_.size());
+        }
         size_t num_scan = 0;
         for (int32_t l : touched_) {
             if (link_unfrozen_[l] == 0) continue;
@@ -352,11 +354,9 @@ void FlowSim::compute_rates() {
             scan_link_[num_scan] = l;
             scan_level_[num_scan++] = level(l);
         }
-        scan_link_.resize(num_scan);
-        scan_level_.resize(num_scan);
         for (size_t num_frozen = 0; num_frozen < resolve_.size();) {
             size_t best = 0;
-            for (size_t k = 1; k < scan_link_.size(); ++k)
+            for (size_t k = 1; k < num_scan; ++k)
                 if (scan_level_[k] < scan_level_[best] ||
                     (scan_level_[k] == scan_level_[best] && scan_link_[k] < scan_link_[best]))
                     best = k;
@@ -372,22 +372,23 @@ void FlowSim::compute_rates() {
                         scan_level_[pos] = level(m);
                         continue;
                     }
-                    const int32_t moved = scan_link_.back();  // no flow left to freeze: out of the list
+                    const int32_t moved = scan_link_[--num_scan];  // no flow left to freeze: out of the list
                     scan_link_[pos] = moved;
-                    scan_level_[pos] = scan_level_.back();
+                    scan_level_[pos] = scan_level_[num_scan];
                     link_scan_pos_[moved] = pos;
-                    scan_link_.pop_back();
-                    scan_level_.pop_back();
                     link_scan_pos_[m] = -1;
                 }
             }
         }
-        for (int32_t l : scan_link_) link_scan_pos_[l] = -1;  // none left in exact arithmetic
+        for (size_t k = 0; k < num_scan; ++k)
+            link_scan_pos_[scan_link_[k]] = -1;  // none left in exact arithmetic
     } else {
         queue_.clear();
         for (int32_t l : touched_)
             if (link_unfrozen_[l] > 0) queue_.push(level(l), l);
-        while (queue_.size > 0) {
+        // Done once every re-solved flow is frozen: the links left in the queue carry none.
+        const size_t all_frozen = freeze_order_.size() + resolve_.size();
+        while (freeze_order_.size() < all_frozen) {
             const auto [key, l] = queue_.pop();
             if (link_unfrozen_[l] == 0) continue;
             const double lambda = level(l);

@@ -90,12 +90,14 @@ struct Builder {
             std::fill(rows_out.begin(), rows_out.begin() + (a1 - a0), 0);
             std::fill(rows_in.begin(), rows_in.begin() + (b1 - b0), 0);
             int64_t total_rows = 0;
+            int64_t* __restrict in = rows_in.data();  // restrict: the sums do not alias the counts
             for (int a = a0; a < a1; ++a) {
+                const int first = diagonal ? b0 + (a - a0) : b0, last = diagonal ? first + 1 : b1;
                 int64_t out = 0;
-                for (int b = diagonal ? b0 + (a - a0) : b0; b < (diagonal ? b0 + (a - a0) + 1 : b1); ++b) {
+                for (int b = first; b < last; ++b) {
                     const int64_t n = count(a, b);
                     out += n;
-                    rows_in[b - b0] += n;
+                    in[b - b0] += n;
                     members += n > 0;
                 }
                 rows_out[a - a0] = out;
