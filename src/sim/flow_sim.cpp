@@ -355,10 +355,14 @@ void FlowSim::compute_rates() {
             scan_level_[num_scan++] = level(l);
         }
         for (size_t num_frozen = 0; num_frozen < resolve_.size();) {
+            // The lowest level, then the lowest link at it (two simple loops: cheaper than one with
+            // the tie-break in it).
+            double lowest = scan_level_[0];
+            for (size_t k = 1; k < num_scan; ++k) lowest = std::min(lowest, scan_level_[k]);
             size_t best = 0;
-            for (size_t k = 1; k < num_scan; ++k)
-                if (scan_level_[k] < scan_level_[best] ||
-                    (scan_level_[k] == scan_level_[best] && scan_link_[k] < scan_link_[best]))
+            for (size_t k = 0; k < num_scan; ++k)
+                if (scan_level_[k] == lowest &&
+                    (scan_level_[best] != lowest || scan_link_[k] < scan_link_[best]))
                     best = k;
             const size_t before = freeze_order_.size();
             freeze(scan_link_[best], scan_level_[best]);
@@ -401,9 +405,9 @@ void FlowSim::compute_rates() {
     }
     for (size_t k = 0; k < resolve_.size(); ++k) EXPAR_ASSERT(frozen_[k] && rate_[resolve_[k]] > 0);
     if (!partial || finish_heap_.size() + finish_sorted_.size() - sorted_head_ > 2 * active_.size() + 1024) {
-        // Rebuild, no stale entries: sorted, as most of these flows are popped before the next full
-        // solution, and popping a large heap missed cache at every level. Listed in slot order when
-        // most slots are active, runs of equal finish times (uniform traffic) are in order already.
+        // Rebuild, no stale entries, in O(F). Listed in slot order when most slots are active: under
+        // uniform traffic the finish times are then in order already, and serve as a sorted run (a
+        // 260k-entry heap missed cache at every level of every pop); otherwise a heap.
         finish_heap_.clear();
         finish_sorted_.clear();
         sorted_head_ = 0;
@@ -416,9 +420,11 @@ void FlowSim::compute_rates() {
         } else {
             for (int32_t f : active_) add(f);
         }
-        const auto earlier = [](const Finish& a, const Finish& b) { return b > a; };
-        if (!std::is_sorted(finish_sorted_.begin(), finish_sorted_.end(), earlier))
-            std::sort(finish_sorted_.begin(), finish_sorted_.end(), earlier);
+        if (!std::is_sorted(finish_sorted_.begin(), finish_sorted_.end(),
+                            [](const Finish& a, const Finish& b) { return b > a; })) {
+            finish_heap_.swap(finish_sorted_);
+            std::make_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+        }
     }
     for (int32_t f : completed_) release(f);
     completed_.clear();

@@ -74,8 +74,8 @@ class FlowSim {
         }
     };
     std::vector<Finish> finish_heap_;
-    // A full solution's finish times, sorted, from sorted_head_ on (next_finish() takes the earlier of
-    // its head and the heap's top; later rate changes go to the heap).
+    // A full solution's finish times when they come out in order (uniform traffic), from sorted_head_
+    // on; next_finish() takes the earlier of its head and the heap's top.
     std::vector<Finish> finish_sorted_;
     size_t sorted_head_ = 0;
     void pop_finish(const Finish* next);  // removes next_finish()'s entry

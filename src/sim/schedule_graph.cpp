@@ -38,7 +38,7 @@ struct Builder {
     std::vector<double> port_out, port_in, dev_out, dev_in;
     std::vector<int64_t> rows_out, rows_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
-    std::vector<double> to_rail;         // hierarchical scratch [P, M]
+    std::vector<int64_t> to_rail;        // hierarchical scratch [P, M]
     std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
     std::vector<int64_t> band_rows;      // aggregated pairwise: blocks of a band of stages
 
@@ -229,20 +229,20 @@ struct Builder {
             p1[r] = join(phase, r);
             dep(ready[r], p1[r]);
         }
-        // [P, M] bytes of rank a for rail l, summed over b in increasing order, reading the matrix row by
-        // row in both directions.
-        to_rail.assign(static_cast<size_t>(P) * M, 0.0);
+        // [P, M] rows of rank a for rail l, reading the matrix row by row in both directions; integer
+        // sums (as in node_pair_bundle(): exact, and no floating-point dependency chain in the O(P²) loop).
+        to_rail.assign(static_cast<size_t>(P) * M, 0);
         for (int i = 0; i < P; ++i)
             for (int j = 0; j < P; ++j) {
                 const int a = reverse ? j : i, b = reverse ? i : j;
-                to_rail[static_cast<size_t>(a) * M + map.local_index[b]] += rows(a, b, reverse) * B;
+                to_rail[static_cast<size_t>(a) * M + map.local_index[b]] += rows(a, b, reverse);
             }
         for (int a = 0; a < P; ++a) {
             const int A = map.node_of_rank[a];
             for (int l = 0; l < M; ++l) {
                 const int peer = map.rank_at(A, l);
-                message(a, peer, to_rail[static_cast<size_t>(a) * M + l], phase, ready[a], ready[peer], p1[a],
-                        p1[peer]);
+                message(a, peer, static_cast<double>(to_rail[static_cast<size_t>(a) * M + l]) * B, phase,
+                        ready[a], ready[peer], p1[a], p1[peer]);
             }
         }
         done.resize(P);
