@@ -459,8 +459,18 @@ struct Builder {
         for (int X = 0; X < n; ++X)
             for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
                 std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
-                for (int src = X * G; src < (X + 1) * G; ++src)
-                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                for (int src = X * G; src < (X + 1) * G; ++src) {
+                    // = block_flops(Y·G + m, src), the matrix row read straight (no checks per element).
+                    const int64_t row0 = static_cast<int64_t>(src) * P + Y * G;
+                    if (w.block_flops)
+                        for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                    else if (w.rows)
+                        for (int m = 0; m < G; ++m)
+                            stage_flops[m] += static_cast<double>(w.rows[row0 + m]) * w.flops_per_row;
+                    else
+                        for (int m = 0; m < G; ++m)
+                            stage_flops[m] += static_cast<double>(w.rows32[row0 + m]) * w.flops_per_row;
+                }
                 double slowest = 0;
                 for (int m = 0; m < G; ++m) {
                     expert_flops[Y * G + m] += stage_flops[m];
