@@ -143,6 +143,37 @@ void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
     now_s_ = t;
 }
 
+bool FlowSim::sort_few_times() {
+    constexpr int kMaxTimes = 8;
+    double times[kMaxTimes];
+    int64_t offset[kMaxTimes] = {};
+    int num = 0;
+    auto index = [&](double t) {
+        int k = 0;
+        while (k < num && times[k] != t) ++k;
+        return k;
+    };
+    for (const Finish& e : finish_sorted_) {
+        const int k = index(e.time_s);
+        if (k == num) {
+            if (num == kMaxTimes) return false;
+            times[num++] = e.time_s;
+        }
+        ++offset[k];
+    }
+    int64_t first[kMaxTimes];  // each time's first place: after the entries of the earlier times
+    for (int k = 0; k < num; ++k) {
+        first[k] = 0;
+        for (int j = 0; j < num; ++j)
+            if (times[j] < times[k]) first[k] += offset[j];
+    }
+    finish_heap_.resize(finish_sorted_.size());  // scratch; stable, so slots stay in order per time
+    for (const Finish& e : finish_sorted_) finish_heap_[first[index(e.time_s)]++] = e;
+    finish_sorted_.swap(finish_heap_);
+    finish_heap_.clear();
+    return true;
+}
+
 void FlowSim::LevelQueue::clear() {
     for (auto& b : bucket) b.clear();
     last = 0;
@@ -406,22 +437,25 @@ void FlowSim::compute_rates() {
     for (size_t k = 0; k < resolve_.size(); ++k) EXPAR_ASSERT(frozen_[k] && rate_[resolve_[k]] > 0);
     if (!partial || finish_heap_.size() + finish_sorted_.size() - sorted_head_ > 2 * active_.size() + 1024) {
         // Rebuild, no stale entries, in O(F). Listed in slot order when most slots are active: under
-        // uniform traffic the finish times are then in order already, and serve as a sorted run (a
-        // 260k-entry heap missed cache at every level of every pop); otherwise a heap.
+        // uniform traffic the finish times are then in order already, or take a few values that a
+        // counting sort puts in order, and serve as a sorted run (a 260k-entry heap missed cache at
+        // every level of every pop); otherwise a heap.
         finish_heap_.clear();
         finish_sorted_.clear();
         sorted_head_ = 0;
         auto add = [&](int32_t f) {
             finish_sorted_.push_back(Finish{updated_s_[f] + remaining_[f] / rate_[f], f, version_[f]});
         };
-        if (2 * active_.size() > active_pos_.size()) {
+        const bool slot_order = 2 * active_.size() > active_pos_.size();
+        if (slot_order) {
             for (int32_t f = 0; f < static_cast<int32_t>(active_pos_.size()); ++f)
                 if (active_pos_[f] >= 0) add(f);
         } else {
             for (int32_t f : active_) add(f);
         }
         if (!std::is_sorted(finish_sorted_.begin(), finish_sorted_.end(),
-                            [](const Finish& a, const Finish& b) { return b > a; })) {
+                            [](const Finish& a, const Finish& b) { return b > a; }) &&
+            !(slot_order && sort_few_times())) {
             finish_heap_.swap(finish_sorted_);
             std::make_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
         }
