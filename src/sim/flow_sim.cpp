@@ -42,7 +42,6 @@ FlowSim::FlowSim(const std::vector<NetLink>& links) {
     link_unfrozen_.assign(L, 0);
     link_first_.assign(L + 1, 0);
     link_stamp_.assign(L, -1);
-    link_scan_pos_.assign(L, -1);
 }
 
 void FlowSim::start(int64_t id, double bytes, double weight, const FlowHop* hops, int num_hops) {
@@ -371,52 +370,22 @@ void FlowSim::compute_rates() {
     };
     if (resolve_.size() <= kScanFlows) {
         // Few flows (most resumed solutions): at most one event per flow, each found by a scan of the
-        // levels of the links that still carry unfrozen flows, in (level, link) order as the heap would
-        // pop them; cheaper than the heap. The levels sit in a compact list, and an event recomputes
-        // only those of its flows' links (the scan itself was most of a skewed pairwise step).
-        if (scan_link_.size() < touched_.size()) {  // grown only: a resize per solution cost a memset
-            scan_link_.resize(touched_.size());
-            scan_level_.resize(touched_.size());
-        }
-        size_t num_scan = 0;
-        for (int32_t l : touched_) {
-            if (link_unfrozen_[l] == 0) continue;
-            link_scan_pos_[l] = static_cast<int32_t>(num_scan);
-            scan_link_[num_scan] = l;
-            scan_level_[num_scan++] = level(l);
-        }
+        // touched links in (level, link) order, as the heap would pop them; cheaper than the heap.
         for (size_t num_frozen = 0; num_frozen < resolve_.size();) {
-            // The lowest level, then the lowest link at it (two simple loops: cheaper than one with
-            // the tie-break in it).
-            double lowest = scan_level_[0];
-            for (size_t k = 1; k < num_scan; ++k) lowest = std::min(lowest, scan_level_[k]);
-            size_t best = 0;
-            for (size_t k = 0; k < num_scan; ++k)
-                if (scan_level_[k] == lowest &&
-                    (scan_level_[best] != lowest || scan_link_[k] < scan_link_[best]))
-                    best = k;
-            const size_t before = freeze_order_.size();
-            freeze(scan_link_[best], scan_level_[best]);
-            num_frozen += freeze_order_.size() - before;
-            for (size_t i = before; i < freeze_order_.size(); ++i) {
-                const FlowHop* hop = hops_.data() + hop_begin_[freeze_order_[i]];
-                for (int h = 0; h < num_hops_[freeze_order_[i]]; ++h) {
-                    const int32_t m = hop[h].link, pos = link_scan_pos_[m];
-                    if (pos < 0) continue;
-                    if (link_unfrozen_[m] > 0) {
-                        scan_level_[pos] = level(m);
-                        continue;
-                    }
-                    const int32_t moved = scan_link_[--num_scan];  // no flow left to freeze: out of the list
-                    scan_link_[pos] = moved;
-                    scan_level_[pos] = scan_level_[num_scan];
-                    link_scan_pos_[moved] = pos;
-                    link_scan_pos_[m] = -1;
+            int32_t best = -1;
+            double best_level = 0;
+            for (int32_t l : touched_) {
+                if (link_unfrozen_[l] == 0) continue;
+                const double lambda = level(l);
+                if (best < 0 || lambda < best_level || (lambda == best_level && l < best)) {
+                    best = l;
+                    best_level = lambda;
                 }
             }
+            const size_t before = freeze_order_.size();
+            freeze(best, best_level);
+            num_frozen += freeze_order_.size() - before;
         }
-        for (size_t k = 0; k < num_scan; ++k)
-            link_scan_pos_[scan_link_[k]] = -1;  // none left in exact arithmetic
     } else {
         queue_.clear();
         for (int32_t l : touched_)

@@ -110,9 +110,6 @@ class FlowSim {
     std::vector<int32_t> link_unfrozen_, link_first_, adjacency_, touched_, resolve_;
     std::vector<int64_t> link_stamp_;
     std::vector<uint8_t> frozen_;
-    // Small re-solves: the links that still carry unfrozen flows, their levels, each link's place there.
-    std::vector<int32_t> scan_link_, link_scan_pos_;
-    std::vector<double> scan_level_;
     // Links by level for progressive filling. Levels popped never fall (a re-queued link's level rose), so
     // a radix heap on the bit patterns of the non-negative levels serves: O(1) push, amortised O(64) pop.
     struct LevelQueue {
