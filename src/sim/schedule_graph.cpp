@@ -260,12 +260,23 @@ struct Builder {
         }
         // [P, M] rows of rank a for rail l, reading the matrix row by row in both directions; integer
         // sums (as in node_pair_bundle(): exact, and no floating-point dependency chain in the O(P²) loop).
+        // Element (i, j) of the matrix is rows(a, b, reverse) with a, b = i, j forward and j, i reverse.
         to_rail.assign(static_cast<size_t>(P) * M, 0);
-        for (int i = 0; i < P; ++i)
-            for (int j = 0; j < P; ++j) {
-                const int a = reverse ? j : i, b = reverse ? i : j;
-                to_rail[static_cast<size_t>(a) * M + map.local_index[b]] += rows(a, b, reverse);
+        const int* local = map.local_index.data();
+        auto sum_rails = [&](const auto* matrix) {
+            for (int i = 0; i < P; ++i) {
+                const auto* row_i = matrix + static_cast<int64_t>(i) * P;
+                int64_t* rails = to_rail.data();
+                if (!reverse)
+                    for (int j = 0; j < P; ++j) rails[static_cast<size_t>(i) * M + local[j]] += row_i[j];
+                else
+                    for (int j = 0; j < P; ++j) rails[static_cast<size_t>(j) * M + local[i]] += row_i[j];
             }
+        };
+        if (w.rows)
+            sum_rails(w.rows);
+        else
+            sum_rails(w.rows32);
         for (int a = 0; a < P; ++a) {
             const int A = map.node_of_rank[a];
             for (int l = 0; l < M; ++l) {
