@@ -145,7 +145,7 @@ void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
 bool FlowSim::sort_few_times() {
     constexpr int kMaxTimes = 8;
     double times[kMaxTimes];
-    int64_t offset[kMaxTimes] = {};
+    int64_t count[kMaxTimes] = {};
     int num = 0;
     auto index = [&](double t) {
         int k = 0;
@@ -158,13 +158,13 @@ bool FlowSim::sort_few_times() {
             if (num == kMaxTimes) return false;
             times[num++] = e.time_s;
         }
-        ++offset[k];
+        ++count[k];
     }
     int64_t first[kMaxTimes];  // each time's first place: after the entries of the earlier times
     for (int k = 0; k < num; ++k) {
         first[k] = 0;
         for (int j = 0; j < num; ++j)
-            if (times[j] < times[k]) first[k] += offset[j];
+            if (times[j] < times[k]) first[k] += count[j];
     }
     finish_heap_.resize(finish_sorted_.size());  // scratch; stable, so slots stay in order per time
     for (const Finish& e : finish_sorted_) finish_heap_[first[index(e.time_s)]++] = e;
