@@ -96,7 +96,21 @@ const FlowSim::Finish* FlowSim::next_finish() {
         std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
         finish_heap_.pop_back();
     }
-    return finish_heap_.empty() ? nullptr : &finish_heap_.front();
+    while (sorted_head_ < finish_sorted_.size() &&
+           finish_sorted_[sorted_head_].version != version_[finish_sorted_[sorted_head_].slot])
+        ++sorted_head_;
+    const Finish* sorted = sorted_head_ < finish_sorted_.size() ? &finish_sorted_[sorted_head_] : nullptr;
+    if (finish_heap_.empty()) return sorted;
+    return sorted && finish_heap_.front() > *sorted ? sorted : &finish_heap_.front();
+}
+
+void FlowSim::pop_finish(const Finish* next) {
+    if (next == finish_sorted_.data() + sorted_head_) {
+        ++sorted_head_;
+        return;
+    }
+    std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+    finish_heap_.pop_back();
 }
 
 double FlowSim::rate_of(int64_t id) {
@@ -113,8 +127,7 @@ void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
         // Rounding: a flow due within a relative 1e-12 of t is done at t.
         const int32_t f = next->slot;
         done.push_back(FlowDone{id_[f], std::min(next->time_s, t)});
-        std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
-        finish_heap_.pop_back();
+        pop_finish(next);
         const FlowHop* hop = hops_.data() + hop_begin_[f];
         for (int h = 0; h < num_hops_[f]; ++h) link_bytes_[hop[h].link] += bytes_[f] * hop[h].share;
         const int32_t last = active_.back(), i = active_pos_[f];
@@ -127,6 +140,37 @@ void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
         rates_valid_ = false;
     }
     now_s_ = t;
+}
+
+bool FlowSim::sort_few_times() {
+    constexpr int kMaxTimes = 8;
+    double times[kMaxTimes];
+    int64_t count[kMaxTimes] = {};
+    int num = 0;
+    auto index = [&](double t) {
+        int k = 0;
+        while (k < num && times[k] != t) ++k;
+        return k;
+    };
+    for (const Finish& e : finish_sorted_) {
+        const int k = index(e.time_s);
+        if (k == num) {
+            if (num == kMaxTimes) return false;
+            times[num++] = e.time_s;
+        }
+        ++count[k];
+    }
+    int64_t first[kMaxTimes];  // each time's first place: after the entries of the earlier times
+    for (int k = 0; k < num; ++k) {
+        first[k] = 0;
+        for (int j = 0; j < num; ++j)
+            if (times[j] < times[k]) first[k] += count[j];
+    }
+    finish_heap_.resize(finish_sorted_.size());  // scratch; stable, so slots stay in order per time
+    for (const Finish& e : finish_sorted_) finish_heap_[first[index(e.time_s)]++] = e;
+    finish_sorted_.swap(finish_heap_);
+    finish_heap_.clear();
+    return true;
 }
 
 void FlowSim::LevelQueue::clear() {
@@ -346,7 +390,9 @@ void FlowSim::compute_rates() {
         queue_.clear();
         for (int32_t l : touched_)
             if (link_unfrozen_[l] > 0) queue_.push(level(l), l);
-        while (queue_.size > 0) {
+        // Done once every re-solved flow is frozen: the links left in the queue carry none.
+        const size_t all_frozen = freeze_order_.size() + resolve_.size();
+        while (freeze_order_.size() < all_frozen) {
             const auto [key, l] = queue_.pop();
             if (link_unfrozen_[l] == 0) continue;
             const double lambda = level(l);
@@ -358,11 +404,30 @@ void FlowSim::compute_rates() {
         }
     }
     for (size_t k = 0; k < resolve_.size(); ++k) EXPAR_ASSERT(frozen_[k] && rate_[resolve_[k]] > 0);
-    if (!partial || finish_heap_.size() > 2 * active_.size() + 1024) {  // rebuild: O(F), no stale entries
+    if (!partial || finish_heap_.size() + finish_sorted_.size() - sorted_head_ > 2 * active_.size() + 1024) {
+        // Rebuild, no stale entries, in O(F). Listed in slot order when most slots are active: under
+        // uniform traffic the finish times are then in order already, or take a few values that a
+        // counting sort puts in order, and serve as a sorted run (a 260k-entry heap missed cache at
+        // every level of every pop); otherwise a heap.
         finish_heap_.clear();
-        for (int32_t f : active_)
-            finish_heap_.push_back(Finish{updated_s_[f] + remaining_[f] / rate_[f], f, version_[f]});
-        std::make_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+        finish_sorted_.clear();
+        sorted_head_ = 0;
+        auto add = [&](int32_t f) {
+            finish_sorted_.push_back(Finish{updated_s_[f] + remaining_[f] / rate_[f], f, version_[f]});
+        };
+        const bool slot_order = 2 * active_.size() > active_pos_.size();
+        if (slot_order) {
+            for (int32_t f = 0; f < static_cast<int32_t>(active_pos_.size()); ++f)
+                if (active_pos_[f] >= 0) add(f);
+        } else {
+            for (int32_t f : active_) add(f);
+        }
+        if (!std::is_sorted(finish_sorted_.begin(), finish_sorted_.end(),
+                            [](const Finish& a, const Finish& b) { return b > a; }) &&
+            !(slot_order && sort_few_times())) {
+            finish_heap_.swap(finish_sorted_);
+            std::make_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<Finish>());
+        }
     }
     for (int32_t f : completed_) release(f);
     completed_.clear();

@@ -74,6 +74,14 @@ class FlowSim {
         }
     };
     std::vector<Finish> finish_heap_;
+    // A full solution's finish times when they come out in order (uniform traffic), from sorted_head_
+    // on; next_finish() takes the earlier of its head and the heap's top.
+    std::vector<Finish> finish_sorted_;
+    size_t sorted_head_ = 0;
+    void pop_finish(const Finish* next);  // removes next_finish()'s entry
+    // Orders finish_sorted_ (listed in slot order) by (time, slot) when it holds at most a few distinct
+    // times (a counting sort); false, untouched, otherwise.
+    bool sort_few_times();
     std::vector<uint32_t> version_;
     std::vector<double> updated_s_;  // [slot] the time remaining_ refers to
     const Finish* next_finish();     // the current top, stale entries dropped; null when none

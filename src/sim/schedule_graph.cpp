@@ -23,6 +23,7 @@ const char* sim_phase_name(int phase) {
 namespace {
 
 using Tasks = std::vector<int32_t>;
+constexpr int kPrefetchRows = 4;  // aggregated pairwise: matrix rows read ahead when copying a band
 
 struct Builder {
     const Network& net;
@@ -38,9 +39,10 @@ struct Builder {
     std::vector<double> port_out, port_in, dev_out, dev_in;
     std::vector<int64_t> rows_out, rows_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
-    std::vector<double> to_rail;         // hierarchical scratch [P, M]
+    std::vector<int64_t> to_rail;        // hierarchical scratch [P, M]
     std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
     std::vector<int64_t> band_rows;      // aggregated pairwise: blocks of a band of stages
+    std::vector<int64_t> band_sums;      // and their row and column sums
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -63,6 +65,12 @@ struct Builder {
     }
 
     int64_t row(int64_t i) const { return w.rows ? w.rows[i] : w.rows32[i]; }
+    void prefetch_rows(int64_t i) const {
+        if (w.rows)
+            __builtin_prefetch(w.rows + i);
+        else
+            __builtin_prefetch(w.rows32 + i);
+    }
     // Rows a → b in this exchange's direction (reverse: the combine, which sends rows[b][a] back).
     int64_t rows(int a, int b, bool reverse) const {
         return row(reverse ? static_cast<int64_t>(b) * P + a : static_cast<int64_t>(a) * P + b);
@@ -82,30 +90,25 @@ struct Builder {
     template <typename Count>
     int32_t node_pair_bundle(
         int a0, int a1, int b0, int b1, uint8_t phase, double bytes_per_row, bool diagonal, Count count) {
-        std::fill(port_out.begin(), port_out.end(), 0.0);
-        std::fill(port_in.begin(), port_in.end(), 0.0);
         double total = 0, total_eff = 0;
         int members = 0;
         if (!net.has_efficiency_table()) {
             std::fill(rows_out.begin(), rows_out.begin() + (a1 - a0), 0);
             std::fill(rows_in.begin(), rows_in.begin() + (b1 - b0), 0);
-            int64_t total_rows = 0;
+            int64_t* __restrict in = rows_in.data();  // restrict: the sums do not alias the counts
             for (int a = a0; a < a1; ++a) {
+                const int first = diagonal ? b0 + (a - a0) : b0, last = diagonal ? first + 1 : b1;
                 int64_t out = 0;
-                for (int b = diagonal ? b0 + (a - a0) : b0; b < (diagonal ? b0 + (a - a0) + 1 : b1); ++b) {
+                for (int b = first; b < last; ++b) {
                     const int64_t n = count(a, b);
                     out += n;
-                    rows_in[b - b0] += n;
+                    in[b - b0] += n;
                     members += n > 0;
                 }
                 rows_out[a - a0] = out;
-                total_rows += out;
             }
-            for (int a = a0; a < a1; ++a)
-                dev_out[a - a0] = static_cast<double>(rows_out[a - a0]) * bytes_per_row;
-            for (int b = b0; b < b1; ++b)
-                dev_in[b - b0] = static_cast<double>(rows_in[b - b0]) * bytes_per_row;
-            total = total_eff = static_cast<double>(total_rows) * bytes_per_row;
+            return bundle_of_rows(a0, a1, b0, b1, phase, bytes_per_row, rows_out.data(), rows_in.data(),
+                                  members);
         } else {
             std::fill(dev_out.begin(), dev_out.begin() + (a1 - a0), 0.0);
             std::fill(dev_in.begin(), dev_in.begin() + (b1 - b0), 0.0);
@@ -121,7 +124,35 @@ struct Builder {
                     ++members;
                 }
         }
+        return bundle_of_bytes(a0, a1, b0, b1, phase, total, total_eff, members);
+    }
+    // The same from integer row sums: out_rows[a − a0] rows leave rank a, in_rows[b − b0] reach rank b,
+    // in `members` messages.
+    int32_t bundle_of_rows(int a0,
+                           int a1,
+                           int b0,
+                           int b1,
+                           uint8_t phase,
+                           double bytes_per_row,
+                           const int64_t* out_rows,
+                           const int64_t* in_rows,
+                           int members) {
         if (members == 0) return -1;
+        int64_t total_rows = 0;
+        for (int a = a0; a < a1; ++a) {
+            dev_out[a - a0] = static_cast<double>(out_rows[a - a0]) * bytes_per_row;
+            total_rows += out_rows[a - a0];
+        }
+        for (int b = b0; b < b1; ++b) dev_in[b - b0] = static_cast<double>(in_rows[b - b0]) * bytes_per_row;
+        const double total = static_cast<double>(total_rows) * bytes_per_row;
+        return bundle_of_bytes(a0, a1, b0, b1, phase, total, total, members);
+    }
+    // The same from dev_out / dev_in: each device's effective bytes.
+    int32_t bundle_of_bytes(
+        int a0, int a1, int b0, int b1, uint8_t phase, double total, double total_eff, int members) {
+        if (members == 0) return -1;
+        std::fill(port_out.begin(), port_out.end(), 0.0);
+        std::fill(port_in.begin(), port_in.end(), 0.0);
         const int A = map.node_of_rank[a0], B2 = map.node_of_rank[b0];
         // Hops written field by field into a buffer sized once (push_back of a freshly built FlowHop
         // stalls on store forwarding, which was a quarter of the plain build).
@@ -227,20 +258,31 @@ struct Builder {
             p1[r] = join(phase, r);
             dep(ready[r], p1[r]);
         }
-        // [P, M] bytes of rank a for rail l, summed over b in increasing order, reading the matrix row by
-        // row in both directions.
-        to_rail.assign(static_cast<size_t>(P) * M, 0.0);
-        for (int i = 0; i < P; ++i)
-            for (int j = 0; j < P; ++j) {
-                const int a = reverse ? j : i, b = reverse ? i : j;
-                to_rail[static_cast<size_t>(a) * M + map.local_index[b]] += rows(a, b, reverse) * B;
+        // [P, M] rows of rank a for rail l, reading the matrix row by row in both directions; integer
+        // sums (as in node_pair_bundle(): exact, and no floating-point dependency chain in the O(P²) loop).
+        // Element (i, j) of the matrix is rows(a, b, reverse) with a, b = i, j forward and j, i reverse.
+        to_rail.assign(static_cast<size_t>(P) * M, 0);
+        const int* local = map.local_index.data();
+        auto sum_rails = [&](const auto* matrix) {
+            for (int i = 0; i < P; ++i) {
+                const auto* row_i = matrix + static_cast<int64_t>(i) * P;
+                int64_t* rails = to_rail.data();
+                if (!reverse)
+                    for (int j = 0; j < P; ++j) rails[static_cast<size_t>(i) * M + local[j]] += row_i[j];
+                else
+                    for (int j = 0; j < P; ++j) rails[static_cast<size_t>(j) * M + local[i]] += row_i[j];
             }
+        };
+        if (w.rows)
+            sum_rails(w.rows);
+        else
+            sum_rails(w.rows32);
         for (int a = 0; a < P; ++a) {
             const int A = map.node_of_rank[a];
             for (int l = 0; l < M; ++l) {
                 const int peer = map.rank_at(A, l);
-                message(a, peer, to_rail[static_cast<size_t>(a) * M + l], phase, ready[a], ready[peer], p1[a],
-                        p1[peer]);
+                message(a, peer, static_cast<double>(to_rail[static_cast<size_t>(a) * M + l]) * B, phase,
+                        ready[a], ready[peer], p1[a], p1[peer]);
             }
         }
         done.resize(P);
@@ -426,6 +468,13 @@ struct Builder {
         }
         // Traffic from the members of group i to those of group j, node pair by node pair;
         // count(a, b) gives each message's rows. Same-node pairs stay single messages.
+        auto link = [&](int32_t bundle, int32_t after_i, int32_t after_j, int32_t then_i, int32_t then_j) {
+            if (bundle < 0) return;
+            dep(after_i, bundle);
+            if (after_j != after_i) dep(after_j, bundle);
+            dep(bundle, then_i);
+            if (then_j != then_i) dep(bundle, then_j);
+        };
         auto group_traffic = [&](int i, int j, uint8_t phase, int32_t after_i, int32_t after_j,
                                  int32_t then_i, int32_t then_j, auto count) {
             const int first_a = i * G, first_b = j * G;
@@ -440,12 +489,8 @@ struct Builder {
                                         then_i, then_j);
                         continue;
                     }
-                    const int32_t x = node_pair_bundle(a0, a1, b0, b1, phase, B, false, count);
-                    if (x < 0) continue;
-                    dep(after_i, x);
-                    if (after_j != after_i) dep(after_j, x);
-                    dep(x, then_i);
-                    if (then_j != then_i) dep(x, then_j);
+                    link(node_pair_bundle(a0, a1, b0, b1, phase, B, false, count), after_i, after_j, then_i,
+                         then_j);
                 }
         };
         // Stage s pairs group i with groups i − s (sends) and i + s (computes and returns): block (X, Y)
@@ -457,8 +502,18 @@ struct Builder {
         for (int X = 0; X < n; ++X)
             for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
                 std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
-                for (int src = X * G; src < (X + 1) * G; ++src)
-                    for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                for (int src = X * G; src < (X + 1) * G; ++src) {
+                    // = block_flops(Y·G + m, src), the matrix row read straight (no checks per element).
+                    const int64_t row0 = static_cast<int64_t>(src) * P + Y * G;
+                    if (w.block_flops)
+                        for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                    else if (w.rows)
+                        for (int m = 0; m < G; ++m)
+                            stage_flops[m] += static_cast<double>(w.rows[row0 + m]) * w.flops_per_row;
+                    else
+                        for (int m = 0; m < G; ++m)
+                            stage_flops[m] += static_cast<double>(w.rows32[row0 + m]) * w.flops_per_row;
+                }
                 double slowest = 0;
                 for (int m = 0; m < G; ++m) {
                     expert_flops[Y * G + m] += stage_flops[m];
@@ -469,27 +524,56 @@ struct Builder {
         // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
         // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
         // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
-        // band is contiguous), [X, stage − first, G, G], about 4 MiB (cache-sized).
+        // band is contiguous), [stage − first, X, G, G], about 4 MiB: a stage's blocks are adjacent, so
+        // its sends and its returns read them from cache (X-major, they mapped to a few cache sets).
         const int64_t GG = static_cast<int64_t>(G) * G;
         const int band =
             static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (8 * n * GG))));
         band_rows.resize(static_cast<size_t>(band) * n * GG);
+        // When a group is a node and messages have no efficiency, a bundle needs only each block's row
+        // sums, column sums and nonzero count, [stage − first, X, 2G + 1]: summed once while copying,
+        // for both directions, instead of per bundle.
+        const bool use_sums = G == M && !net.has_efficiency_table();
+        const int64_t sums_size = 2 * static_cast<int64_t>(G) + 1;
+        band_sums.assign(use_sums ? static_cast<size_t>(band) * n * sums_size : 0, 0);
         int band_first = 0;
         auto fill_band = [&](int first) {
             band_first = first;
             const int last = std::min(n, first + band);
+            std::fill(band_sums.begin(), band_sums.end(), 0);
             for (int X = 0; X < n; ++X)
-                for (int a = X * G; a < (X + 1) * G; ++a)
+                for (int a = X * G; a < (X + 1) * G; ++a) {
+                    // A row's segments alone wait a memory latency (most of the fill at 4,096 ranks), so
+                    // those of a row a few ahead are requested meanwhile.
+                    const int ahead = a + kPrefetchRows;
+                    if (ahead < P)
+                        for (int st = first; st < last; ++st) {
+                            const int64_t i =
+                                static_cast<int64_t>(ahead) * P + ((ahead / G - st + n) % n) * G;
+                            prefetch_rows(i);
+                            prefetch_rows(i + G - 1);
+                        }
                     for (int st = first; st < last; ++st) {
                         const int Y = (X - st + n) % n;
-                        int64_t* to = band_rows.data() +
-                                      ((static_cast<int64_t>(X) * band + (st - first)) * G + (a - X * G)) * G;
+                        const int64_t block = static_cast<int64_t>(st - first) * n + X;
+                        int64_t* to = band_rows.data() + (block * G + (a - X * G)) * G;
                         for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
+                        if (!use_sums) continue;
+                        int64_t* sums = band_sums.data() + block * sums_size;
+                        for (int b = 0; b < G; ++b) {
+                            sums[a - X * G] += to[b];
+                            sums[G + b] += to[b];
+                            sums[2 * G] += to[b] > 0;
+                        }
                     }
+                }
+        };
+        auto block_sums = [&](int stage, int X) {
+            return band_sums.data() + (static_cast<int64_t>(stage - band_first) * n + X) * sums_size;
         };
         // Block (X, ·) of diagonal `stage` in the band: its G × G rows, row-major.
         auto band_block = [&](int stage, int X) {
-            return band_rows.data() + (static_cast<int64_t>(X) * band + (stage - band_first)) * GG;
+            return band_rows.data() + (static_cast<int64_t>(stage - band_first) * n + X) * GG;
         };
         Tasks wait(n);
         for (int s = 0; s < n; ++s) {
@@ -502,6 +586,13 @@ struct Builder {
                 const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
                 const int64_t* block = band_block(s, i);
                 const int a0 = i * G, b0 = j * G;
+                if (use_sums && s > 0) {  // rows out of group i's ranks: the row sums
+                    const int64_t* sums = block_sums(s, i);
+                    link(bundle_of_rows(a0, a0 + G, b0, b0 + G, phase_in, B, sums, sums + G,
+                                        static_cast<int>(sums[2 * G])),
+                         post[i], post[j], wait[i], wait[j]);
+                    continue;
+                }
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
                               [&](int a, int b) { return block[(a - a0) * G + (b - b0)]; });
             }
@@ -514,6 +605,13 @@ struct Builder {
                 prev[i] = c;
                 const int64_t* block = band_block(s, k);  // rows[src][r], src in group k, r in group i
                 const int src0 = k * G, r0 = i * G;
+                if (use_sums && s > 0) {  // results out of group i's ranks: the column sums
+                    const int64_t* sums = block_sums(s, k);
+                    link(bundle_of_rows(r0, r0 + G, src0, src0 + G, phase_out, B, sums + G, sums,
+                                        static_cast<int>(sums[2 * G])),
+                         c, c, end[i], end[k]);
+                    continue;
+                }
                 group_traffic(i, k, phase_out, c, c, end[i], end[k],
                               [&](int r, int src) { return block[(src - src0) * G + (r - r0)]; });
             }

@@ -5,6 +5,9 @@
 // From 16,384 ranks the traffic matrix is int32 (LayerWork::rows32). Usage:
 //   sim_scale_bench [--ranks 4096,16384] [--schedule plain,pairwise,hierarchical] [--skew 0,1.2]
 //                   [--topology topology/dgx-h100.yaml] [--tokens 4096] [--top-k 2] [--window 0]
+//                   [--dump FILE]
+// --dump appends, per case, the step, the bound and every rank's end and phases as raw doubles, to
+// compare predictions across engine versions.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,6 +55,7 @@ int main(int argc, char** argv) {
     int64_t tokens = 4096;
     int top_k = 2;
     double window = 0;
+    std::string dump_path;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string key = argv[i], value = argv[i + 1];
         if (key == "--ranks")
@@ -68,6 +72,8 @@ int main(int argc, char** argv) {
             top_k = std::atoi(value.c_str());
         else if (key == "--window")
             window = std::atof(value.c_str());
+        else if (key == "--dump")
+            dump_path = value;
         else {
             std::fprintf(stderr, "sim_scale_bench: unknown option '%s'\n", key.c_str());
             return 1;
@@ -123,6 +129,15 @@ int main(int argc, char** argv) {
                         p.sim.events_per_s, p.sim.peak_rss_bytes / 1048576.0, p.step_s * 1e3,
                         p.bound.total_s * 1e3, p.efficiency);
                     std::fflush(stdout);
+                    if (!dump_path.empty()) {
+                        std::FILE* f = std::fopen(dump_path.c_str(), "ab");
+                        EXPAR_REQUIRE(f, "sim_scale_bench: cannot write " << dump_path);
+                        const double head[2] = {p.step_s, p.bound.total_s};
+                        std::fwrite(head, sizeof(double), 2, f);
+                        std::fwrite(p.rank_end_s.data(), sizeof(double), p.rank_end_s.size(), f);
+                        std::fwrite(p.phase_s.data(), sizeof(double), p.phase_s.size(), f);
+                        std::fclose(f);
+                    }
                 }
             }
         }
