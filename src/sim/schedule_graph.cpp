@@ -545,16 +545,21 @@ struct Builder {
                 for (int a = X * G; a < (X + 1) * G; ++a) {
                     // A row's segments alone wait a memory latency (most of the fill at 4,096 ranks), so
                     // those of a row a few ahead are requested meanwhile.
+                    // (Partner groups step down by one per stage: no division in these loops.)
                     const int ahead = a + kPrefetchRows;
-                    if (ahead < P)
+                    if (ahead < P) {
+                        int Y = ahead / G - first + n;
+                        Y -= Y >= n ? n : 0;
                         for (int st = first; st < last; ++st) {
-                            const int64_t i =
-                                static_cast<int64_t>(ahead) * P + ((ahead / G - st + n) % n) * G;
+                            const int64_t i = static_cast<int64_t>(ahead) * P + static_cast<int64_t>(Y) * G;
                             prefetch_rows(i);
                             prefetch_rows(i + G - 1);
+                            Y = Y == 0 ? n - 1 : Y - 1;
                         }
-                    for (int st = first; st < last; ++st) {
-                        const int Y = (X - st + n) % n;
+                    }
+                    int Y = X - first + n;
+                    Y -= Y >= n ? n : 0;
+                    for (int st = first; st < last; ++st, Y = Y == 0 ? n - 1 : Y - 1) {
                         const int64_t block = static_cast<int64_t>(st - first) * n + X;
                         int64_t* to = band_rows.data() + (block * G + (a - X * G)) * G;
                         for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
