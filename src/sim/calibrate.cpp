@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <sstream>
 #include <thread>
@@ -130,12 +131,14 @@ double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts) {
         return v;
     };
     struct Expert {
-        std::vector<float> w1, w2, w3, x, dy, y, dx, h, g, a, dh, dw1, dw2, dw3;
+        std::vector<float> w1, b1, w2, b2, w3, in, x, dy, y, dx, h, g, a, dh, dw1, db1, dw2, db2, dw3;
     };
     std::vector<Expert> experts(EL);
     for (Expert& e : experts) {
         e.w1 = filled(d * f, 0.01f), e.w2 = filled(f * d, 0.01f), e.w3 = filled(gated ? d * f : 0, 0.01f);
-        e.x = filled(n * d, 0.1f), e.dy = filled(n * d, 0.1f), e.y.resize(n * d), e.dx.resize(n * d);
+        e.in = filled(n * d, 0.1f), e.x.resize(n * d), e.dy = filled(n * d, 0.1f), e.y.resize(n * d),
+        e.dx.resize(n * d);
+        e.b1 = filled(f, 0.01f), e.b2 = filled(d, 0.01f), e.db1.resize(f), e.db2.resize(d);
         e.h.resize(n * f), e.g.resize(gated ? n * f : 0), e.a.resize(n * f), e.dh.resize(n * f);
         e.dw1.resize(d * f), e.dw2.resize(f * d), e.dw3.resize(gated ? d * f : 0);
     }
@@ -143,11 +146,14 @@ double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts) {
     for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
         const double t0 = now_s();
         for (Expert& e : experts) {
-            const ExpertWeights weights{e.w1.data(), nullptr, e.w2.data(), nullptr,
+            // The layer's experts have biases, and its blocks first copy their rows out of the receive
+            // buffer (kept for the backward): both are in a block's time.
+            const ExpertWeights weights{e.w1.data(), e.b1.data(), e.w2.data(), e.b2.data(),
                                         gated ? e.w3.data() : nullptr};
-            const ExpertGrads grads{e.dw1.data(), nullptr, e.dw2.data(), nullptr,
+            const ExpertGrads grads{e.dw1.data(), e.db1.data(), e.dw2.data(), e.db2.data(),
                                     gated ? e.dw3.data() : nullptr};
             const ExpertActivations acts{e.h.data(), gated ? e.g.data() : nullptr, e.a.data(), e.dh.data()};
+            std::memcpy(e.x.data(), e.in.data(), sizeof(float) * n * d);
             expert_ffn_forward(e.y.data(), acts, e.x.data(), weights, n, shape);
             expert_ffn_backward(e.dx.data(), grads, e.dy.data(), e.x.data(), acts, weights, n, shape);
         }
