@@ -71,10 +71,8 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
         "gelu | relu | silu | swiglu (3 matrices)")(
         "gemm-tokens", po::value<int64_t>(&m.gemm_tokens)->default_value(m.gemm_tokens),
         "rows (tokens) of one expert block; each of the --experts / ranks local experts computes one "
-        "[tokens]")("gemm-seconds", po::value<double>(&m.gemm_seconds)->default_value(m.gemm_seconds),
-                    "least duration of each GEMM measurement (all ranks, then rank 0 alone); the rate is its "
-                    "mean [s]")("experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
-                                "experts E of the router measurement [1]")(
+        "[tokens]")("experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
+                    "experts E of the router measurement [1]")(
         "top-k", po::value<int64_t>(&m.top_k)->default_value(m.top_k),
         "experts per token k of the router [1]")(
         "gate-tokens", po::value<int64_t>(&m.gate_tokens)->default_value(m.gate_tokens),
@@ -108,8 +106,6 @@ void validate(const CalibrateCommandOptions& o) {
     EXPAR_REQUIRE(m.top_k >= 1 && m.top_k <= m.num_experts,
                   "--top-k must be in 1..--experts (" << m.num_experts << "), got " << m.top_k);
     EXPAR_REQUIRE(m.gate_tokens > 0, "--gate-tokens must be positive, got " << m.gate_tokens);
-    EXPAR_REQUIRE(m.gemm_seconds >= 0 && m.gemm_seconds <= 600,
-                  "--gemm-seconds must be in 0..600, got " << m.gemm_seconds);
     EXPAR_REQUIRE(m.peak_gflops >= 0, "--peak-gflops must be >= 0 (0 = unknown), got " << m.peak_gflops);
     EXPAR_REQUIRE(o.blas_threads > 0, "--blas-threads must be positive");
     EXPAR_REQUIRE(!o.name.empty(), "--name must not be empty");

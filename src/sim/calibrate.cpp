@@ -142,12 +142,9 @@ double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts) {
         e.h.resize(n * f), e.g.resize(gated ? n * f : 0), e.a.resize(n * f), e.dh.resize(n * f);
         e.dw1.resize(d * f), e.dw2.resize(f * d), e.dw3.resize(gated ? d * f : 0);
     }
-    // At least `repetitions` passes and gemm_seconds of them, timed as a whole: a machine whose speed
-    // drifts (shared or virtual cores) is sampled over as long as a few layer steps, not one instant.
-    double start_s = 0, timed_s = 0;
-    int64_t passes = 0;
-    for (int64_t rep = -1; rep < o.repetitions || timed_s < o.gemm_seconds; ++rep) {  // -1: warm-up
-        if (rep == 0) start_s = now_s();
+    std::vector<double> rep_s(o.repetitions);
+    for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
+        const double t0 = now_s();
         for (Expert& e : experts) {
             // The layer's experts have biases, and its blocks first copy their rows out of the receive
             // buffer (kept for the backward): both are in a block's time.
@@ -160,12 +157,9 @@ double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts) {
             expert_ffn_forward(e.y.data(), acts, e.x.data(), weights, n, shape);
             expert_ffn_backward(e.dx.data(), grads, e.dy.data(), e.x.data(), acts, weights, n, shape);
         }
-        if (rep >= 0) {
-            ++passes;
-            timed_s = now_s() - start_s;
-        }
+        if (rep >= 0) rep_s[rep] = now_s() - t0;
     }
-    return 3.0 * EL * expert_ffn_forward_flops(n, shape) * static_cast<double>(passes) / timed_s / 1e9;
+    return 3.0 * EL * expert_ffn_forward_flops(n, shape) / median(rep_s) / 1e9;
 }
 
 // The layer's router on the real shapes: its route (input check, gate_forward) and gate_backward of the

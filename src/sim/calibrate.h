@@ -26,7 +26,6 @@ struct CalibrateOptions {
     int64_t d_model = 512, d_ff = 2048;
     Activation activation = Activation::gelu;
     int64_t gemm_tokens = 512;  // rows per expert in the GEMM measurement
-    double gemm_seconds = 1.0;  // the GEMM measurement lasts at least this long [s]
     double peak_gflops = 0;     // nominal device rate; 0 = from the base file, else unknown
     int64_t num_experts = 8, top_k = 2, gate_tokens = 1024;  // the router measurement's E, k and tokens
 };

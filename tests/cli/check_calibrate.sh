@@ -14,7 +14,7 @@ expar=$1 local_sh=$2 dir=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 small=(--max-bytes 65536 --a2a-max-bytes 16384 --pingpong-iters 5 --a2a-iters 3 --repetitions 3
-       --d-model 64 --d-ff 128 --gemm-tokens 64 --gemm-seconds 0.1)
+       --d-model 64 --d-ff 128 --gemm-tokens 64)
 fail() {
     echo "FAIL: $*"
     [ -f "$work/describe.txt" ] && cat "$work/describe.txt"
