@@ -58,6 +58,12 @@ std::string error_of(F f) {
     return "";
 }
 
+// The topology of `c` fails to load with an error containing `message`.
+void expect_topology_error(const Cluster& c, const std::string& message) {
+    const std::string error = error_of([&] { make_topology(c); });
+    EXPECT_NE(error.find(message), std::string::npos) << "error: '" << error << "', expected: " << message;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Point to point and efficiency
 
@@ -486,10 +492,9 @@ TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
               }).find("router FLOPs must be in [0, gate FLOPs]"),
               std::string::npos);
     c.calibration = "  router_rate: {forward: 1 GFLOP/s}\n";
-    EXPECT_NE(error_of([&] { make_topology(c); }).find("backward"), std::string::npos);
+    expect_topology_error(c, "backward");
     c.calibration = "  router_rate: {forward: 0 GFLOP/s, backward: 1 GFLOP/s}\n";
-    EXPECT_NE(error_of([&] { make_topology(c); }).find("router_rate.forward: compute rate must be positive"),
-              std::string::npos);
+    expect_topology_error(c, "router_rate.forward: compute rate must be positive");
 }
 
 TEST(SimShadow, BroadcastIsAPipelinedBinaryTree) {
@@ -526,31 +531,21 @@ TEST(SimShadow, BroadcastIsAPipelinedBinaryTree) {
 TEST(SimCalibration, BadSharedCores) {
     Cluster c;
     c.calibration = "  shared_cores: {ranks_per_host: 0, cores_per_host: 2}\n";
-    EXPECT_NE(error_of([&] {
-                  make_topology(c);
-              }).find("calibration.shared_cores.ranks_per_host: expected a whole number >= 1, got 0"),
-              std::string::npos);
+    expect_topology_error(c, "calibration.shared_cores.ranks_per_host: expected a whole number >= 1, got 0");
     c.calibration = "  shared_cores: {ranks_per_host: 4, cores_per_host: 1.5}\n";
-    EXPECT_NE(
-        error_of([&] { make_topology(c); }).find("cores_per_host: expected a whole number >= 1, got 1.5"),
-        std::string::npos);
+    expect_topology_error(c, "cores_per_host: expected a whole number >= 1, got 1.5");
     c.calibration = "  shared_cores: {ranks_per_host: 4}\n";
-    EXPECT_NE(error_of([&] { make_topology(c); }).find("cores_per_host"), std::string::npos);
+    expect_topology_error(c, "cores_per_host");
 }
 
 TEST(SimCalibration, BadRowWorkAndProgressValues) {
     Cluster c;
     c.calibration = "  async_progress: maybe\n";
-    EXPECT_NE(error_of([&] {
-                  make_topology(c);
-              }).find("calibration.async_progress: expected true or false, got 'maybe'"),
-              std::string::npos);
+    expect_topology_error(c, "calibration.async_progress: expected true or false, got 'maybe'");
     c.calibration = "  row_work_bandwidth: 5\n";
-    EXPECT_NE(error_of([&] { make_topology(c); }).find("calibration.row_work_bandwidth: '5' has no unit"),
-              std::string::npos);
+    expect_topology_error(c, "calibration.row_work_bandwidth: '5' has no unit");
     c.calibration = "  row_work_bandwidth: -1 GB/s\n";
-    EXPECT_NE(error_of([&] { make_topology(c); }).find("row_work_bandwidth: bandwidth must be positive"),
-              std::string::npos);
+    expect_topology_error(c, "row_work_bandwidth: bandwidth must be positive");
 }
 
 // ------------------------------------------------------------------------------------------------
