@@ -102,6 +102,7 @@ SimulateRun simulate_layer_steps(const SimulateSpec& spec) {
         routing.step(s, &decisions);
         layer_work_from_routing(&work, &shadow_rows, decisions, spec.workload, spec.backward);
         const LayerPrediction p = predict_layer(network, work, schedule, spec.sim);
+        run.aggregated = run.aggregated || p.aggregated;
 
         run.step[s] = s;
         for (int phase = 0; phase < kNumSimPhases; ++phase) {

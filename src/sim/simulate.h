@@ -52,6 +52,7 @@ struct SimulateRun {
     int64_t num_experts = 0;
     int64_t num_steps = 0;
     bool has_rank_detail = false;             // P <= rank_detail_limit
+    bool aggregated = false;                  // some step ran as node-pair bundles (schedule_graph.h)
     std::vector<int64_t> step;                // [S]
     std::vector<double> phase_s;              // [S, kNumSimPhases] max over ranks
     std::vector<int64_t> phase_rank;          // [S, kNumSimPhases] the lowest rank attaining that max

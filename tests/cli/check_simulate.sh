@@ -22,6 +22,8 @@ small=(--topology "$topology_dir/local-2x2.yaml" --ranks 4 --steps 2 --experts 8
 echo "=== 1. single runs"
 "$launch" 1 "$expar" simulate "${small[@]}" --skew 1 --capacity-factor 1 --log "$scratch/plain.h5" | tee "$scratch/plain.txt"
 grep -q "^# mean over 2 steps: layer step" "$scratch/plain.txt" || { echo "FAIL: no summary line"; exit 1; }
+# local-2x2.yaml has no calibration block and 4 ranks build the exact graph: the trust line says both.
+grep -q "^# trust: nominal rates .*; exact graph" "$scratch/plain.txt" || { echo "FAIL: no trust line"; exit 1; }
 "$python" "$cli_dir/check_simulate.py" run "$scratch/plain.h5" --expect-drops
 "$launch" 1 "$expar" simulate "${small[@]}" --skew 0.5 --capacity-factor 0 --schedule pairwise --group-size 2 \
     --log "$scratch/pairwise.h5" >/dev/null
