@@ -536,6 +536,8 @@ TEST(SimCalibration, BadSharedCores) {
     expect_topology_error(c, "cores_per_host: expected a whole number >= 1, got 1.5");
     c.calibration = "  shared_cores: {ranks_per_host: 4}\n";
     expect_topology_error(c, "cores_per_host");
+    c.calibration = "  gemm_rate_alone: 0 GFLOP/s\n";
+    expect_topology_error(c, "calibration.gemm_rate_alone: compute rate must be positive");
 }
 
 TEST(SimCalibration, BadRowWorkAndProgressValues) {
