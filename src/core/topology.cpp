@@ -213,14 +213,15 @@ Calibration read_calibration(const MapReader& block) {
     }
     if (block.has("shared_cores")) {
         const MapReader shared = block.map("shared_cores", {"ranks_per_host", "cores_per_host"});
-        Calibration::SharedCores cores;
-        for (const char* key : {"ranks_per_host", "cores_per_host"}) {
+        auto whole = [&](const char* key) {
             const double n = shared.number(key);
             if (!(n >= 1 && n == std::floor(n) && n < 1e9))
                 EXPAR_FAIL(shared.where(key) << ": expected a whole number >= 1, got " << shared.text(key));
-            (std::string(key) == "ranks_per_host" ? cores.ranks_per_host : cores.cores_per_host) =
-                static_cast<int>(n);
-        }
+            return static_cast<int>(n);
+        };
+        Calibration::SharedCores cores;
+        cores.ranks_per_host = whole("ranks_per_host");
+        cores.cores_per_host = whole("cores_per_host");
         out.shared_cores = cores;
     }
     return out;

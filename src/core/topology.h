@@ -45,8 +45,9 @@ struct Calibration {
     bool async_progress = true;
     // CPU ranks that share a host's cores (absent: every rank has its own device). Hosts are blocks of
     // ranks_per_host consecutive ranks with cores_per_host cores; the calibrated rates are per rank with
-    // every rank of the host computing at once, so one that computes while others wait runs faster (up
-    // to a core's worth: ranks_per_host / min(ranks_per_host, cores_per_host) times the calibrated rate).
+    // every rank of the host computing at once, so one that computes while others wait runs faster: up
+    // to gemm_alone_gflops when measured, else a core's worth (ranks_per_host / min(ranks_per_host,
+    // cores_per_host) times the calibrated rate).
     struct SharedCores {
         int ranks_per_host = 1;
         int cores_per_host = 1;

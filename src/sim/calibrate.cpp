@@ -32,6 +32,14 @@ double median(std::vector<double> values) {
     return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
+// Fixed, scattered values in [−6, 6] × scale for the measurements' inputs and weights: finite, and varied
+// enough that the router's top-k differs from token to token.
+std::vector<float> filled(int64_t size, float scale) {
+    std::vector<float> v(size);
+    for (int64_t i = 0; i < size; ++i) v[i] = scale * static_cast<float>((i * 7919) % 13 - 6);
+    return v;
+}
+
 // A barrier that sleeps instead of spinning: ranks outnumber cores when nodes are emulated, and a
 // spinning bystander would steal the core of a rank being timed.
 void quiet_barrier(MPI_Comm comm) {
@@ -125,11 +133,6 @@ double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts) {
     const int64_t n = o.gemm_tokens, d = o.d_model, f = o.d_ff, EL = num_local_experts;
     const bool gated = has_gate_matrix(o.activation);
     const ExpertShape shape{d, f, o.activation};
-    auto filled = [](int64_t size, float scale) {
-        std::vector<float> v(size);
-        for (int64_t i = 0; i < size; ++i) v[i] = scale * static_cast<float>(i % 7 - 3);
-        return v;
-    };
     struct Expert {
         std::vector<float> w1, b1, w2, b2, w3, in, x, dy, y, dx, h, g, a, dh, dw1, db1, dw2, db2, dw3;
     };
@@ -174,11 +177,6 @@ std::pair<double, double> router_rates(const CalibrateOptions& o) {
     config.d_ff = o.d_ff;
     config.activation = o.activation;
     config.tokens_per_rank = T;
-    auto filled = [](int64_t size, float scale) {
-        std::vector<float> v(size);
-        for (int64_t i = 0; i < size; ++i) v[i] = scale * static_cast<float>((i * 7919) % 13 - 6);
-        return v;
-    };
     std::vector<float> x = filled(T * d, 0.1f), router_w = filled(d * E, 0.02f), bias(E, 0.0f);
     std::vector<float> logits(T * E), probs(T * E), lse(T), selection(T * E), weight(T * k),
         node_scratch(1 + E);
@@ -540,8 +538,8 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
             << "  row_work_bandwidth: " << fmt("%.4g", r.row_work_GBps) << " GB/s\n";
     if (r.router_forward_gflops > 0)
         out << "  # the layer's router (top-k gate: x Wr, softmax, top-k, loss terms; forward 2 T d E, "
-               "backward 4 T d E "
-               "FLOPs), "
+               "backward "
+               "4 T d E FLOPs), "
             << r.options.gate_tokens << " tokens, d_model " << r.options.d_model << ", E "
             << r.options.num_experts << ", k " << r.options.top_k << ", every rank at once, slowest\n"
             << "  router_rate: {forward: " << fmt("%.4g", r.router_forward_gflops)
