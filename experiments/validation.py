@@ -10,11 +10,13 @@
       MANIFEST: one tab-separated line per configuration
       (index, P, ranks per node, cf, skew, k, schedule, measured log(s, comma-separated: repeated runs whose
       timed steps are pooled), simulated log, layer command,
-      simulate command[, calibrated topology file]). Writes OUT.h5 and prints a markdown table and the three metrics.
+      simulate command[, calibrated topology file]); the simulated logs and topology files may be
+      comma-separated too (one per round, simulated on that round's calibration: their steps pooled).
+      Writes OUT.h5 and prints a markdown table and the three metrics.
 
 Per configuration: measured layer time = median over timed steps (of every repeated run) of the slowest
 rank's step time;
-predicted = median over the same steps of the simulated step. Phases: the layer's 10 phases folded into
+predicted = median over the same steps of the simulated step (of every round's simulation). Phases: the layer's 10 phases folded into
 the simulator's 8 (forward/gate = route + count exchange, forward/dispatch = layout + dispatch), per rank,
 then max over ranks, median over steps. Error = predicted / measured - 1. The schedule pick: for every
 case (same P, ranks per node, cf, skew, k) the schedule with the smallest predicted time against the one
@@ -64,11 +66,15 @@ def measured_times(paths, warmup):
     return float(np.median(step_max)), np.median(folded.max(axis=1), axis=0), step_max
 
 
-def predicted_times(path, warmup):
-    with h5py.File(path, "r") as f:
-        step = f["/sim/step_time_us"][warmup:]            # [S]
-        phase = f["/sim/phase_time_us"][warmup:]          # [S, 8]
-    return float(np.median(step)), np.median(phase, axis=0)
+def predicted_times(paths, warmup):
+    """(step time [us], phase times [8] in us): medians over the timed steps. paths: one log, or several
+    comma-separated (one per measured round, each on that round's calibration: their steps pooled)."""
+    steps, phases = [], []
+    for path in paths.split(","):
+        with h5py.File(path, "r") as f:
+            steps.append(f["/sim/step_time_us"][warmup:])      # [S]
+            phases.append(f["/sim/phase_time_us"][warmup:])    # [S, 8]
+    return float(np.median(np.concatenate(steps))), np.median(np.concatenate(phases), axis=0)
 
 
 def git_revision():
@@ -151,10 +157,14 @@ def analyse(args):
         g["schedule"] = np.array([SCHEDULES.index(s) for s in schedule])
         if all(len(r) > 11 for r in rows):  # the calibrated topology each configuration was simulated on
             texts = []
-            for r in rows:
-                with open(r[11]) as t:
-                    texts.append(t.read())
+            for r in rows:  # one file per round: YAML documents separated by "---"
+                documents = []
+                for path in r[11].split(","):
+                    with open(path) as t:
+                        documents.append(t.read())
+                texts.append("---\n".join(documents))
             g["topology_yaml"] = np.array(texts, dtype=h5py.string_dtype())
+            g["topology_yaml"].attrs["format"] = "one YAML document per measured round, separated by ---"
         g["schedule"].attrs["names"] = ",".join(SCHEDULES)
         for name, data, units in [
             ("measured/step_time_us", meas_step, "us"), ("predicted/step_time_us", pred_step, "us"),

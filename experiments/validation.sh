@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The simulator against measured `expar layer` runs on this machine (issue 5, sec. 6).
-#   (a) before each case, `expar calibrate` at its rank count and ranks per node (2, 4, 8 ranks on this
+#   (a) before each round of a case's runs, `expar calibrate` at its rank count and ranks per node (2, 4, 8 ranks on this
 #       machine's 2 cores: the GEMM rate, the links, the all-to-all efficiency and the row work all depend
 #       on how many ranks share the cores, and on what else runs), GEMM on the case's rows per expert; no
 #       --base: every figure measured, dense_rate = the GEMM rate of P ranks computing at once. The files
 #       are kept in results/validation.h5 (configs/topology_yaml);
 #   (b) CASES x {plain, pairwise, hierarchical} measured `expar layer` runs (--log), P = 2, 4, 8, emulated
 #       nodes (--ranks-per-node) from P = 4; a case's three schedules measured in turn, ROUNDS (3) times;
-#   (c) `expar simulate` of each on its calibrated topology, same ranks, ranks per node, layer options and
-#       steps, routing replayed from the measured run's per-expert counts (/experts/requested), so the
-#       comparison is of time, not of routing draws;
+#   (c) `expar simulate` of each round on that round's calibrated topology, same ranks, ranks per node,
+#       layer options and steps, routing replayed from the round's measured per-expert counts
+#       (/experts/requested), so the comparison is of time, not of routing draws; rounds pooled;
 #   (d) experiments/validation.py: errors per layer and per phase, schedule picks -> results/validation.h5
 #       and a markdown table on stdout.
 # About 10 minutes on 2 idle cores. Run from anywhere after building build/expar. STEPS (timed steps per
@@ -46,7 +46,9 @@ wait_quiet() {
     while busy=$(busy_percent) && [ "$busy" -gt 15 ] && [ $tries -lt 60 ]; do tries=$((tries + 1)); done
     echo "$busy"
 }
-# (a) calibration at the case's rank count, just before its runs (the GEMM rate moves with other jobs).
+# (a) calibration at the case's rank count, before each round of its runs: this machine's speed moves by
+# up to 2x over tens of seconds (a Firecracker guest on a shared host), so each round is predicted from a
+# calibration taken next to it, and the rounds' predicted steps are pooled as their measured steps are.
 # The GEMM on the real shapes: the layer computes block by block, one (local expert, source rank) block at a
 # time (moe_layer.cpp compute_source), T k / E rows on average.
 calibrate() {
@@ -77,8 +79,8 @@ i=0
 case_index=0
 for c in "${cases[@]}"; do
     read -r P rpn cf skew k <<<"$c"
-    calibrate "$P" "$rpn" "$k" "$case_index"
     for round in $(seq 1 "$rounds"); do
+        calibrate "$P" "$rpn" "$k" "${case_index}_$round"
         for s in 0 1 2; do
             # The simulator replays the measured routing, so --skew is the layer's alone.
             layer_cmd=(build/expar layer "${shape[@]}" --top-k "$k" --capacity-factor "$cf" --schedule "${schedules[$s]}"
@@ -93,15 +95,20 @@ for c in "${cases[@]}"; do
         layer_cmd=(build/expar layer "${opts[@]}" --skew "$skew" --ranks-per-node "$rpn" --steps "$steps" --warmup "$warmup"
             --seed 1)
         measured=$(seq -f "$work/measured_${i}_%g.h5" 1 "$rounds" | paste -sd,)
-        simulated="$work/simulated_$i.h5"
-        replay="$work/replay_$i.h5"
-        "$python" experiments/validation.py replay "$work/measured_${i}_1.h5" "$replay"
-        sim_cmd=(build/expar simulate --topology "$work/topology_$case_index.yaml" --ranks "$P"
-            --ranks-per-node "$rpn" "${opts[@]}" --dtype-bytes 4 --routing replay --replay "$replay:/counts"
-            --steps $((steps + warmup)) --seed 1 --log "$simulated")
-        "${sim_cmd[@]}" >"$work/simulate_$i.txt"
+        simulated=$(seq -f "$work/simulated_${i}_%g.h5" 1 "$rounds" | paste -sd,)
+        topologies=$(seq -f "$work/topology_${case_index}_%g.yaml" 1 "$rounds" | paste -sd,)
+        # Each round is simulated on its own calibration with its own measured routing.
+        for round in $(seq 1 "$rounds"); do
+            replay="$work/replay_${i}_$round.h5"
+            "$python" experiments/validation.py replay "$work/measured_${i}_$round.h5" "$replay"
+            sim_cmd=(build/expar simulate --topology "$work/topology_${case_index}_$round.yaml" --ranks "$P"
+                --ranks-per-node "$rpn" "${opts[@]}" --dtype-bytes 4 --routing replay --replay "$replay:/counts"
+                --steps $((steps + warmup)) --seed 1 --log "$work/simulated_${i}_$round.h5")
+            "${sim_cmd[@]}" >"$work/simulate_${i}_$round.txt"
+        done
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "$P" "$rpn" "$cf" "$skew" "$k" "$schedule" \
-            "$measured" "$simulated" "launch/local.sh $P ${layer_cmd[*]} --log FILE.h5" "${sim_cmd[*]}" "$work/topology_$case_index.yaml" >>"$manifest"
+            "$measured" "$simulated" "launch/local.sh $P ${layer_cmd[*]} --log FILE.h5" \
+            "$(sed -E "s/_$rounds\.(yaml|h5)/_ROUND.\1/g" <<<"${sim_cmd[*]}")" "$topologies" >>"$manifest"
         i=$((i + 1))
     done
     case_index=$((case_index + 1))

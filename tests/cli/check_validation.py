@@ -58,10 +58,22 @@ with open(manifest, "w") as m:
         mp, sp = os.path.join(tmp, f"m{i}.h5"), os.path.join(tmp, f"s{i}.h5")
         write_measured(mp, meas, layer_phases)
         write_predicted(sp, pred, folded * (1 + phase_err[i]))
-        # Configuration 0 was measured twice (the same log: its pooled steps have the same median).
+        # Configuration 0 was measured and simulated twice (the same logs: pooled steps, the same medians),
+        # configuration 1 simulated twice, on two calibrations, 1.0x and 1.2x: the pooled timed steps
+        # (1, 1.1, 0.8, 1.2, 1.32, 0.96) x base have the median 1.05 x base, so base = 108 / 1.05.
         logs = mp + "," + mp if i == 0 else mp
-        m.write("\t".join([str(i), ranks, "2", "1.5", "0.5", "2", schedule, logs, sp, "layer cmd", "sim cmd"])
-                + "\n")
+        sims = sp + "," + sp if i == 0 else sp
+        if i == 1:
+            sims = ",".join(os.path.join(tmp, f"s1_{j}.h5") for j in (0, 1))
+            for j, scale in enumerate((1.0, 1.2)):
+                write_predicted(os.path.join(tmp, f"s1_{j}.h5"), scale * pred / 1.05,
+                                scale * folded * (1 + phase_err[i]) / 1.05)
+        topology = os.path.join(tmp, "topology.yaml")
+        with open(topology, "w") as t:
+            t.write("links: {}\n")
+        topologies = topology + "," + topology if i == 0 else topology
+        m.write("\t".join([str(i), ranks, "2", "1.5", "0.5", "2", schedule, logs, sims, "layer cmd", "sim cmd",
+                           topologies]) + "\n")
 out = os.path.join(tmp, "validation.h5")
 subprocess.run([sys.executable, script, "analyse", manifest, out, "--load-start", "1 2 3", "--load-end", "4 5 6",
                 "--warmup", str(warmup)], check=True, stdout=subprocess.DEVNULL)
@@ -90,6 +102,8 @@ with h5py.File(out, "r") as f:
     assert s["pick_fraction"] == 0.5
     assert f.attrs["load_average_start"] == "1 2 3" and f.attrs["load_average_end"] == "4 5 6"
     assert f["configs/case"][()].tolist() == [0, 0, 0, 1, 1, 1]
+    yaml = [t.decode() if isinstance(t, bytes) else t for t in f["configs/topology_yaml"][()]]
+    assert yaml[0] == "links: {}\n---\nlinks: {}\n" and yaml[1] == "links: {}\n", yaml[:2]
 
 replay = os.path.join(tmp, "replay.h5")
 subprocess.run([sys.executable, script, "replay", os.path.join(tmp, "m0.h5"), replay], check=True)
