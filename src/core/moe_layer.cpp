@@ -69,6 +69,9 @@ ShadowCostModel shadow_cost_model(double expert_flops_per_token,
     model.device_flops_per_s = cluster.device_gflops * 1e9;
     const bool multi_node = cluster.nodes.num_nodes > 1;
     model.network_bytes_per_s = (multi_node ? cluster.net_GBps : cluster.local_GBps) * 1e9;
+    // Shadowed weights go out and their gradients come back by MPI's large-message broadcast and reduce,
+    // which the simulator times as pipelined binary trees: price them so.
+    model.collective_factor = pipelined_tree_factor(cluster.nodes.num_ranks, bytes_per_expert);
     return model;
 }
 

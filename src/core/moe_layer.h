@@ -67,7 +67,8 @@ LayerCluster cluster_with_topology_rates(NodeMap nodes,
                                          const std::string& precision);
 
 // The shadowing policy's cost model for one expert shape on this cluster: tokens and weights cross the
-// slowest link class the run uses (inter-node when it spans nodes, else intra-node).
+// slowest link class the run uses (inter-node when it spans nodes, else intra-node); weights by
+// pipelined binary trees (collective_factor = pipelined_tree_factor).
 ShadowCostModel shadow_cost_model(double expert_flops_per_token,
                                   double bytes_per_token,
                                   double bytes_per_expert,

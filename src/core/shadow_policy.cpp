@@ -1,10 +1,29 @@
 #include "shadow_policy.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "check.h"
 
 namespace expar {
+
+int shadow_tree_segments(double bytes) {
+    constexpr double kSegmentBytes = 1 << 20;
+    return static_cast<int>(std::clamp(std::ceil(bytes / kSegmentBytes), 1.0, 16.0));
+}
+
+int shadow_tree_depth(int num_ranks) {
+    int depth = 0;
+    for (int64_t last = num_ranks - 1; last > 0; last = (last - 1) / 2) ++depth;
+    return depth;
+}
+
+double pipelined_tree_factor(int num_ranks, double bytes) {
+    if (num_ranks <= 1) return 0.0;
+    const int segments = shadow_tree_segments(bytes);
+    const double fan_out = num_ranks > 2 ? 2.0 : 1.0;
+    return fan_out * (segments + shadow_tree_depth(num_ranks) - 1) / segments;
+}
 
 ShadowPolicy::ShadowPolicy(int num_ranks, int64_t num_experts, const ShadowCostModel& model)
     : num_ranks_(num_ranks), num_experts_(num_experts), model_(model) {
@@ -57,7 +76,7 @@ double ShadowPolicy::latency_s(int num_shadowed) const {
         const double exchange_s = 4.0 * m.bytes_per_token * traffic / m.network_bytes_per_s;
         worst = std::max(worst, compute_s + exchange_s);
     }
-    return worst + 2.0 * num_shadowed * m.bytes_per_expert / m.network_bytes_per_s;
+    return worst + 2.0 * num_shadowed * m.collective_factor * m.bytes_per_expert / m.network_bytes_per_s;
 }
 
 double ShadowPolicy::predicted_latency_s(const int64_t* tokens, const uint8_t* shadowed) {

@@ -14,7 +14,20 @@ struct ShadowCostModel {
     double bytes_per_expert = 0;     // one expert's parameters [bytes]: broadcast forward, reduced backward
     double device_flops_per_s = 0;   // expert compute rate of one rank [FLOP/s]
     double network_bytes_per_s = 0;  // W_net, per-rank network bandwidth, one direction [bytes/s]
+    // One expert's broadcast (or reduce) takes collective_factor · bytes_per_expert / W_net: 1 in the
+    // paper's eq. 8 (an ideal pipelined broadcast); pipelined_tree_factor() for the trees MPI and the
+    // simulator use, where every inner rank sends twice and the pipeline has to fill.
+    double collective_factor = 1.0;
 };
+
+// The pipelined binary tree of a large broadcast or reduce: `bytes` in shadow_tree_segments(bytes)
+// segments (at least 1 MiB each, at most 16) down a tree of `num_ranks` ranks, children 2v+1 and 2v+2.
+int shadow_tree_segments(double bytes);
+int shadow_tree_depth(int num_ranks);  // edges from the root to the deepest rank
+// Its time in units of bytes / bandwidth, latency aside: fan-out · (segments + depth − 1) / segments
+// (each segment crosses each level once; an inner rank's two children share its link: fan-out 2, 1 on 2
+// ranks).
+double pipelined_tree_factor(int num_ranks, double bytes);
 
 // Owner of expert e is rank e / (E / P). tokens[src * E + e] = tokens rank src sends to expert e.
 class ShadowPolicy {
@@ -22,9 +35,9 @@ class ShadowPolicy {
     ShadowPolicy(int num_ranks, int64_t num_experts, const ShadowCostModel& model);
 
     // Predicted latency of one layer step (forward + backward) [s], FasterMoE eqs. 7-8 generalised:
-    //   max over ranks w of (3·flops·B_w / rate + 4·bytes·N_w / W_net)  +  2·r·param_bytes / W_net
+    //   max over ranks w of (3·flops·B_w / rate + 4·bytes·N_w / W_net)  +  2·r·c·param_bytes / W_net
     // with B_w the tokens w computes, N_w = max(tokens w sends, tokens w receives) off-rank, and r the
-    // number of shadowed experts (one broadcast and one reduce each).
+    // number of shadowed experts (one broadcast and one reduce each), c = collective_factor.
     double predicted_latency_s(const int64_t* tokens, const uint8_t* shadowed);
 
     // Algorithm 1: visit experts hottest first (ties: lower index); shadow each one while that lowers

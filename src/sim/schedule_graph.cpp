@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "schedule.h"
+#include "shadow_policy.h"
 
 namespace expar {
 
@@ -640,10 +641,7 @@ struct Builder {
     // a broadcast takes about 2 · bytes / bandwidth · (1 + (depth − 1) / segments) instead of the
     // log2(P) · bytes / bandwidth of an unpipelined binomial tree.
 
-    int shadow_segments() const {
-        constexpr double kSegmentBytes = 1 << 20;  // at most 16 segments of at least 1 MiB
-        return static_cast<int>(std::clamp(std::ceil(w.expert_param_bytes / kSegmentBytes), 1.0, 16.0));
-    }
+    int shadow_segments() const { return shadow_tree_segments(w.expert_param_bytes); }
 
     void shadow_broadcasts(Tasks& cursor, uint8_t phase) {
         const int S = shadow_segments();

@@ -219,7 +219,10 @@ TEST(Shadowing, MatchesUnshadowedRunAndShadowsTheHotExpert) {
     LayerConfig c = small_config(P);
     c.skew = 2.0;
     c.capacity_factor = 0;  // dropless: expert 0 alone is the hottest, by far
-    const LayerCluster cluster = emulated_cluster(P, std::max(1, P / 2));
+    LayerCluster cluster = emulated_cluster(P, std::max(1, P / 2));
+    // Slow compute, so that the hottest expert's tokens outweigh its weights' broadcast and reduce trees
+    // (6x the weights' bytes at 8 ranks: depth 3, one segment) at every rank count.
+    cluster.device_gflops = 0.25;
     const GlobalResult plain = run_distributed(c, MPI_COMM_WORLD, 9, 4, nullptr, &cluster);
     c.shadow = true;
     const GlobalResult shadowed = run_distributed(c, MPI_COMM_WORLD, 9, 4, nullptr, &cluster);

@@ -34,6 +34,37 @@ TEST(ShadowPolicy, LatencyMatchesHandComputation) {
     EXPECT_DOUBLE_EQ(policy.predicted_latency_s(tokens.data(), first), 22.0 + 20.0);
 }
 
+TEST(ShadowPolicy, CollectiveFactorPricesTheTree) {
+    // The same case with the weights' broadcast and reduce at 2.5x bytes / W_net: 22 + 2.5 * 20.
+    const std::vector<int64_t> tokens = {5, 1, 3, 2};
+    ShadowCostModel m = unit_model();
+    m.collective_factor = 2.5;
+    ShadowPolicy policy(2, 2, m);
+    const uint8_t first[2] = {1, 0};
+    EXPECT_DOUBLE_EQ(policy.predicted_latency_s(tokens.data(), first), 22.0 + 2.5 * 20.0);
+}
+
+TEST(ShadowPolicy, PipelinedTreeFactorClosedForm) {
+    // Depth: edges from rank 0 down to rank P - 1 (children 2v + 1, 2v + 2).
+    EXPECT_EQ(shadow_tree_depth(1), 0);
+    EXPECT_EQ(shadow_tree_depth(2), 1);
+    EXPECT_EQ(shadow_tree_depth(3), 1);
+    EXPECT_EQ(shadow_tree_depth(7), 2);
+    EXPECT_EQ(shadow_tree_depth(8), 3);
+    EXPECT_EQ(shadow_tree_depth(64), 6);
+    // Segments of at least 1 MiB, at most 16.
+    EXPECT_EQ(shadow_tree_segments(1000), 1);
+    EXPECT_EQ(shadow_tree_segments(4 << 20), 4);
+    EXPECT_EQ(shadow_tree_segments(1e9), 16);
+    // 2 ranks: one child, the segments back to back: 1 x bytes / bandwidth.
+    EXPECT_DOUBLE_EQ(pipelined_tree_factor(2, 4 << 20), 1.0);
+    // 7 ranks, 4 segments, depth 2: 2 (4 + 1) / 4 (the simulated tree: SimShadow).
+    EXPECT_DOUBLE_EQ(pipelined_tree_factor(7, 4 << 20), 2.5);
+    // trevor-like: 64 ranks, 16 segments, depth 6: 2 (16 + 5) / 16.
+    EXPECT_DOUBLE_EQ(pipelined_tree_factor(64, 64 << 20), 2.625);
+    EXPECT_EQ(pipelined_tree_factor(1, 4 << 20), 0.0);
+}
+
 TEST(ShadowPolicy, SkewedLoadShadowsTheHotExpert) {
     const int P = 4;
     const int64_t E = 8;

@@ -16,6 +16,7 @@
 #include "flow_sim.h"
 #include "network.h"
 #include "schedule_graph.h"
+#include "shadow_policy.h"
 #include "task_graph.h"
 #include "topology.h"
 
@@ -521,6 +522,9 @@ TEST(SimShadow, BroadcastIsAPipelinedBinaryTree) {
     const LayerPrediction p = predict_layer(make_network(c), w, spec);
     const double hop_s = 2e-6 + 2.0 * (1 << 20) / 100e9;
     EXPECT_NEAR(p.max_phase_s[kSimFwdDispatch], 5 * hop_s, 1e-12);
+    // What the shadowing policy charges for it (latency aside) is the same tree.
+    EXPECT_NEAR(p.max_phase_s[kSimFwdDispatch] - 5 * 2e-6,
+                pipelined_tree_factor(7, 4 << 20) * (4 << 20) / 100e9, 1e-12);
     // Backward: the gradients go up the same tree, segment by segment, each rank sending to one parent.
     w.backward = true;
     const LayerPrediction q = predict_layer(make_network(c), w, spec);
