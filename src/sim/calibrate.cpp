@@ -345,6 +345,16 @@ AlphaBetaFit fit_alpha_beta(const std::vector<PingPongPoint>& points) {
         alpha = 0;
         beta = smt / smm;
     }
+    if (!(beta > 0)) {
+        // Times that do not grow with size (noise above the transfer time, short sweeps): the data bound
+        // the bandwidth from below only. Take that bound, the largest message's size over its time, and
+        // the latency that best fits the rest.
+        const PingPongPoint& largest = *std::max_element(
+            points.begin(), points.end(),
+            [](const PingPongPoint& a, const PingPongPoint& b) { return a.bytes < b.bytes; });
+        beta = largest.time_us / largest.bytes;
+        alpha = std::max(0.0, (st - beta * sm) / sw);
+    }
     AlphaBetaFit fit;
     fit.latency_us = alpha;
     fit.bandwidth_GBps = beta > 0 ? 1.0 / beta / 1e3 : 0;  // bytes/us → GB/s

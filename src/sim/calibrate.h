@@ -37,7 +37,8 @@ struct PingPongPoint {
 };
 
 // t(m) = latency + m / bandwidth, fitted to minimise the relative residuals Σ((t_i − fit_i) / t_i)², so
-// small messages (latency) weigh as much as large ones (bandwidth). A negative latency is refitted as 0.
+// small messages (latency) weigh as much as large ones (bandwidth). A negative latency is refitted as 0;
+// times that do not grow with size give the bandwidth's lower bound, largest size / its time.
 struct AlphaBetaFit {
     double latency_us = 0;        // α
     double bandwidth_GBps = 0;    // 1 / β

@@ -35,6 +35,18 @@ TEST(SimCalibrate, FitNeverReturnsANegativeLatency) {
     EXPECT_GE(fit.max_rel_residual, 0.5);
 }
 
+TEST(SimCalibrate, FlatTimesGiveTheBandwidthsLowerBound) {
+    // Noise above the transfer time: 3 us at every size, 8 B to 32 KiB, the largest a bit faster. A
+    // least-squares slope is negative; the file must still hold a positive bandwidth: 32768 B / 2.9 us.
+    std::vector<PingPongPoint> points;
+    for (double m = 8; m <= 65536; m *= 8) points.push_back({m, 3.0});
+    points.back().time_us = 2.9;
+    const AlphaBetaFit fit = fit_alpha_beta(points);
+    EXPECT_NEAR(fit.bandwidth_GBps, 32768 / 2.9 / 1e3, 1e-9);
+    EXPECT_GE(fit.latency_us, 0.0);
+    EXPECT_LT(fit.latency_us, 3.0);
+}
+
 CalibrationResult measured() {
     CalibrationResult r;
     r.when = "2026-11-23T10:00:00Z";
