@@ -79,6 +79,20 @@ struct Builder {
         return w.block_flops ? w.block_flops[static_cast<int64_t>(rank) * P + src]
                              : static_cast<double>(rows(src, rank, false)) * w.flops_per_row;
     }
+    // Adds block row m (G counts) to a block's sums [G row sums, G column sums, nonzero count]; sums in
+    // registers (in memory, each addition waited for the previous one's store).
+    template <typename T>
+    static void add_block_row(const T* __restrict counts, int G, int m, int64_t* __restrict sums) {
+        int64_t out = 0, nonzero = 0;
+        for (int b = 0; b < G; ++b) {
+            const int64_t v = counts[b];
+            out += v;
+            sums[G + b] += v;
+            nonzero += v > 0;
+        }
+        sums[m] += out;
+        sums[2 * G] += nonzero;
+    }
     int32_t join(uint8_t phase, int rank = -1) { return g.add_delay(0, phase, rank); }
     void dep(int32_t before, int32_t after) { g.add_dep(before, after); }
 
@@ -527,14 +541,16 @@ struct Builder {
         // band is contiguous), [stage − first, X, G, G], about 4 MiB: a stage's blocks are adjacent, so
         // its sends and its returns read them from cache (X-major, they mapped to a few cache sets).
         const int64_t GG = static_cast<int64_t>(G) * G;
-        const int band =
-            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (8 * n * GG))));
-        band_rows.resize(static_cast<size_t>(band) * n * GG);
         // When a group is a node and messages have no efficiency, a bundle needs only each block's row
-        // sums, column sums and nonzero count, [stage − first, X, 2G + 1]: summed once while copying,
-        // for both directions, instead of per bundle.
+        // sums, column sums and nonzero count, [stage − first, X, 2G + 1]: summed once while reading,
+        // for both directions, instead of per bundle; then only stage 0's blocks are copied, and a
+        // band spans more stages (longer contiguous segments per matrix row).
         const bool use_sums = G == M && !net.has_efficiency_table();
         const int64_t sums_size = 2 * static_cast<int64_t>(G) + 1;
+        const int64_t band_block_bytes = 8 * (use_sums ? sums_size : GG);
+        const int band =
+            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (band_block_bytes * n))));
+        band_rows.resize(static_cast<size_t>(use_sums ? 1 : band) * n * GG);
         band_sums.assign(use_sums ? static_cast<size_t>(band) * n * sums_size : 0, 0);
         int band_first = 0;
         auto fill_band = [&](int first) {
@@ -561,15 +577,17 @@ struct Builder {
                     Y -= Y >= n ? n : 0;
                     for (int st = first; st < last; ++st, Y = Y == 0 ? n - 1 : Y - 1) {
                         const int64_t block = static_cast<int64_t>(st - first) * n + X;
-                        int64_t* to = band_rows.data() + (block * G + (a - X * G)) * G;
-                        for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
+                        const int64_t i = static_cast<int64_t>(a) * P + static_cast<int64_t>(Y) * G;
+                        if (!use_sums || st == 0) {  // with the sums, only stage 0's blocks are read
+                            int64_t* to = band_rows.data() + (block * G + (a - X * G)) * G;
+                            for (int b = 0; b < G; ++b) to[b] = row(i + b);
+                        }
                         if (!use_sums) continue;
                         int64_t* sums = band_sums.data() + block * sums_size;
-                        for (int b = 0; b < G; ++b) {
-                            sums[a - X * G] += to[b];
-                            sums[G + b] += to[b];
-                            sums[2 * G] += to[b] > 0;
-                        }
+                        if (w.rows)
+                            add_block_row(w.rows + i, G, a - X * G, sums);
+                        else
+                            add_block_row(w.rows32 + i, G, a - X * G, sums);
                     }
                 }
         };
