@@ -24,6 +24,9 @@ namespace {
 
 using Tasks = std::vector<int32_t>;
 constexpr int kPrefetchRows = 4;  // aggregated pairwise: matrix rows read ahead when copying a band
+// Aggregated pairwise: the most memory for the block sums of all stages at once (34 MiB at 4,096 ranks
+// with 8-rank groups); above, they are summed band by band, again for each exchange.
+constexpr int64_t kAllSumsBytes = int64_t{64} << 20;
 
 struct Builder {
     const Network& net;
@@ -43,6 +46,13 @@ struct Builder {
     std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
     std::vector<int64_t> band_rows;      // aggregated pairwise: blocks of a band of stages
     std::vector<int64_t> band_sums;      // and their row and column sums
+    // Aggregated pairwise, when they fit in kAllSumsBytes: every block's sums, [stage, X, 2G + 1], taken
+    // in the pass that reads the stage FLOPs; without shadowing the backward exchange moves the same
+    // blocks and its groups compute the same FLOPs, so sums, stage_slowest and the per-rank expert FLOPs
+    // of the first run serve the second (valid when `stage_cached`).
+    std::vector<int64_t> all_sums;
+    std::vector<double> stage_expert_flops;  // [P] expert FLOPs of a run (no shadowing)
+    bool stage_cached = false;
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -511,47 +521,64 @@ struct Builder {
         // of the matrix (X's rows to Y's ranks) serves stage (X − Y) mod n in both directions. First
         // every group's stage compute (its slowest member's expert FLOPs), reading the blocks row by row.
         const auto stage_of = [n](int X, int Y) { return (X - Y + n) % n; };
-        stage_slowest.assign(static_cast<size_t>(n) * n, 0.0);
-        std::vector<double> stage_flops(G);
-        for (int X = 0; X < n; ++X)
-            for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
-                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
-                for (int src = X * G; src < (X + 1) * G; ++src) {
-                    // = block_flops(Y·G + m, src), the matrix row read straight (no checks per element).
-                    const int64_t row0 = static_cast<int64_t>(src) * P + Y * G;
-                    if (w.block_flops)
-                        for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
-                    else if (w.rows)
-                        for (int m = 0; m < G; ++m)
-                            stage_flops[m] += static_cast<double>(w.rows[row0 + m]) * w.flops_per_row;
-                    else
-                        for (int m = 0; m < G; ++m)
-                            stage_flops[m] += static_cast<double>(w.rows32[row0 + m]) * w.flops_per_row;
+        // When a group is a node and messages have no efficiency, a bundle needs only each block's row
+        // sums, column sums and nonzero count, [·, X, 2G + 1], for both directions, instead of per bundle.
+        const bool use_sums = G == M && !net.has_efficiency_table();
+        const int64_t sums_size = 2 * static_cast<int64_t>(G) + 1;
+        const bool sum_all = use_sums && static_cast<int64_t>(n) * n * sums_size * 8 <= kAllSumsBytes;
+        if (stage_cached && !w.shadow_rows) {
+            expert_flops = stage_expert_flops;
+        } else {
+            stage_slowest.assign(static_cast<size_t>(n) * n, 0.0);
+            if (sum_all) all_sums.assign(static_cast<size_t>(n) * n * sums_size, 0);
+            std::vector<double> stage_flops(G);
+            for (int X = 0; X < n; ++X)
+                for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
+                    std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
+                    int64_t* sums =
+                        sum_all ? all_sums.data() + (static_cast<int64_t>(stage_of(X, Y)) * n + X) * sums_size
+                                : nullptr;
+                    for (int src = X * G; src < (X + 1) * G; ++src) {
+                        // = block_flops(Y·G + m, src), the matrix row read straight (no checks per element).
+                        const int64_t row0 = static_cast<int64_t>(src) * P + Y * G;
+                        if (w.block_flops)
+                            for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                        else if (w.rows)
+                            for (int m = 0; m < G; ++m)
+                                stage_flops[m] += static_cast<double>(w.rows[row0 + m]) * w.flops_per_row;
+                        else
+                            for (int m = 0; m < G; ++m)
+                                stage_flops[m] += static_cast<double>(w.rows32[row0 + m]) * w.flops_per_row;
+                        if (!sums) continue;
+                        if (w.rows)
+                            add_block_row(w.rows + row0, G, src - X * G, sums);
+                        else
+                            add_block_row(w.rows32 + row0, G, src - X * G, sums);
+                    }
+                    double slowest = 0;
+                    for (int m = 0; m < G; ++m) {
+                        expert_flops[Y * G + m] += stage_flops[m];
+                        slowest = std::max(slowest, stage_flops[m]);
+                    }
+                    stage_slowest[static_cast<size_t>(stage_of(X, Y)) * n + Y] = slowest;
                 }
-                double slowest = 0;
-                for (int m = 0; m < G; ++m) {
-                    expert_flops[Y * G + m] += stage_flops[m];
-                    slowest = std::max(slowest, stage_flops[m]);
-                }
-                stage_slowest[static_cast<size_t>(stage_of(X, Y)) * n + Y] = slowest;
-            }
+            stage_cached = !w.shadow_rows;
+            if (stage_cached) stage_expert_flops = expert_flops;
+        }
         // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
         // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
         // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
         // band is contiguous), [stage − first, X, G, G], about 4 MiB: a stage's blocks are adjacent, so
         // its sends and its returns read them from cache (X-major, they mapped to a few cache sets).
+        // (Not needed when all the sums are at hand.) With the sums, [stage − first, X, 2G + 1], only
+        // stage 0's blocks are copied, and a band spans more stages (longer contiguous segments per
+        // matrix row).
         const int64_t GG = static_cast<int64_t>(G) * G;
-        // When a group is a node and messages have no efficiency, a bundle needs only each block's row
-        // sums, column sums and nonzero count, [stage − first, X, 2G + 1]: summed once while reading,
-        // for both directions, instead of per bundle; then only stage 0's blocks are copied, and a
-        // band spans more stages (longer contiguous segments per matrix row).
-        const bool use_sums = G == M && !net.has_efficiency_table();
-        const int64_t sums_size = 2 * static_cast<int64_t>(G) + 1;
         const int64_t band_block_bytes = 8 * (use_sums ? sums_size : GG);
         const int band =
             static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (band_block_bytes * n))));
-        band_rows.resize(static_cast<size_t>(use_sums ? 1 : band) * n * GG);
-        band_sums.assign(use_sums ? static_cast<size_t>(band) * n * sums_size : 0, 0);
+        band_rows.resize(sum_all ? 0 : static_cast<size_t>(use_sums ? 1 : band) * n * GG);
+        band_sums.assign(use_sums && !sum_all ? static_cast<size_t>(band) * n * sums_size : 0, 0);
         int band_first = 0;
         auto fill_band = [&](int first) {
             band_first = first;
@@ -592,6 +619,7 @@ struct Builder {
                 }
         };
         auto block_sums = [&](int stage, int X) {
+            if (sum_all) return all_sums.data() + (static_cast<int64_t>(stage) * n + X) * sums_size;
             return band_sums.data() + (static_cast<int64_t>(stage - band_first) * n + X) * sums_size;
         };
         // Block (X, ·) of diagonal `stage` in the band: its G × G rows, row-major.
@@ -600,14 +628,14 @@ struct Builder {
         };
         Tasks wait(n);
         for (int s = 0; s < n; ++s) {
-            if (s % band == 0) fill_band(s);
+            if (!sum_all && s % band == 0) fill_band(s);
             for (int i = 0; i < n; ++i) {
                 wait[i] = join(phase_in);
                 dep(post[i], wait[i]);
             }
             for (int i = 0; i < n; ++i) {
                 const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
-                const int64_t* block = band_block(s, i);
+                const int64_t* block = sum_all ? nullptr : band_block(s, i);
                 const int a0 = i * G, b0 = j * G;
                 if (use_sums && s > 0) {  // rows out of group i's ranks: the row sums
                     const int64_t* sums = block_sums(s, i);
@@ -617,7 +645,9 @@ struct Builder {
                     continue;
                 }
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
-                              [&](int a, int b) { return block[(a - a0) * G + (b - b0)]; });
+                              [&](int a, int b) {  // (all sums at hand: stage 0 reads the matrix)
+                                  return block ? block[(a - a0) * G + (b - b0)] : rows(a, b, false);
+                              });
             }
             for (int i = 0; i < n; ++i) {
                 const int k = (i + s) % n;  // and computes the blocks of group i + s, returning results
@@ -626,7 +656,8 @@ struct Builder {
                 dep(wait[i], c);
                 dep(prev[i], c);
                 prev[i] = c;
-                const int64_t* block = band_block(s, k);  // rows[src][r], src in group k, r in group i
+                // rows[src][r], src in group k, r in group i
+                const int64_t* block = sum_all ? nullptr : band_block(s, k);
                 const int src0 = k * G, r0 = i * G;
                 if (use_sums && s > 0) {  // results out of group i's ranks: the column sums
                     const int64_t* sums = block_sums(s, k);
@@ -635,8 +666,9 @@ struct Builder {
                          c, c, end[i], end[k]);
                     continue;
                 }
-                group_traffic(i, k, phase_out, c, c, end[i], end[k],
-                              [&](int r, int src) { return block[(src - src0) * G + (r - r0)]; });
+                group_traffic(i, k, phase_out, c, c, end[i], end[k], [&](int r, int src) {
+                    return block ? block[(src - src0) * G + (r - r0)] : rows(src, r, false);
+                });
             }
             post = wait;
         }
