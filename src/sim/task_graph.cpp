@@ -15,6 +15,7 @@
 #include <queue>
 
 #include "check.h"
+#include "huge_pages.h"
 
 namespace expar {
 
@@ -71,15 +72,15 @@ int32_t TaskGraph::add_delay(double seconds, uint8_t phase, int rank) {
 }
 
 void TaskGraph::reserve(int64_t tasks, int64_t edges, int64_t bundles, int64_t bundle_hops) {
-    kind_.reserve(tasks);
-    phase_.reserve(tasks);
-    rank_.reserve(tasks);
-    peer_.reserve(tasks);
-    amount_.reserve(tasks);
-    edge_from_.reserve(edges);
-    edge_to_.reserve(edges);
-    bundles_.reserve(bundles);
-    bundle_hops_.reserve(bundle_hops);
+    reserve_huge(kind_, tasks);
+    reserve_huge(phase_, tasks);
+    reserve_huge(rank_, tasks);
+    reserve_huge(peer_, tasks);
+    reserve_huge(amount_, tasks);
+    reserve_huge(edge_from_, edges);
+    reserve_huge(edge_to_, edges);
+    reserve_huge(bundles_, bundles);
+    reserve_huge(bundle_hops_, bundle_hops);
 }
 
 void TaskGraph::add_dep(int32_t before, int32_t after) {
@@ -95,11 +96,14 @@ void csr(int64_t n,
          const std::vector<int32_t>& to,
          std::vector<int64_t>& first,
          std::vector<int32_t>& list) {
-    first.assign(static_cast<size_t>(n) + 1, 0);
+    assign_huge(first, static_cast<size_t>(n) + 1, int64_t{0});
     for (int32_t f : from) ++first[f + 1];
     for (int64_t i = 0; i < n; ++i) first[i + 1] += first[i];
+    reserve_huge(list, from.size());
     list.resize(from.size());
-    std::vector<int64_t> cursor(first.begin(), first.end() - 1);
+    std::vector<int64_t> cursor;
+    reserve_huge(cursor, static_cast<size_t>(n));
+    cursor.assign(first.begin(), first.end() - 1);
     for (size_t e = 0; e < from.size(); ++e) list[cursor[from[e]]++] = to[e];
 }
 }  // namespace
@@ -432,11 +436,11 @@ struct SimRun {
         if (!g.finalized_) csr(T, g.edge_from_, g.edge_to_, own_succ_first, own_succ);
         succ_first = g.finalized_ ? g.succ_first_.data() : own_succ_first.data();
         succ = g.finalized_ ? g.succ_.data() : own_succ.data();
-        pending.assign(static_cast<size_t>(T), 0);
+        assign_huge(pending, static_cast<size_t>(T), 0);
         for (int64_t e = 0; e < succ_first[T]; ++e) ++pending[succ[e]];
         device_free_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
-        res.start_s.assign(static_cast<size_t>(T), 0.0);
-        res.end_s.assign(static_cast<size_t>(T), -1.0);
+        assign_huge(res.start_s, static_cast<size_t>(T), 0.0);
+        assign_huge(res.end_s, static_cast<size_t>(T), -1.0);
         res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
         find_pooled_groups();
         setup_shared_cores();
