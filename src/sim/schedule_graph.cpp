@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "check.h"
+#include "huge_pages.h"
 #include "schedule.h"
 
 namespace expar {
@@ -530,7 +531,7 @@ struct Builder {
             expert_flops = stage_expert_flops;
         } else {
             stage_slowest.assign(static_cast<size_t>(n) * n, 0.0);
-            if (sum_all) all_sums.assign(static_cast<size_t>(n) * n * sums_size, 0);
+            if (sum_all) assign_huge(all_sums, static_cast<size_t>(n) * n * sums_size, int64_t{0});
             std::vector<double> stage_flops(G);
             for (int X = 0; X < n; ++X)
                 for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
