@@ -90,6 +90,14 @@ struct Builder {
         return w.block_flops ? w.block_flops[static_cast<int64_t>(rank) * P + src]
                              : static_cast<double>(rows(src, rank, false)) * w.flops_per_row;
     }
+    // sums[b] += Σ_a rows[a][b] · flops_per_row, a in order (typed, so that the loop over b vectorizes).
+    template <typename T>
+    static void add_row_flops(const T* rows, int P, double flops_per_row, double* __restrict sums) {
+        for (int a = 0; a < P; ++a) {
+            const T* __restrict row = rows + static_cast<int64_t>(a) * P;
+            for (int b = 0; b < P; ++b) sums[b] += static_cast<double>(row[b]) * flops_per_row;
+        }
+    }
     // Adds block row m (G counts) to a block's sums [G row sums, G column sums, nonzero count]; sums in
     // registers (in memory, each addition waited for the previous one's store).
     template <typename T>
@@ -789,12 +797,15 @@ struct Builder {
         // Σ over sources of each rank's expert blocks, read row by row (a column walk of rows costs a
         // cache miss per element at thousands of ranks).
         received_flops.assign(P, 0.0);
-        for (int a = 0; a < P; ++a)
-            for (int b = 0; b < P; ++b)
-                received_flops[b] +=
-                    w.block_flops
-                        ? w.block_flops[static_cast<int64_t>(b) * P + a]
-                        : static_cast<double>(row(static_cast<int64_t>(a) * P + b)) * w.flops_per_row;
+        if (w.block_flops) {
+            for (int a = 0; a < P; ++a)
+                for (int b = 0; b < P; ++b)
+                    received_flops[b] += w.block_flops[static_cast<int64_t>(b) * P + a];
+        } else if (w.rows) {
+            add_row_flops(w.rows, P, w.flops_per_row, received_flops.data());
+        } else {
+            add_row_flops(w.rows32, P, w.flops_per_row, received_flops.data());
+        }
         out.rank_flops.assign(P, 0.0);
         // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
         // network share): a step-wide barrier.
@@ -848,6 +859,17 @@ struct Builder {
     }
 };
 
+// The first negative entry of v[0, n), or -1 (a minimum first: a loop that vectorizes).
+template <typename T>
+int64_t first_negative(const T* v, int64_t n) {
+    T lowest = 0;
+    for (int64_t i = 0; i < n; ++i) lowest = std::min(lowest, v[i]);
+    if (lowest >= 0) return -1;
+    for (int64_t i = 0; i < n; ++i)
+        if (v[i] < 0) return i;
+    return -1;
+}
+
 }  // namespace
 
 LayerGraph build_layer_graph(const Network& network, const LayerWork& work, const ScheduleSpec& spec) {
@@ -862,10 +884,12 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
                   "simulated layer: FLOPs and byte counts must be >= 0");
     EXPAR_REQUIRE(work.router_flops >= 0 && work.router_flops <= work.gate_flops,
                   "simulated layer: router FLOPs must be in [0, gate FLOPs]");
-    for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i) {
-        const int64_t n = work.rows ? work.rows[i] : work.rows32[i];
-        EXPAR_REQUIRE(n >= 0, "simulated layer: negative row count " << n << " from rank " << i / P
-                                                                     << " to rank " << i % P);
+    const int64_t negative = work.rows ? first_negative(work.rows, static_cast<int64_t>(P) * P)
+                                       : first_negative(work.rows32, static_cast<int64_t>(P) * P);
+    if (negative >= 0) {
+        const int64_t n = work.rows ? work.rows[negative] : work.rows32[negative];
+        EXPAR_REQUIRE(n >= 0, "simulated layer: negative row count " << n << " from rank " << negative / P
+                                                                     << " to rank " << negative % P);
     }
     for (int owner : work.shadow_owner)
         EXPAR_REQUIRE(owner >= 0 && owner < P,
