@@ -44,13 +44,16 @@ int32_t TaskGraph::add_bundle(const FlowHop* hops,
                               int rank) {
     EXPAR_ASSERT(num_hops > 0 && bytes > 0 && effective_bytes >= bytes && weight >= 1);
     const int64_t begin = static_cast<int64_t>(bundle_hops_.size());
-    for (int h = 0; h < num_hops; ++h) {
-        HopRun* last = bundle_hops_.size() > static_cast<size_t>(begin) ? &bundle_hops_.back() : nullptr;
-        if (last && hops[h].link == last->link + last->num_links && hops[h].share == last->share)
-            ++last->num_links;
-        else
-            bundle_hops_.push_back(HopRun{hops[h].link, 1, hops[h].share});
+    HopRun run{hops[0].link, 1, hops[0].share};  // the run being extended, in registers
+    for (int h = 1; h < num_hops; ++h) {
+        if (hops[h].link == run.link + run.num_links && hops[h].share == run.share) {
+            ++run.num_links;
+            continue;
+        }
+        bundle_hops_.push_back(run);
+        run = HopRun{hops[h].link, 1, hops[h].share};
     }
+    bundle_hops_.push_back(run);
     size_t latency = 0;
     while (latency < bundle_latencies_.size() && bundle_latencies_[latency] != latency_s) ++latency;
     if (latency == bundle_latencies_.size()) bundle_latencies_.push_back(latency_s);
@@ -101,10 +104,11 @@ void csr(int64_t n,
     for (int64_t i = 0; i < n; ++i) first[i + 1] += first[i];
     reserve_huge(list, from.size());
     list.resize(from.size());
-    std::vector<int64_t> cursor;
-    reserve_huge(cursor, static_cast<size_t>(n));
-    cursor.assign(first.begin(), first.end() - 1);
-    for (size_t e = 0; e < from.size(); ++e) list[cursor[from[e]]++] = to[e];
+    // Filled from the back, first[f + 1] (f's end) stepping down to f's start, so each task's list keeps
+    // the edges' order without a cursor array (as large as first); then first moves down by one.
+    for (size_t e = from.size(); e-- > 0;) list[--first[from[e] + 1]] = to[e];
+    std::copy(first.begin() + 1, first.end(), first.begin());
+    first[n] = static_cast<int64_t>(from.size());
 }
 }  // namespace
 
