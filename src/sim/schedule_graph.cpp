@@ -43,6 +43,7 @@ struct Builder {
     std::vector<double> port_out, port_in, dev_out, dev_in;
     std::vector<int64_t> rows_out, rows_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
+    std::vector<int> port_of;            // [P] Network::nic_port_of (a division, taken per bundle member)
     std::vector<int64_t> to_rail;        // hierarchical scratch [P, M]
     std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
     std::vector<int64_t> band_rows;      // aggregated pairwise: blocks of a band of stages
@@ -73,6 +74,8 @@ struct Builder {
         dev_in.resize(std::max(M, spec.group_size));
         rows_out.resize(std::max(M, spec.group_size));
         rows_in.resize(std::max(M, spec.group_size));
+        port_of.resize(P);
+        for (int r = 0; r < P; ++r) port_of[r] = network.nic_port_of(r);
     }
 
     int64_t row(int64_t i) const { return w.rows ? w.rows[i] : w.rows32[i]; }
@@ -197,11 +200,11 @@ struct Builder {
         };
         const bool pcie = net.nic_traffic_crosses_device_links();
         for (int a = a0; a < a1; ++a) {
-            port_out[net.nic_port_of(a)] += dev_out[a - a0];
+            port_out[port_of[a]] += dev_out[a - a0];
             if (pcie && dev_out[a - a0] > 0) hop(net.device_egress_link(a), dev_out[a - a0] / total_eff);
         }
         for (int b = b0; b < b1; ++b) {
-            port_in[net.nic_port_of(b)] += dev_in[b - b0];
+            port_in[port_of[b]] += dev_in[b - b0];
             if (pcie && dev_in[b - b0] > 0) hop(net.device_ingress_link(b), dev_in[b - b0] / total_eff);
         }
         // Egress ports, then ingress ports, each in port order: add_bundle() stores equal shares on a
