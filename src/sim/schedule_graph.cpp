@@ -646,7 +646,7 @@ struct Builder {
                 dep(post[i], wait[i]);
             }
             for (int i = 0; i < n; ++i) {
-                const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
+                const int j = i >= s ? i - s : i - s + n;  // group i sends to group i − s in stage s
                 const int64_t* block = sum_all ? nullptr : band_block(s, i);
                 const int a0 = i * G, b0 = j * G;
                 if (use_sums && s > 0) {  // rows out of group i's ranks: the row sums
@@ -662,7 +662,8 @@ struct Builder {
                               });
             }
             for (int i = 0; i < n; ++i) {
-                const int k = (i + s) % n;  // and computes the blocks of group i + s, returning results
+                // and computes the blocks of group i + s, returning results
+                const int k = i + s < n ? i + s : i + s - n;
                 const int32_t c =
                     g.add_delay(stage_slowest[static_cast<size_t>(s) * n + i] / rate, phase_compute);
                 dep(wait[i], c);

@@ -203,6 +203,7 @@ struct SimRun {
     int nic_ports = 1;
     int32_t nic_egress0 = 0, nic_ingress0 = 0;
     std::vector<uint8_t> pooled;
+    std::vector<int32_t> link_group;  // [links] nic_group() of each link (a division per hop otherwise)
 
     SimRun(const TaskGraph& graph, const Network& network, const SimOptions& options, SimResult& result)
         : g(graph), net(network), opt(options), res(result), flows(network.links()) {}
@@ -354,7 +355,8 @@ struct SimRun {
         }
     }
 
-    int nic_group(int32_t l) const {
+    int nic_group(int32_t l) const { return link_group[l]; }
+    int nic_group_of(int32_t l) const {
         const int N = net.num_nodes();
         if (l >= nic_egress0 && l < nic_egress0 + N * nic_ports) return (l - nic_egress0) / nic_ports;
         if (l >= nic_ingress0 && l < nic_ingress0 + N * nic_ports) return N + (l - nic_ingress0) / nic_ports;
@@ -373,6 +375,8 @@ struct SimRun {
         nic_egress0 = net.nic_egress_link(0, 0);
         nic_ingress0 = net.nic_ingress_link(0, 0);
         pooled.assign(2 * static_cast<size_t>(net.num_nodes()), nic_ports > 1 ? 1 : 0);
+        link_group.resize(static_cast<size_t>(net.num_links()));
+        for (int32_t l = 0; l < net.num_links(); ++l) link_group[l] = nic_group_of(l);
         if (nic_ports == 1) return;
         const NodeMap& map = net.node_map();
         for (int64_t t = 0; t < g.num_tasks(); ++t) {
