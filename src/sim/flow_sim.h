@@ -110,6 +110,11 @@ class FlowSim {
     std::vector<int32_t> link_unfrozen_, link_first_, adjacency_, touched_, resolve_;
     std::vector<int64_t> link_stamp_;
     std::vector<uint8_t> frozen_;
+    struct Bottleneck {  // of a re-solved flow: its lowest link level, and that link
+        double level;
+        int32_t link;
+    };
+    std::vector<Bottleneck> bottleneck_;
     // Links by level for progressive filling. Levels popped never fall (a re-queued link's level rose), so
     // a radix heap on the bit patterns of the non-negative levels serves: O(1) push, amortised O(64) pop.
     struct LevelQueue {

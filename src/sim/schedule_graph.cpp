@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "check.h"
+#include "huge_pages.h"
 #include "schedule.h"
 #include "shadow_policy.h"
 
@@ -25,6 +26,9 @@ namespace {
 
 using Tasks = std::vector<int32_t>;
 constexpr int kPrefetchRows = 4;  // aggregated pairwise: matrix rows read ahead when copying a band
+// Aggregated pairwise: the most memory for the block sums of all stages at once (34 MiB at 4,096 ranks
+// with 8-rank groups); above, they are summed band by band, again for each exchange.
+constexpr int64_t kAllSumsBytes = int64_t{64} << 20;
 
 struct Builder {
     const Network& net;
@@ -40,10 +44,18 @@ struct Builder {
     std::vector<double> port_out, port_in, dev_out, dev_in;
     std::vector<int64_t> rows_out, rows_in;
     std::vector<double> received_flops;  // [P] Σ_src block_flops(rank, src)
+    std::vector<int> port_of;            // [P] Network::nic_port_of (a division, taken per bundle member)
     std::vector<int64_t> to_rail;        // hierarchical scratch [P, M]
     std::vector<double> stage_slowest;   // aggregated pairwise: [stage, group] slowest member's FLOPs
     std::vector<int64_t> band_rows;      // aggregated pairwise: blocks of a band of stages
     std::vector<int64_t> band_sums;      // and their row and column sums
+    // Aggregated pairwise, when they fit in kAllSumsBytes: every block's sums, [stage, X, 2G + 1], taken
+    // in the pass that reads the stage FLOPs; without shadowing the backward exchange moves the same
+    // blocks and its groups compute the same FLOPs, so sums, stage_slowest and the per-rank expert FLOPs
+    // of the first run serve the second (valid when `stage_cached`).
+    std::vector<int64_t> all_sums;
+    std::vector<double> stage_expert_flops;  // [P] expert FLOPs of a run (no shadowing)
+    bool stage_cached = false;
 
     Builder(const Network& network, const LayerWork& work, const ScheduleSpec& s, LayerGraph& o)
         : net(network),
@@ -63,6 +75,8 @@ struct Builder {
         dev_in.resize(std::max(M, spec.group_size));
         rows_out.resize(std::max(M, spec.group_size));
         rows_in.resize(std::max(M, spec.group_size));
+        port_of.resize(P);
+        for (int r = 0; r < P; ++r) port_of[r] = network.nic_port_of(r);
     }
 
     int64_t row(int64_t i) const { return w.rows ? w.rows[i] : w.rows32[i]; }
@@ -79,6 +93,28 @@ struct Builder {
     double block_flops(int rank, int src) const {
         return w.block_flops ? w.block_flops[static_cast<int64_t>(rank) * P + src]
                              : static_cast<double>(rows(src, rank, false)) * w.flops_per_row;
+    }
+    // sums[b] += Σ_a rows[a][b] · flops_per_row, a in order (typed, so that the loop over b vectorizes).
+    template <typename T>
+    static void add_row_flops(const T* rows, int P, double flops_per_row, double* __restrict sums) {
+        for (int a = 0; a < P; ++a) {
+            const T* __restrict row = rows + static_cast<int64_t>(a) * P;
+            for (int b = 0; b < P; ++b) sums[b] += static_cast<double>(row[b]) * flops_per_row;
+        }
+    }
+    // Adds block row m (G counts) to a block's sums [G row sums, G column sums, nonzero count]; sums in
+    // registers (in memory, each addition waited for the previous one's store).
+    template <typename T>
+    static void add_block_row(const T* __restrict counts, int G, int m, int64_t* __restrict sums) {
+        int64_t out = 0, nonzero = 0;
+        for (int b = 0; b < G; ++b) {
+            const int64_t v = counts[b];
+            out += v;
+            sums[G + b] += v;
+            nonzero += v > 0;
+        }
+        sums[m] += out;
+        sums[2 * G] += nonzero;
     }
     int32_t join(uint8_t phase, int rank = -1) { return g.add_delay(0, phase, rank); }
     void dep(int32_t before, int32_t after) { g.add_dep(before, after); }
@@ -165,11 +201,11 @@ struct Builder {
         };
         const bool pcie = net.nic_traffic_crosses_device_links();
         for (int a = a0; a < a1; ++a) {
-            port_out[net.nic_port_of(a)] += dev_out[a - a0];
+            port_out[port_of[a]] += dev_out[a - a0];
             if (pcie && dev_out[a - a0] > 0) hop(net.device_egress_link(a), dev_out[a - a0] / total_eff);
         }
         for (int b = b0; b < b1; ++b) {
-            port_in[net.nic_port_of(b)] += dev_in[b - b0];
+            port_in[port_of[b]] += dev_in[b - b0];
             if (pcie && dev_in[b - b0] > 0) hop(net.device_ingress_link(b), dev_in[b - b0] / total_eff);
         }
         // Egress ports, then ingress ports, each in port order: add_bundle() stores equal shares on a
@@ -498,45 +534,64 @@ struct Builder {
         // of the matrix (X's rows to Y's ranks) serves stage (X − Y) mod n in both directions. First
         // every group's stage compute (its slowest member's expert FLOPs), reading the blocks row by row.
         const auto stage_of = [n](int X, int Y) { return (X - Y + n) % n; };
-        stage_slowest.assign(static_cast<size_t>(n) * n, 0.0);
-        std::vector<double> stage_flops(G);
-        for (int X = 0; X < n; ++X)
-            for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
-                std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
-                for (int src = X * G; src < (X + 1) * G; ++src) {
-                    // = block_flops(Y·G + m, src), the matrix row read straight (no checks per element).
-                    const int64_t row0 = static_cast<int64_t>(src) * P + Y * G;
-                    if (w.block_flops)
-                        for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
-                    else if (w.rows)
-                        for (int m = 0; m < G; ++m)
-                            stage_flops[m] += static_cast<double>(w.rows[row0 + m]) * w.flops_per_row;
-                    else
-                        for (int m = 0; m < G; ++m)
-                            stage_flops[m] += static_cast<double>(w.rows32[row0 + m]) * w.flops_per_row;
+        // When a group is a node and messages have no efficiency, a bundle needs only each block's row
+        // sums, column sums and nonzero count, [·, X, 2G + 1], for both directions, instead of per bundle.
+        const bool use_sums = G == M && !net.has_efficiency_table();
+        const int64_t sums_size = 2 * static_cast<int64_t>(G) + 1;
+        const bool sum_all = use_sums && static_cast<int64_t>(n) * n * sums_size * 8 <= kAllSumsBytes;
+        if (stage_cached && !w.shadow_rows) {
+            expert_flops = stage_expert_flops;
+        } else {
+            stage_slowest.assign(static_cast<size_t>(n) * n, 0.0);
+            if (sum_all) assign_huge(all_sums, static_cast<size_t>(n) * n * sums_size, int64_t{0});
+            std::vector<double> stage_flops(G);
+            for (int X = 0; X < n; ++X)
+                for (int Y = 0; Y < n; ++Y) {  // group Y computes group X's rows
+                    std::fill(stage_flops.begin(), stage_flops.end(), 0.0);
+                    int64_t* sums =
+                        sum_all ? all_sums.data() + (static_cast<int64_t>(stage_of(X, Y)) * n + X) * sums_size
+                                : nullptr;
+                    for (int src = X * G; src < (X + 1) * G; ++src) {
+                        // = block_flops(Y·G + m, src), the matrix row read straight (no checks per element).
+                        const int64_t row0 = static_cast<int64_t>(src) * P + Y * G;
+                        if (w.block_flops)
+                            for (int m = 0; m < G; ++m) stage_flops[m] += block_flops(Y * G + m, src);
+                        else if (w.rows)
+                            for (int m = 0; m < G; ++m)
+                                stage_flops[m] += static_cast<double>(w.rows[row0 + m]) * w.flops_per_row;
+                        else
+                            for (int m = 0; m < G; ++m)
+                                stage_flops[m] += static_cast<double>(w.rows32[row0 + m]) * w.flops_per_row;
+                        if (!sums) continue;
+                        if (w.rows)
+                            add_block_row(w.rows + row0, G, src - X * G, sums);
+                        else
+                            add_block_row(w.rows32 + row0, G, src - X * G, sums);
+                    }
+                    double slowest = 0;
+                    for (int m = 0; m < G; ++m) {
+                        expert_flops[Y * G + m] += stage_flops[m];
+                        slowest = std::max(slowest, stage_flops[m]);
+                    }
+                    stage_slowest[static_cast<size_t>(stage_of(X, Y)) * n + Y] = slowest;
                 }
-                double slowest = 0;
-                for (int m = 0; m < G; ++m) {
-                    expert_flops[Y * G + m] += stage_flops[m];
-                    slowest = std::max(slowest, stage_flops[m]);
-                }
-                stage_slowest[static_cast<size_t>(stage_of(X, Y)) * n + Y] = slowest;
-            }
+            stage_cached = !w.shadow_rows;
+            if (stage_cached) stage_expert_flops = expert_flops;
+        }
         // Then stage by stage (tasks of a stage adjacent in memory, which the executor's cache needs). Stage
         // s reads the blocks of diagonal s, a walk that misses cache and TLB on every block row; so the
         // blocks of a band of stages are first copied out row by row (each matrix row's segment for the
         // band is contiguous), [stage − first, X, G, G], about 4 MiB: a stage's blocks are adjacent, so
         // its sends and its returns read them from cache (X-major, they mapped to a few cache sets).
+        // (Not needed when all the sums are at hand.) With the sums, [stage − first, X, 2G + 1], only
+        // stage 0's blocks are copied, and a band spans more stages (longer contiguous segments per
+        // matrix row).
         const int64_t GG = static_cast<int64_t>(G) * G;
+        const int64_t band_block_bytes = 8 * (use_sums ? sums_size : GG);
         const int band =
-            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (8 * n * GG))));
-        band_rows.resize(static_cast<size_t>(band) * n * GG);
-        // When a group is a node and messages have no efficiency, a bundle needs only each block's row
-        // sums, column sums and nonzero count, [stage − first, X, 2G + 1]: summed once while copying,
-        // for both directions, instead of per bundle.
-        const bool use_sums = G == M && !net.has_efficiency_table();
-        const int64_t sums_size = 2 * static_cast<int64_t>(G) + 1;
-        band_sums.assign(use_sums ? static_cast<size_t>(band) * n * sums_size : 0, 0);
+            static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, (4 << 20) / (band_block_bytes * n))));
+        band_rows.resize(sum_all ? 0 : static_cast<size_t>(use_sums ? 1 : band) * n * GG);
+        band_sums.assign(use_sums && !sum_all ? static_cast<size_t>(band) * n * sums_size : 0, 0);
         int band_first = 0;
         auto fill_band = [&](int first) {
             band_first = first;
@@ -562,19 +617,22 @@ struct Builder {
                     Y -= Y >= n ? n : 0;
                     for (int st = first; st < last; ++st, Y = Y == 0 ? n - 1 : Y - 1) {
                         const int64_t block = static_cast<int64_t>(st - first) * n + X;
-                        int64_t* to = band_rows.data() + (block * G + (a - X * G)) * G;
-                        for (int b = 0; b < G; ++b) to[b] = rows(a, Y * G + b, false);
+                        const int64_t i = static_cast<int64_t>(a) * P + static_cast<int64_t>(Y) * G;
+                        if (!use_sums || st == 0) {  // with the sums, only stage 0's blocks are read
+                            int64_t* to = band_rows.data() + (block * G + (a - X * G)) * G;
+                            for (int b = 0; b < G; ++b) to[b] = row(i + b);
+                        }
                         if (!use_sums) continue;
                         int64_t* sums = band_sums.data() + block * sums_size;
-                        for (int b = 0; b < G; ++b) {
-                            sums[a - X * G] += to[b];
-                            sums[G + b] += to[b];
-                            sums[2 * G] += to[b] > 0;
-                        }
+                        if (w.rows)
+                            add_block_row(w.rows + i, G, a - X * G, sums);
+                        else
+                            add_block_row(w.rows32 + i, G, a - X * G, sums);
                     }
                 }
         };
         auto block_sums = [&](int stage, int X) {
+            if (sum_all) return all_sums.data() + (static_cast<int64_t>(stage) * n + X) * sums_size;
             return band_sums.data() + (static_cast<int64_t>(stage - band_first) * n + X) * sums_size;
         };
         // Block (X, ·) of diagonal `stage` in the band: its G × G rows, row-major.
@@ -583,14 +641,14 @@ struct Builder {
         };
         Tasks wait(n);
         for (int s = 0; s < n; ++s) {
-            if (s % band == 0) fill_band(s);
+            if (!sum_all && s % band == 0) fill_band(s);
             for (int i = 0; i < n; ++i) {
                 wait[i] = join(phase_in);
                 dep(post[i], wait[i]);
             }
             for (int i = 0; i < n; ++i) {
-                const int j = (i - s + n) % n;  // group i sends to group i − s in stage s
-                const int64_t* block = band_block(s, i);
+                const int j = i >= s ? i - s : i - s + n;  // group i sends to group i − s in stage s
+                const int64_t* block = sum_all ? nullptr : band_block(s, i);
                 const int a0 = i * G, b0 = j * G;
                 if (use_sums && s > 0) {  // rows out of group i's ranks: the row sums
                     const int64_t* sums = block_sums(s, i);
@@ -600,16 +658,20 @@ struct Builder {
                     continue;
                 }
                 group_traffic(i, j, phase_in, post[i], post[j], wait[i], wait[j],
-                              [&](int a, int b) { return block[(a - a0) * G + (b - b0)]; });
+                              [&](int a, int b) {  // (all sums at hand: stage 0 reads the matrix)
+                                  return block ? block[(a - a0) * G + (b - b0)] : rows(a, b, false);
+                              });
             }
             for (int i = 0; i < n; ++i) {
-                const int k = (i + s) % n;  // and computes the blocks of group i + s, returning results
+                // and computes the blocks of group i + s, returning results
+                const int k = i + s < n ? i + s : i + s - n;
                 const int32_t c =
                     g.add_delay(stage_slowest[static_cast<size_t>(s) * n + i] / rate, phase_compute);
                 dep(wait[i], c);
                 dep(prev[i], c);
                 prev[i] = c;
-                const int64_t* block = band_block(s, k);  // rows[src][r], src in group k, r in group i
+                // rows[src][r], src in group k, r in group i
+                const int64_t* block = sum_all ? nullptr : band_block(s, k);
                 const int src0 = k * G, r0 = i * G;
                 if (use_sums && s > 0) {  // results out of group i's ranks: the column sums
                     const int64_t* sums = block_sums(s, k);
@@ -618,8 +680,9 @@ struct Builder {
                          c, c, end[i], end[k]);
                     continue;
                 }
-                group_traffic(i, k, phase_out, c, c, end[i], end[k],
-                              [&](int r, int src) { return block[(src - src0) * G + (r - r0)]; });
+                group_traffic(i, k, phase_out, c, c, end[i], end[k], [&](int r, int src) {
+                    return block ? block[(src - src0) * G + (r - r0)] : rows(src, r, false);
+                });
             }
             post = wait;
         }
@@ -736,12 +799,15 @@ struct Builder {
         // Σ over sources of each rank's expert blocks, read row by row (a column walk of rows costs a
         // cache miss per element at thousands of ranks).
         received_flops.assign(P, 0.0);
-        for (int a = 0; a < P; ++a)
-            for (int b = 0; b < P; ++b)
-                received_flops[b] +=
-                    w.block_flops
-                        ? w.block_flops[static_cast<int64_t>(b) * P + a]
-                        : static_cast<double>(row(static_cast<int64_t>(a) * P + b)) * w.flops_per_row;
+        if (w.block_flops) {
+            for (int a = 0; a < P; ++a)
+                for (int b = 0; b < P; ++b)
+                    received_flops[b] += w.block_flops[static_cast<int64_t>(b) * P + a];
+        } else if (w.rows) {
+            add_row_flops(w.rows, P, w.flops_per_row, received_flops.data());
+        } else {
+            add_row_flops(w.rows32, P, w.flops_per_row, received_flops.data());
+        }
         out.rank_flops.assign(P, 0.0);
         // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
         // network share): a step-wide barrier.
@@ -795,6 +861,17 @@ struct Builder {
     }
 };
 
+// The first negative entry of v[0, n), or -1 (a minimum first: a loop that vectorizes).
+template <typename T>
+int64_t first_negative(const T* v, int64_t n) {
+    T lowest = 0;
+    for (int64_t i = 0; i < n; ++i) lowest = std::min(lowest, v[i]);
+    if (lowest >= 0) return -1;
+    for (int64_t i = 0; i < n; ++i)
+        if (v[i] < 0) return i;
+    return -1;
+}
+
 }  // namespace
 
 LayerGraph build_layer_graph(const Network& network, const LayerWork& work, const ScheduleSpec& spec) {
@@ -809,10 +886,12 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
                   "simulated layer: FLOPs and byte counts must be >= 0");
     EXPAR_REQUIRE(work.router_flops >= 0 && work.router_flops <= work.gate_flops,
                   "simulated layer: router FLOPs must be in [0, gate FLOPs]");
-    for (int64_t i = 0; i < static_cast<int64_t>(P) * P; ++i) {
-        const int64_t n = work.rows ? work.rows[i] : work.rows32[i];
-        EXPAR_REQUIRE(n >= 0, "simulated layer: negative row count " << n << " from rank " << i / P
-                                                                     << " to rank " << i % P);
+    const int64_t negative = work.rows ? first_negative(work.rows, static_cast<int64_t>(P) * P)
+                                       : first_negative(work.rows32, static_cast<int64_t>(P) * P);
+    if (negative >= 0) {
+        const int64_t n = work.rows ? work.rows[negative] : work.rows32[negative];
+        EXPAR_REQUIRE(n >= 0, "simulated layer: negative row count " << n << " from rank " << negative / P
+                                                                     << " to rank " << negative % P);
     }
     for (int owner : work.shadow_owner)
         EXPAR_REQUIRE(owner >= 0 && owner < P,

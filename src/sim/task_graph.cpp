@@ -15,6 +15,7 @@
 #include <queue>
 
 #include "check.h"
+#include "huge_pages.h"
 
 namespace expar {
 
@@ -43,13 +44,16 @@ int32_t TaskGraph::add_bundle(const FlowHop* hops,
                               int rank) {
     EXPAR_ASSERT(num_hops > 0 && bytes > 0 && effective_bytes >= bytes && weight >= 1);
     const int64_t begin = static_cast<int64_t>(bundle_hops_.size());
-    for (int h = 0; h < num_hops; ++h) {
-        HopRun* last = bundle_hops_.size() > static_cast<size_t>(begin) ? &bundle_hops_.back() : nullptr;
-        if (last && hops[h].link == last->link + last->num_links && hops[h].share == last->share)
-            ++last->num_links;
-        else
-            bundle_hops_.push_back(HopRun{hops[h].link, 1, hops[h].share});
+    HopRun run{hops[0].link, 1, hops[0].share};  // the run being extended, in registers
+    for (int h = 1; h < num_hops; ++h) {
+        if (hops[h].link == run.link + run.num_links && hops[h].share == run.share) {
+            ++run.num_links;
+            continue;
+        }
+        bundle_hops_.push_back(run);
+        run = HopRun{hops[h].link, 1, hops[h].share};
     }
+    bundle_hops_.push_back(run);
     size_t latency = 0;
     while (latency < bundle_latencies_.size() && bundle_latencies_[latency] != latency_s) ++latency;
     if (latency == bundle_latencies_.size()) bundle_latencies_.push_back(latency_s);
@@ -71,15 +75,15 @@ int32_t TaskGraph::add_delay(double seconds, uint8_t phase, int rank) {
 }
 
 void TaskGraph::reserve(int64_t tasks, int64_t edges, int64_t bundles, int64_t bundle_hops) {
-    kind_.reserve(tasks);
-    phase_.reserve(tasks);
-    rank_.reserve(tasks);
-    peer_.reserve(tasks);
-    amount_.reserve(tasks);
-    edge_from_.reserve(edges);
-    edge_to_.reserve(edges);
-    bundles_.reserve(bundles);
-    bundle_hops_.reserve(bundle_hops);
+    reserve_huge(kind_, tasks);
+    reserve_huge(phase_, tasks);
+    reserve_huge(rank_, tasks);
+    reserve_huge(peer_, tasks);
+    reserve_huge(amount_, tasks);
+    reserve_huge(edge_from_, edges);
+    reserve_huge(edge_to_, edges);
+    reserve_huge(bundles_, bundles);
+    reserve_huge(bundle_hops_, bundle_hops);
 }
 
 void TaskGraph::add_dep(int32_t before, int32_t after) {
@@ -95,12 +99,16 @@ void csr(int64_t n,
          const std::vector<int32_t>& to,
          std::vector<int64_t>& first,
          std::vector<int32_t>& list) {
-    first.assign(static_cast<size_t>(n) + 1, 0);
+    assign_huge(first, static_cast<size_t>(n) + 1, int64_t{0});
     for (int32_t f : from) ++first[f + 1];
     for (int64_t i = 0; i < n; ++i) first[i + 1] += first[i];
+    reserve_huge(list, from.size());
     list.resize(from.size());
-    std::vector<int64_t> cursor(first.begin(), first.end() - 1);
-    for (size_t e = 0; e < from.size(); ++e) list[cursor[from[e]]++] = to[e];
+    // Filled from the back, first[f + 1] (f's end) stepping down to f's start, so each task's list keeps
+    // the edges' order without a cursor array (as large as first); then first moves down by one.
+    for (size_t e = from.size(); e-- > 0;) list[--first[from[e] + 1]] = to[e];
+    std::copy(first.begin() + 1, first.end(), first.begin());
+    first[n] = static_cast<int64_t>(from.size());
 }
 }  // namespace
 
@@ -195,6 +203,7 @@ struct SimRun {
     int nic_ports = 1;
     int32_t nic_egress0 = 0, nic_ingress0 = 0;
     std::vector<uint8_t> pooled;
+    std::vector<int32_t> link_group;  // [links] nic_group() of each link (a division per hop otherwise)
 
     SimRun(const TaskGraph& graph, const Network& network, const SimOptions& options, SimResult& result)
         : g(graph), net(network), opt(options), res(result), flows(network.links()) {}
@@ -346,7 +355,8 @@ struct SimRun {
         }
     }
 
-    int nic_group(int32_t l) const {
+    int nic_group(int32_t l) const { return link_group[l]; }
+    int nic_group_of(int32_t l) const {
         const int N = net.num_nodes();
         if (l >= nic_egress0 && l < nic_egress0 + N * nic_ports) return (l - nic_egress0) / nic_ports;
         if (l >= nic_ingress0 && l < nic_ingress0 + N * nic_ports) return N + (l - nic_ingress0) / nic_ports;
@@ -365,6 +375,8 @@ struct SimRun {
         nic_egress0 = net.nic_egress_link(0, 0);
         nic_ingress0 = net.nic_ingress_link(0, 0);
         pooled.assign(2 * static_cast<size_t>(net.num_nodes()), nic_ports > 1 ? 1 : 0);
+        link_group.resize(static_cast<size_t>(net.num_links()));
+        for (int32_t l = 0; l < net.num_links(); ++l) link_group[l] = nic_group_of(l);
         if (nic_ports == 1) return;
         const NodeMap& map = net.node_map();
         for (int64_t t = 0; t < g.num_tasks(); ++t) {
@@ -432,11 +444,11 @@ struct SimRun {
         if (!g.finalized_) csr(T, g.edge_from_, g.edge_to_, own_succ_first, own_succ);
         succ_first = g.finalized_ ? g.succ_first_.data() : own_succ_first.data();
         succ = g.finalized_ ? g.succ_.data() : own_succ.data();
-        pending.assign(static_cast<size_t>(T), 0);
+        assign_huge(pending, static_cast<size_t>(T), 0);
         for (int64_t e = 0; e < succ_first[T]; ++e) ++pending[succ[e]];
         device_free_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
-        res.start_s.assign(static_cast<size_t>(T), 0.0);
-        res.end_s.assign(static_cast<size_t>(T), -1.0);
+        assign_huge(res.start_s, static_cast<size_t>(T), 0.0);
+        assign_huge(res.end_s, static_cast<size_t>(T), -1.0);
         res.rank_compute_s.assign(static_cast<size_t>(net.num_ranks()), 0.0);
         find_pooled_groups();
         setup_shared_cores();
