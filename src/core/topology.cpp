@@ -196,6 +196,11 @@ Calibration read_calibration(const MapReader& block) {
         if (!(GBps > 0)) EXPAR_FAIL(block.where("row_work_bandwidth") << ": bandwidth must be positive");
         out.row_work_GBps = GBps;
     }
+    if (block.has("exchange_wait")) {
+        const double us = block.quantity("exchange_wait", QuantityKind::time);
+        if (!(us >= 0)) EXPAR_FAIL(block.where("exchange_wait") << ": time must be >= 0");
+        out.exchange_wait_us = us;
+    }
     if (block.has("async_progress")) {
         const std::string value = block.text("async_progress");
         if (value != "true" && value != "false")
@@ -314,10 +319,10 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     }
 
     if (top.has("calibration"))
-        t.calibration = read_calibration(top.map(
-            "calibration",
-            {"when", "how", "topology", "links", "alltoall_efficiency", "gemm_efficiency", "gemm_rate",
-             "gemm_rate_alone", "row_work_bandwidth", "async_progress", "router_rate", "shared_cores"}));
+        t.calibration = read_calibration(
+            top.map("calibration", {"when", "how", "topology", "links", "alltoall_efficiency",
+                                    "gemm_efficiency", "gemm_rate", "gemm_rate_alone", "row_work_bandwidth",
+                                    "async_progress", "router_rate", "shared_cores", "exchange_wait"}));
     return t;
 }
 
@@ -377,6 +382,7 @@ std::string describe(const Topology& t) {
     if (c.shared_cores)
         out << "    " << c.shared_cores->ranks_per_host << " ranks share each host's "
             << c.shared_cores->cores_per_host << " cores\n";
+    if (c.exchange_wait_us) out << "    exchange after compute: " << *c.exchange_wait_us << " us more\n";
     return out.str();
 }
 

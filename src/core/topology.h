@@ -53,6 +53,9 @@ struct Calibration {
         int cores_per_host = 1;
     };
     std::optional<SharedCores> shared_cores;
+    // What an exchange right after compute takes beyond the same exchange after a barrier [us]: ranks
+    // that outnumber cores reach it late and in turns. Unset = 0.
+    std::optional<double> exchange_wait_us;
 };
 
 struct Topology {

@@ -53,6 +53,25 @@ void quiet_barrier(MPI_Comm comm) {
     }
 }
 
+// The timed repetitions of a compute measurement start together on every rank of `start` (after each
+// rank's untimed warm-up; MPI_COMM_NULL: this rank alone), and a rank's rate is its work over the time
+// from that common start to its own end. Not the median repetition: where ranks outnumber cores the
+// operating system runs short work whole, one rank after another, so a rank's repetitions, even all of
+// them, can each see a core to itself; what it waited for its turn lies between them or before them.
+class CommonStartClock {
+   public:
+    explicit CommonStartClock(MPI_Comm start) : start_(start) {}
+    void begin() {
+        if (start_ != MPI_COMM_NULL) quiet_barrier(start_);
+        begin_s_ = now_s();
+    }
+    double elapsed_s() const { return now_s() - begin_s_; }
+
+   private:
+    MPI_Comm start_;
+    double begin_s_ = 0;
+};
+
 std::vector<int64_t> size_sweep(int64_t min_bytes, int64_t max_bytes, int64_t factor) {
     std::vector<int64_t> sizes;
     for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= factor) {
@@ -129,46 +148,107 @@ std::vector<AlltoallPoint> alltoall_sweep(MpiComm& comm, const NodeMap& map, con
 // The expert FFN forward + backward on the real shapes, as the layer runs it: one block of gemm_tokens rows
 // for each of the rank's local experts in turn (their weights and activations apart, so the caches see
 // what a layer step's do). Returns GFLOP/s (3 × the forward FLOPs per block).
-double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts) {
-    const int64_t n = o.gemm_tokens, d = o.d_model, f = o.d_ff, EL = num_local_experts;
-    const bool gated = has_gate_matrix(o.activation);
-    const ExpertShape shape{d, f, o.activation};
-    struct Expert {
-        std::vector<float> w1, b1, w2, b2, w3, in, x, dy, y, dx, h, g, a, dh, dw1, db1, dw2, db2, dw3;
-    };
-    std::vector<Expert> experts(EL);
-    for (Expert& e : experts) {
-        e.w1 = filled(d * f, 0.01f), e.w2 = filled(f * d, 0.01f), e.w3 = filled(gated ? d * f : 0, 0.01f);
-        e.in = filled(n * d, 0.1f), e.x.resize(n * d), e.dy = filled(n * d, 0.1f), e.y.resize(n * d),
-        e.dx.resize(n * d);
-        e.b1 = filled(f, 0.01f), e.b2 = filled(d, 0.01f), e.db1.resize(f), e.db2.resize(d);
-        e.h.resize(n * f), e.g.resize(gated ? n * f : 0), e.a.resize(n * f), e.dh.resize(n * f);
-        e.dw1.resize(d * f), e.dw2.resize(f * d), e.dw3.resize(gated ? d * f : 0);
+// One pass of a rank's expert work as the layer runs it: a block of gemm_tokens rows through each local
+// expert's forward and backward, copied out of the receive buffer first (weights and activations apart).
+class ExpertBlocks {
+   public:
+    ExpertBlocks(const CalibrateOptions& o, int64_t num_local_experts)
+        : n_(o.gemm_tokens),
+          d_(o.d_model),
+          gated_(has_gate_matrix(o.activation)),
+          shape_{o.d_model, o.d_ff, o.activation},
+          experts_(num_local_experts) {
+        const int64_t n = n_, d = d_, f = o.d_ff;
+        for (Expert& e : experts_) {
+            e.w1 = filled(d * f, 0.01f), e.w2 = filled(f * d, 0.01f),
+            e.w3 = filled(gated_ ? d * f : 0, 0.01f);
+            e.in = filled(n * d, 0.1f), e.x.resize(n * d), e.dy = filled(n * d, 0.1f), e.y.resize(n * d),
+            e.dx.resize(n * d);
+            e.b1 = filled(f, 0.01f), e.b2 = filled(d, 0.01f), e.db1.resize(f), e.db2.resize(d);
+            e.h.resize(n * f), e.g.resize(gated_ ? n * f : 0), e.a.resize(n * f), e.dh.resize(n * f);
+            e.dw1.resize(d * f), e.dw2.resize(f * d), e.dw3.resize(gated_ ? d * f : 0);
+        }
     }
-    std::vector<double> rep_s(o.repetitions);
-    for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
-        const double t0 = now_s();
-        for (Expert& e : experts) {
+    double flops() const {  // forward + backward (3x the forward) of one pass
+        return 3.0 * static_cast<double>(experts_.size()) * expert_ffn_forward_flops(n_, shape_);
+    }
+    void pass() {
+        for (Expert& e : experts_) {
             // The layer's experts have biases, and its blocks first copy their rows out of the receive
             // buffer (kept for the backward): both are in a block's time.
             const ExpertWeights weights{e.w1.data(), e.b1.data(), e.w2.data(), e.b2.data(),
-                                        gated ? e.w3.data() : nullptr};
+                                        gated_ ? e.w3.data() : nullptr};
             const ExpertGrads grads{e.dw1.data(), e.db1.data(), e.dw2.data(), e.db2.data(),
-                                    gated ? e.dw3.data() : nullptr};
-            const ExpertActivations acts{e.h.data(), gated ? e.g.data() : nullptr, e.a.data(), e.dh.data()};
-            std::memcpy(e.x.data(), e.in.data(), sizeof(float) * n * d);
-            expert_ffn_forward(e.y.data(), acts, e.x.data(), weights, n, shape);
-            expert_ffn_backward(e.dx.data(), grads, e.dy.data(), e.x.data(), acts, weights, n, shape);
+                                    gated_ ? e.dw3.data() : nullptr};
+            const ExpertActivations acts{e.h.data(), gated_ ? e.g.data() : nullptr, e.a.data(), e.dh.data()};
+            std::memcpy(e.x.data(), e.in.data(), sizeof(float) * n_ * d_);
+            expert_ffn_forward(e.y.data(), acts, e.x.data(), weights, n_, shape_);
+            expert_ffn_backward(e.dx.data(), grads, e.dy.data(), e.x.data(), acts, weights, n_, shape_);
         }
-        if (rep >= 0) rep_s[rep] = now_s() - t0;
     }
-    return 3.0 * EL * expert_ffn_forward_flops(n, shape) / median(rep_s) / 1e9;
+
+   private:
+    struct Expert {
+        std::vector<float> w1, b1, w2, b2, w3, in, x, dy, y, dx, h, g, a, dh, dw1, db1, dw2, db2, dw3;
+    };
+    int64_t n_, d_;
+    bool gated_;
+    ExpertShape shape_;
+    std::vector<Expert> experts_;
+};
+
+// The expert FFN forward + backward on the real shapes (ExpertBlocks). Returns GFLOP/s.
+double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm start) {
+    ExpertBlocks blocks(o, num_local_experts);
+    CommonStartClock clock(start);
+    for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
+        if (rep == 0) clock.begin();
+        blocks.pass();
+    }
+    return blocks.flops() * static_cast<double>(o.repetitions) / clock.elapsed_s() / 1e9;
+}
+
+// What an exchange that follows compute costs beyond the same exchange after a barrier, as in a layer
+// step: every rank runs its expert phase (one ExpertBlocks pass per source rank) and then a plain
+// all-to-all of the layer's rows (gate_tokens · top_k / P per peer, d_model floats each). Where ranks
+// outnumber cores they finish their compute late and in turns, and the exchange waits for them to be run
+// again. Returns max(0, median over iterations of (slowest rank's compute + exchange − slowest rank's
+// compute) − median of the exchange alone) [us]; about 0 where every rank has a core.
+double exchange_wait_us(MpiComm& comm, const NodeMap& map, const CalibrateOptions& o, int64_t num_local) {
+    const int P = comm.size();
+    ExpertBlocks blocks(o, num_local);
+    const int64_t d = o.d_model;
+    const int64_t rows_per_peer = std::max<int64_t>(1, o.gate_tokens * o.top_k / P);
+    TokenExchange exchange(ScheduleKind::plain, comm, map, 1, P * rows_per_peer, P * rows_per_peer, d);
+    std::vector<float> send(P * rows_per_peer * d, 1.0f), recv(send.size(), 0.0f);
+    std::vector<int64_t> rows(static_cast<size_t>(P) * P, rows_per_peer);
+    constexpr int kIters = 6;
+    std::vector<double> after_compute_s, alone_s;
+    for (int i = -1; i < kIters; ++i) {  // i -1: untimed warm-up
+        quiet_barrier(comm.handle());
+        const double t0 = now_s();
+        for (int src = 0; src < P; ++src) blocks.pass();
+        double times[2] = {now_s() - t0, 0};  // compute, compute + exchange
+        exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
+        times[1] = now_s() - t0;
+        comm.allreduce_max_f64(times, 2);
+        quiet_barrier(comm.handle());
+        const double t1 = now_s();
+        exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
+        double alone = now_s() - t1;
+        comm.allreduce_max_f64(&alone, 1);
+        if (i >= 0) {
+            after_compute_s.push_back(times[1] - times[0]);
+            alone_s.push_back(alone);
+        }
+    }
+    return std::max(0.0, median(after_compute_s) - median(alone_s)) * 1e6;
 }
 
 // The layer's router on the real shapes: its route (input check, gate_forward) and gate_backward of the
 // top-k gate on gate_tokens tokens. Returns the router FLOP rates {forward, backward} [GFLOP/s] (2·T·d·E and
 // 4·T·d·E FLOPs): with few experts the softmax, top-k and loss terms, not the thin GEMM, set the time.
-std::pair<double, double> router_rates(const CalibrateOptions& o) {
+std::pair<double, double> router_rates(const CalibrateOptions& o, MPI_Comm start) {
     const int64_t T = o.gate_tokens, d = o.d_model, E = o.num_experts, k = o.top_k;
     LayerConfig config;
     config.num_experts = E;
@@ -196,8 +276,10 @@ std::pair<double, double> router_rates(const CalibrateOptions& o) {
     in.num_tokens = T;
     in.seed = 1;
     const GateLossGrads loss{aux_dprob.data(), config.z_loss_coef * 2.0 / static_cast<double>(T)};
-    std::vector<double> forward_s(o.repetitions), backward_s(o.repetitions);
+    double forward_s = 0, backward_s = 0;  // the rank's own time in each half, to split the common time
+    CommonStartClock clock(start);
     for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
+        if (rep == 0) clock.begin();
         std::fill(prob_sum.begin(), prob_sum.end(), 0.0);
         std::fill(requested.begin(), requested.end(), 0);
         GatePartialSums sums{prob_sum.data(), requested.data()};
@@ -210,26 +292,28 @@ std::pair<double, double> router_rates(const CalibrateOptions& o) {
         gate_backward(dx.data(), d_router_w.data(), nullptr, dlogits.data(), dscratch.data(), dweight.data(),
                       state, in, loss, config);
         if (rep >= 0) {
-            forward_s[rep] = t1 - t0;
-            backward_s[rep] = now_s() - t1;
+            forward_s += t1 - t0;
+            backward_s += now_s() - t1;
         }
     }
-    const double router_flops = 2.0 * static_cast<double>(T * d * E);
-    return {router_flops / median(forward_s) / 1e9, 2 * router_flops / median(backward_s) / 1e9};
+    const double elapsed_s = clock.elapsed_s(), own_s = forward_s + backward_s;
+    const double router_flops = 2.0 * static_cast<double>(T * d * E) * static_cast<double>(o.repetitions);
+    return {router_flops / (elapsed_s * forward_s / own_s) / 1e9,
+            2 * router_flops / (elapsed_s * backward_s / own_s) / 1e9};
 }
 
 // The layer's own loops on its kept rows (moe_layer.cpp): pack (gather rows into the send buffer), combine
 // (a weighted sum of k returned rows per token), combine backward (dot product with dy, write w·dy) and dx
 // (sum of k returned rows), with k = 2. Returns bytes read + written per second, 9 row passes per row.
-double row_work_rate(const CalibrateOptions& o) {
+double row_work_rate(const CalibrateOptions& o, MPI_Comm start) {
     const int64_t n = std::max<int64_t>(2, o.gemm_tokens - o.gemm_tokens % 2), d = o.d_model, k = 2;
     std::vector<float> x(n * d, 0.5f), send(n * d), recv(n * d, 0.25f), y(n / k * d), dy(n / k * d, 0.1f);
     std::vector<int64_t> order(n);
     for (int64_t i = 0; i < n; ++i) order[i] = (i * 7919) % n;  // a scattered, fixed permutation
-    std::vector<double> rep_s(o.repetitions);
     volatile double sink = 0;
-    for (int64_t rep = -1; rep < o.repetitions; ++rep) {
-        const double t0 = now_s();
+    CommonStartClock clock(start);
+    for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
+        if (rep == 0) clock.begin();
         for (int64_t i = 0; i < n; ++i)
             std::copy(x.data() + (order[i] / k) * d, x.data() + (order[i] / k + 1) * d, send.data() + i * d);
         for (int64_t t = 0; t < n / k; ++t) {
@@ -261,9 +345,8 @@ double row_work_rate(const CalibrateOptions& o) {
             }
         }
         sink = sink + dots + y[0];
-        if (rep >= 0) rep_s[rep] = now_s() - t0;
     }
-    return 9.0 * n * d * sizeof(float) / median(rep_s) / 1e9;
+    return 9.0 * n * d * sizeof(float) * o.repetitions / clock.elapsed_s() / 1e9;
 }
 
 // Spins for `seconds` (a compute phase that makes no MPI call).
@@ -453,14 +536,14 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
 
     // Row work: every rank at once, as in a layer step; the slowest rank.
     quiet_barrier(comm.handle());
-    const double my_row_rate = row_work_rate(o);
+    const double my_row_rate = row_work_rate(o, comm.handle());
     std::vector<double> row_rates(P);
     comm.gather_f64(&my_row_rate, row_rates.data(), 1, 0);
     if (me == 0) result.row_work_GBps = *std::min_element(row_rates.begin(), row_rates.end());
 
     // The router, every rank at once, slowest rank.
     quiet_barrier(comm.handle());
-    const std::pair<double, double> my_router = router_rates(o);
+    const std::pair<double, double> my_router = router_rates(o, comm.handle());
     std::vector<double> router_fwd(P), router_bwd(P);
     comm.gather_f64(&my_router.first, router_fwd.data(), 1, 0);
     comm.gather_f64(&my_router.second, router_bwd.data(), 1, 0);
@@ -472,7 +555,7 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
     // GEMM: every rank at once; the slowest rank's rate is what a layer step sees.
     quiet_barrier(comm.handle());
     const int64_t num_local = std::max<int64_t>(1, o.num_experts / P);
-    const double mine = gemm_rate(o, num_local);
+    const double mine = gemm_rate(o, num_local, comm.handle());
     std::vector<double> rates(P);
     comm.gather_f64(&mine, rates.data(), 1, 0);
     if (me == 0) {
@@ -483,8 +566,9 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
     // host waits (a whole core, the host's memory bandwidth and cache to itself).
     if (P > 1) {
         quiet_barrier(comm.handle());
-        if (me == 0) result.gemm_alone_gflops = gemm_rate(o, num_local);
+        if (me == 0) result.gemm_alone_gflops = gemm_rate(o, num_local, MPI_COMM_NULL);
         quiet_barrier(comm.handle());
+        result.exchange_wait_us = exchange_wait_us(comm, map, o, num_local);
     }
     return result;
 }
@@ -559,6 +643,13 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
                "(sched_getaffinity)\n"
             << "  shared_cores: {ranks_per_host: " << r.ranks_per_host
             << ", cores_per_host: " << r.cores_per_host << "}\n";
+    if (r.exchange_wait_us >= 0)
+        out << "  # the expert phase (" << r.options.gemm_tokens
+            << " rows per local expert per source rank), "
+            << "then a plain all-to-all of "
+            << std::max<int64_t>(1, r.options.gate_tokens * r.options.top_k / r.num_ranks)
+            << " rows per peer: the exchange's time beyond the same all-to-all after a barrier\n"
+            << "  exchange_wait: " << fmt("%.4g", r.exchange_wait_us) << " us\n";
     if (r.progress_wait_us >= 0)
         out << "  # a " << size_text(static_cast<double>(r.options.max_bytes)) << " message posted before "
             << fmt("%.0f", 2 * r.progress_transfer_us)

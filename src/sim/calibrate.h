@@ -82,6 +82,9 @@ struct CalibrationResult {
     // rank: router FLOPs (2·T·d·E forward, 4·T·d·E backward) per second [GFLOP/s].
     double router_forward_gflops = 0, router_backward_gflops = 0;
     int ranks_per_host = 0, cores_per_host = 0;  // rank 0's host: MPI ranks on it, cores they may use
+    // An exchange right after the expert phase, beyond the same exchange after a barrier [us]; -1 = not
+    // measured (1 rank). Where ranks outnumber cores they reach it late and in turns.
+    double exchange_wait_us = -1;
     CalibrateOptions options;
 };
 

@@ -47,6 +47,7 @@ Network::Network(const Topology& topology,
     flops_per_s_ =
         topology.device_flops_per_s(precision) * (cal && cal->gemm_efficiency ? *cal->gemm_efficiency : 1.0);
     row_work_Bps_ = cal && cal->row_work_GBps ? *cal->row_work_GBps * 1e9 : 0.0;
+    exchange_wait_s_ = cal && cal->exchange_wait_us ? *cal->exchange_wait_us * 1e-6 : 0.0;
     router_forward_flops_per_s_ =
         cal && cal->router_forward_gflops ? *cal->router_forward_gflops * 1e9 : flops_per_s_;
     router_backward_flops_per_s_ =

@@ -69,6 +69,8 @@ class Network {
     }
     // The layer's local row work (packing, combining) per device [bytes/s]; 0 = not modelled (free).
     double row_work_Bps() const { return row_work_Bps_; }
+    // Calibrated: what each exchange that follows compute waits beyond its transfers [s] (0 = none).
+    double exchange_wait_s() const { return exchange_wait_s_; }
     // False: transfers progress only while both ends wait in MPI, not while they compute (calibration).
     bool async_progress() const { return async_progress_; }
 
@@ -111,6 +113,7 @@ class Network {
     double intra_latency_s_ = 0, inter_latency_s_ = 0;
     double flops_per_s_ = 0;
     double row_work_Bps_ = 0;
+    double exchange_wait_s_ = 0;
     double router_forward_flops_per_s_ = 0, router_backward_flops_per_s_ = 0;
     bool async_progress_ = true;
     int ranks_per_host_ = 0;  // 0: no sharing

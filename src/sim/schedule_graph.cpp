@@ -786,6 +786,18 @@ struct Builder {
         }
     }
 
+    // What an exchange that follows compute waits beyond its transfers (Network::exchange_wait_s, calibrated;
+    // nothing when 0): ranks that outnumber their cores reach it late and in turns. A delay on every
+    // rank's chain, once per exchange phase, whatever the schedule.
+    void exchange_wait(Tasks& cursor, uint8_t phase) {
+        if (net.exchange_wait_s() <= 0) return;
+        for (int r = 0; r < P; ++r) {
+            const int32_t t = g.add_delay(net.exchange_wait_s(), phase, r);
+            dep(cursor[r], t);
+            cursor[r] = t;
+        }
+    }
+
     // The gate phase's compute as FLOPs at the device rate: the router's FLOPs take the time of the
     // router's own rate (the real gate code, calibrated), the rest (shared experts) the GEMM rate's.
     double gate_compute_flops(bool backward) const {
@@ -826,14 +838,16 @@ struct Builder {
         const double count_s = P > 1 ? rounds * (N > 1 ? net.inter_latency_s() : net.intra_latency_s()) +
                                            w.count_bytes * (P - 1) / share_Bps
                                      : 0;
-        const int32_t counts = g.add_delay(count_s, kSimFwdGate);
+        const int32_t counts = g.add_delay(count_s + net.exchange_wait_s(), kSimFwdGate);
         dep(counts_in, counts);
         out.fwd_gate_end.assign(P, counts);
 
         Tasks cursor(P, counts);
         shadow_broadcasts(cursor, kSimFwdDispatch);
         row_work(cursor, 2, kSimFwdDispatch);  // pack_rows: read x, write the send buffer
+        exchange_wait(cursor, kSimFwdDispatch);
         run_experts(cursor, false, out.fwd_run_end, out.fwd_last_compute, out.fwd_expert_flops);
+        exchange_wait(out.fwd_run_end, kSimFwdCombine);
         row_work(out.fwd_run_end, 2, kSimFwdCombine);  // combine: read each returned row, add into y
         for (int r = 0; r < P; ++r) out.rank_flops[r] += out.fwd_expert_flops[r];
         if (!w.backward) {
@@ -842,7 +856,9 @@ struct Builder {
         }
         out.bwd_run_begin = out.fwd_run_end;
         row_work(out.bwd_run_begin, 3, kSimBwdCombine);  // combine backward: read dy and y rows, write w·dy
+        exchange_wait(out.bwd_run_begin, kSimBwdCombine);
         run_experts(out.bwd_run_begin, true, out.bwd_run_end, out.bwd_last_compute, out.bwd_expert_flops);
+        exchange_wait(out.bwd_run_end, kSimBwdDispatch);
         row_work(out.bwd_run_end, 2, kSimBwdDispatch);  // dx: read each returned row, add into dx
         cursor.resize(P);
         for (int r = 0; r < P; ++r) {

@@ -3,8 +3,8 @@
 # `expar calibrate` at 4 ranks as 2 emulated nodes, small sizes: the written topology file loads with
 # `expar topology` (the same loader as the simulator), and its calibration block has positive latency and
 # bandwidth for both link classes, an all-to-all efficiency table, positive GEMM (all ranks, one alone) and
-# router rates, and the ranks sharing this host's cores. Then with
-# --base: the base file's name and nodes are kept and only the calibration block is new.
+# router rates, an exchange wait >= 0, and the ranks sharing this host's cores. Then with --base: the
+# base file's name and nodes are kept and only the calibration block is new.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 EXPAR LOCAL_SH TOPOLOGY_DIR" >&2
@@ -42,6 +42,8 @@ rate=$(grep -E "^    GEMM rate: " "$work/describe.txt" | awk '{ print $3 }')
 awk -v r="$rate" 'BEGIN { exit !(r + 0 > 0) }' || fail "GEMM rate '$rate' not positive"
 alone=$(grep -E "^    GEMM rate alone: " "$work/describe.txt" | awk '{ print $4 }')
 awk -v r="$alone" 'BEGIN { exit !(r + 0 > 0) }' || fail "GEMM rate alone '$alone' not positive"
+wait_us=$(grep -E "^    exchange after compute: " "$work/describe.txt" | awk '{ print $4 }')
+awk -v w="$wait_us" 'BEGIN { exit !(w != "" && w + 0 >= 0) }' || fail "exchange wait '$wait_us' missing or negative"
 grep -E "^    router: " "$work/describe.txt" | awk '{ if (!($2 + 0 > 0 && $5 + 0 > 0)) exit 1 }' ||
     fail "router rates not positive"
 # Every rank of this run is on this host: 4 ranks on the cores they may use.

@@ -498,6 +498,43 @@ TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
     expect_topology_error(c, "router_rate.forward: compute rate must be positive");
 }
 
+TEST(SimExchangeWait, EveryExchangeAfterComputeWaitsOnce) {
+    // 4 ranks on 2 nodes, uniform traffic, forward and backward, under each schedule: a calibrated
+    // exchange_wait of 3 ms adds exactly 3 ms to each of the step's five exchanges (the count exchange,
+    // dispatch, combine and their backward), in those phases, and nothing to the expert phases.
+    Cluster c;
+    c.devices = 2;
+    std::vector<int64_t> rows(16, 50);
+    LayerWork w;
+    w.num_ranks = 4;
+    w.rows = rows.data();
+    w.bytes_per_row = 4096;
+    w.flops_per_row = 1e6;
+    w.gate_flops = 1e6;
+    w.count_bytes = 64;
+    for (ScheduleKind kind : {ScheduleKind::plain, ScheduleKind::pairwise, ScheduleKind::hierarchical}) {
+        ScheduleSpec spec;
+        spec.kind = kind;
+        spec.group_size = 2;
+        spec.aggregation = Aggregation::none;
+        c.calibration.clear();
+        const LayerPrediction base = predict_layer(make_network(c), w, spec);
+        c.calibration = "  exchange_wait: 3000 us\n";
+        const LayerPrediction p = predict_layer(make_network(c), w, spec);
+        EXPECT_NEAR(p.step_s - base.step_s, 5 * 3e-3, 1e-12) << to_string(kind);
+        for (int phase : {kSimFwdGate, kSimFwdDispatch, kSimFwdCombine, kSimBwdCombine, kSimBwdDispatch})
+            EXPECT_NEAR(p.max_phase_s[phase] - base.max_phase_s[phase], 3e-3, 1e-12)
+                << to_string(kind) << " " << sim_phase_name(phase);
+        for (int phase : {kSimFwdExpert, kSimBwdExpert, kSimBwdGate})
+            EXPECT_NEAR(p.max_phase_s[phase], base.max_phase_s[phase], 1e-12) << sim_phase_name(phase);
+        EXPECT_LE(p.bound.total_s, p.step_s);
+    }
+    c.calibration = "  exchange_wait: -1 us\n";
+    expect_topology_error(c, "calibration.exchange_wait: time must be >= 0");
+    c.calibration = "  exchange_wait: 3 GB/s\n";
+    expect_topology_error(c, "exchange_wait");
+}
+
 TEST(SimShadow, BroadcastIsAPipelinedBinaryTree) {
     // 7 ranks on one crossbar, one shadowed expert of 4 MiB from rank 0 (4 segments of 1 MiB), no other
     // traffic or compute. Every rank sends each segment to its two children at once (their sends share its
