@@ -145,9 +145,6 @@ std::vector<AlltoallPoint> alltoall_sweep(MpiComm& comm, const NodeMap& map, con
     return points;
 }
 
-// The expert FFN forward + backward on the real shapes, as the layer runs it: one block of gemm_tokens rows
-// for each of the rank's local experts in turn (their weights and activations apart, so the caches see
-// what a layer step's do). Returns GFLOP/s (3 × the forward FLOPs per block).
 // One pass of a rank's expert work as the layer runs it: a block of gemm_tokens rows through each local
 // expert's forward and backward, copied out of the receive buffer first (weights and activations apart).
 class ExpertBlocks {
@@ -208,6 +205,11 @@ double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm 
     return blocks.flops() * static_cast<double>(o.repetitions) / clock.elapsed_s() / 1e9;
 }
 
+// The layer's rows per peer in exchange_wait_us's all-to-all: gate_tokens · top_k / P, at least 1.
+int64_t exchange_wait_rows_per_peer(const CalibrateOptions& o, int num_ranks) {
+    return std::max<int64_t>(1, o.gate_tokens * o.top_k / num_ranks);
+}
+
 // What an exchange that follows compute costs beyond the same exchange after a barrier, as in a layer
 // step: every rank runs its expert phase (one ExpertBlocks pass per source rank) and then a plain
 // all-to-all of the layer's rows (gate_tokens · top_k / P per peer, d_model floats each). Where ranks
@@ -218,7 +220,7 @@ double exchange_wait_us(MpiComm& comm, const NodeMap& map, const CalibrateOption
     const int P = comm.size();
     ExpertBlocks blocks(o, num_local);
     const int64_t d = o.d_model;
-    const int64_t rows_per_peer = std::max<int64_t>(1, o.gate_tokens * o.top_k / P);
+    const int64_t rows_per_peer = exchange_wait_rows_per_peer(o, P);
     TokenExchange exchange(ScheduleKind::plain, comm, map, 1, P * rows_per_peer, P * rows_per_peer, d);
     std::vector<float> send(P * rows_per_peer * d, 1.0f), recv(send.size(), 0.0f);
     std::vector<int64_t> rows(static_cast<size_t>(P) * P, rows_per_peer);
@@ -646,8 +648,7 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
     if (r.exchange_wait_us >= 0)
         out << "  # the expert phase (" << r.options.gemm_tokens
             << " rows per local expert per source rank), "
-            << "then a plain all-to-all of "
-            << std::max<int64_t>(1, r.options.gate_tokens * r.options.top_k / r.num_ranks)
+            << "then a plain all-to-all of " << exchange_wait_rows_per_peer(r.options, r.num_ranks)
             << " rows per peer: the exchange's time beyond the same all-to-all after a barrier\n"
             << "  exchange_wait: " << fmt("%.4g", r.exchange_wait_us) << " us\n";
     if (r.progress_wait_us >= 0)

@@ -66,7 +66,7 @@ struct CalibrationResult {
     int intra_peer = -1, inter_peer = -1;  // rank 0's partner in each measurement
     std::vector<AlltoallPoint> alltoall;
     double alltoall_reference_GBps = 0;  // the slower fitted link class the all-to-all crosses
-    double gemm_gflops = 0;              // slowest rank's median expert FFN rate (forward + backward)
+    double gemm_gflops = 0;  // slowest rank's expert FFN rate (forward + backward), from a common start
     double gemm_gflops_median_rank = 0;  // median over ranks
     double gemm_alone_gflops = 0;        // rank 0 alone, the others asleep; 0 = not measured (1 rank)
     double peak_gflops = 0;              // nominal, 0 = unknown
