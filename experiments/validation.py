@@ -25,6 +25,7 @@ with the smallest measured time.
 import argparse
 import datetime
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -77,6 +78,13 @@ def predicted_times(paths, warmup):
     return float(np.median(np.concatenate(steps))), np.median(np.concatenate(phases), axis=0)
 
 
+def shared_cores(topology_path):
+    """True when the calibrated topology says its host's ranks outnumber its cores."""
+    with open(topology_path) as f:
+        match = re.search(r"shared_cores:\s*\{\s*ranks_per_host:\s*(\d+),\s*cores_per_host:\s*(\d+)", f.read())
+    return bool(match) and int(match.group(1)) > int(match.group(2))
+
+
 def git_revision():
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -114,6 +122,9 @@ def analyse(args):
         meas_spread[i] = (steps.max() - steps.min()) / meas_step[i]
         runs = [measured_times(path, args.warmup)[0] for path in r[7].split(",")]
         meas_repeat[i] = (max(runs) - min(runs)) / meas_step[i]
+    # Ranks outnumbering their host's cores (the calibration's shared_cores, of the first round): there
+    # the operating system's time slices, not the network, set much of the exchanges' time.
+    shares_cores = np.array([shared_cores(r[11].split(",")[0]) if len(r) > 11 else False for r in rows])
     err_step = pred_step / meas_step - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         err_phase = np.where(meas_phase > 0, pred_phase / meas_phase - 1, np.nan)
@@ -122,6 +133,11 @@ def analyse(args):
     mae_phase = float(np.nanmedian(np.abs(err_phase)))
     mae_phase_sig = float(np.nanmedian(np.abs(err_phase[significant])))
     repeatability = float(np.median(meas_repeat))
+    # The same medians over the configurations whose ranks each have a core, and over the others.
+    regimes = {"own_core": ~shares_cores, "shared_cores": shares_cores}
+    regime_mae = {name: (float(np.median(np.abs(err_step[sel]))) if sel.any() else float("nan"),
+                         float(np.nanmedian(np.abs(err_phase[sel]))) if sel.any() else float("nan"), int(sel.sum()))
+                  for name, sel in regimes.items()}
 
     # Cases: configurations equal but for the schedule.
     keys = sorted({(P[i], rpn[i], cf[i], skew[i], k[i]) for i in range(n)})
@@ -155,6 +171,8 @@ def analyse(args):
         g["ranks"], g["ranks_per_node"], g["capacity_factor"] = P, rpn, cf
         g["skew"], g["top_k"], g["case"] = skew, k, case_of
         g["schedule"] = np.array([SCHEDULES.index(s) for s in schedule])
+        g["shares_cores"] = shares_cores.astype(np.int8)
+        g["shares_cores"].attrs["units"] = "1: the host's ranks outnumber its cores (calibration shared_cores)"
         if all(len(r) > 11 for r in rows):  # the calibrated topology each configuration was simulated on
             texts = []
             for r in rows:  # one file per round: YAML documents separated by "---"
@@ -188,6 +206,10 @@ def analyse(args):
                                     ("median_run_spread", repeatability, float("nan"))]:
             s.attrs[name] = value
             s.attrs[name + "_target"] = target
+        for regime, (layer, phase, count) in regime_mae.items():
+            s.attrs[f"median_abs_error_layer_{regime}"] = layer
+            s.attrs[f"median_abs_error_phase_{regime}"] = phase
+            s.attrs[f"num_configs_{regime}"] = count
 
     short = ["f.gate", "f.disp", "f.exp", "f.comb", "b.comb", "b.exp", "b.disp", "b.gate"]
     print("| # | P | rpn | cf | skew | k | schedule | measured [ms] | predicted [ms] | error | "
@@ -212,6 +234,10 @@ def analyse(args):
           f"(target <= {100 * TARGET_PHASE:.0f}%: {ok(mae_phase, TARGET_PHASE)}); "
           f"{100 * mae_phase_sig:.1f}% over the {significant.sum()} phases >= {100 * SIGNIFICANT_SHARE:.0f}% "
           f"of the step")
+    for regime, text in [("own_core", "ranks with a core each"), ("shared_cores", "ranks outnumbering cores")]:
+        layer, phase, count = regime_mae[regime]
+        if count:
+            print(f"  {text} ({count} configurations): {100 * layer:.1f}% per layer, {100 * phase:.1f}% per phase")
     print(f"fastest schedule picked: {int((meas_pick == pred_pick).sum())} of {len(keys)} cases = "
           f"{100 * pick_fraction:.0f}% (target >= {100 * TARGET_PICK:.0f}%: "
           f"{ok(pick_fraction, TARGET_PICK, below=False)}); {int(within_noise.sum())} of {len(keys)} cost no more than "

@@ -68,9 +68,10 @@ with open(manifest, "w") as m:
             for j, scale in enumerate((1.0, 1.2)):
                 write_predicted(os.path.join(tmp, f"s1_{j}.h5"), scale * pred / 1.05,
                                 scale * folded * (1 + phase_err[i]) / 1.05)
-        topology = os.path.join(tmp, "topology.yaml")
+        # Case A: one core per rank; case B: 4 ranks on 2 cores.
+        topology = os.path.join(tmp, f"topology_{ranks}.yaml")
         with open(topology, "w") as t:
-            t.write("links: {}\n")
+            t.write(f"links: {{}}\nshared_cores: {{ranks_per_host: {ranks}, cores_per_host: 2}}\n")
         topologies = topology + "," + topology if i == 0 else topology
         m.write("\t".join([str(i), ranks, "2", "1.5", "0.5", "2", schedule, logs, sims, "layer cmd", "sim cmd",
                            topologies]) + "\n")
@@ -96,6 +97,11 @@ with h5py.File(out, "r") as f:
     # Phases >= 5% of the measured step: 7, 6, 6, 2, 3 and 1 of the 8 in the six configurations (steps
     # 100, 120, 110, 200, 150, 300), errors 0, .1, .2, .3, .05, .4: the 13th of the 25 sorted is 0.1.
     assert abs(s["median_abs_error_phase_significant"] - 0.1) < 1e-12, s["median_abs_error_phase_significant"]
+    # Split by regime: case A's phase errors 0, .1, .2 (median .1), case B's .3, .05, .4 (median .3).
+    assert f["configs/shares_cores"][()].tolist() == [0, 0, 0, 1, 1, 1]
+    assert abs(s["median_abs_error_phase_own_core"] - 0.1) < 1e-12, s["median_abs_error_phase_own_core"]
+    assert abs(s["median_abs_error_phase_shared_cores"] - 0.3) < 1e-12, s["median_abs_error_phase_shared_cores"]
+    assert abs(s["median_abs_error_layer_own_core"] - 0.1) < 1e-12 and s["num_configs_shared_cores"] == 3
     assert f["picks/measured_fastest"][()].tolist() == [0, 1]
     assert f["picks/predicted_fastest"][()].tolist() == [2, 1]
     np.testing.assert_allclose(f["picks/measured_cost_of_pick"][()], [0.1, 0.0])
@@ -103,7 +109,8 @@ with h5py.File(out, "r") as f:
     assert f.attrs["load_average_start"] == "1 2 3" and f.attrs["load_average_end"] == "4 5 6"
     assert f["configs/case"][()].tolist() == [0, 0, 0, 1, 1, 1]
     yaml = [t.decode() if isinstance(t, bytes) else t for t in f["configs/topology_yaml"][()]]
-    assert yaml[0] == "links: {}\n---\nlinks: {}\n" and yaml[1] == "links: {}\n", yaml[:2]
+    doc = "links: {}\nshared_cores: {ranks_per_host: 2, cores_per_host: 2}\n"
+    assert yaml[0] == doc + "---\n" + doc and yaml[1] == doc, yaml[:2]
 
 replay = os.path.join(tmp, "replay.h5")
 subprocess.run([sys.executable, script, "replay", os.path.join(tmp, "m0.h5"), replay], check=True)
