@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -111,6 +112,14 @@ void validate(const CalibrateCommandOptions& o) {
     EXPAR_REQUIRE(!o.name.empty(), "--name must not be empty");
 }
 
+// True when path can be opened for writing; an existing file is left as it was, a new one removed.
+bool writable(const std::string& path) {
+    const bool existed = std::filesystem::exists(path);
+    if (!std::ofstream(path, std::ios::app)) return false;
+    if (!existed) std::filesystem::remove(path);
+    return true;
+}
+
 std::string command_line(int argc, char** argv) {
     std::string text = "expar calibrate";
     for (int i = 1; i < argc; ++i) text += std::string(" ") + argv[i];
@@ -160,10 +169,19 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
         P > 1 || !o.base_path.empty(),
         "expar calibrate needs at least 2 ranks to measure links (or --base FILE.yaml to record the GEMM "
         "rate alone)");
-    if (me == 0 && !o.base_path.empty() && base.devices_per_node != map.ranks_per_node)
-        std::fprintf(stderr,
-                     "expar: note: %s describes %d devices per node, this run has %d ranks per node\n",
-                     o.base_path.c_str(), base.devices_per_node, map.ranks_per_node);
+    EXPAR_REQUIRE(o.measure.num_experts % P == 0, "--experts " << o.measure.num_experts
+                                                               << " is not divisible by the " << P
+                                                               << " ranks (the GEMM runs on each rank's "
+                                                                  "local experts, as in a layer)");
+    // A path that cannot be written should fail now, on every rank, not after the measurement.
+    double cannot_write = me == 0 && !o.out_path.empty() && !writable(o.out_path) ? 1.0 : 0.0;
+    comm.allreduce_max_f64(&cannot_write, 1);
+    EXPAR_REQUIRE(cannot_write == 0, "cannot write --out file '" << o.out_path << "'");
+    if (me == 0 && !o.base_path.empty() &&
+        (base.devices_per_node != map.ranks_per_node || base.num_nodes != map.num_nodes))
+        std::fprintf(
+            stderr, "expar: note: %s describes %d node(s) x %d devices, this run has %d node(s) x %d ranks\n",
+            o.base_path.c_str(), base.num_nodes, base.devices_per_node, map.num_nodes, map.ranks_per_node);
 
     CalibrationResult result = calibrate_measure(comm, map, o.measure);
     if (me != 0) return 0;
@@ -197,6 +215,11 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
         std::printf(" = %.1f%% of %.2f GFLOP/s nominal", 100 * result.gemm_gflops / result.peak_gflops,
                     result.peak_gflops);
     std::printf("\n");
+    if (result.peak_gflops > 0 && result.gemm_gflops > result.peak_gflops)
+        std::fprintf(stderr,
+                     "expar: note: the measured GEMM rate %.2f GFLOP/s is above the nominal %.2f GFLOP/s "
+                     "(gemm_efficiency %.3g > 1): the nominal rate is not this machine's peak\n",
+                     result.gemm_gflops, result.peak_gflops, result.gemm_gflops / result.peak_gflops);
     std::printf(
         "# router (gate forward, backward), %lld tokens, E %lld, k %lld: %.2f, %.2f GFLOP/s slowest rank\n",
         (long long)o.measure.gate_tokens, (long long)o.measure.num_experts, (long long)o.measure.top_k,

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 
 #include "alltoall_command.h"
@@ -63,6 +64,13 @@ int main(int argc, char** argv) {
         }
         if (rank == 0) std::fprintf(stderr, "expar: error: %s\n", error.what());
         exit_code = 1;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(
+            stderr,
+            "expar: error on rank %d: out of memory (std::bad_alloc): the run needs more memory than "
+            "this process may use; fewer ranks, tokens or experts per process, or more memory\n",
+            rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
     } catch (const std::exception& error) {
         std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, error.what());
         MPI_Abort(MPI_COMM_WORLD, 1);

@@ -11,7 +11,11 @@ int64_t capacity_per_expert(double capacity_factor, int64_t num_tokens, int top_
     EXPAR_ASSERT(capacity_factor > 0 && num_experts > 0);
     const double x =
         capacity_factor * static_cast<double>(num_tokens) * top_k / static_cast<double>(num_experts);
-    return static_cast<int64_t>(std::ceil(x - 1e-9 * std::max(1.0, x)));
+    // An expert takes at most one assignment per token of its group, so a capacity above num_tokens drops
+    // nothing more; the cap also keeps a huge cf from overflowing int64 (and the buffers sized from it).
+    if (x >= static_cast<double>(num_tokens)) return num_tokens;
+    // ceil of a positive number is at least 1, whatever the tolerance takes off a tiny x.
+    return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(x - 1e-9 * std::max(1.0, x))));
 }
 
 int64_t capacity_of_step(const LayerConfig& c, const int64_t* requested, int num_ranks) {

@@ -9,7 +9,8 @@
 
 namespace expar {
 
-// ceil(cf·N·k/E), evaluated as ceil(x − 1e-9·max(1, x)) in double. cf must be > 0.
+// ceil(cf·N·k/E), evaluated as ceil(x − 1e-9·max(1, x)) in double, at least 1 and at most N (an expert
+// takes at most one assignment per token). cf must be > 0.
 int64_t capacity_per_expert(double capacity_factor, int64_t num_tokens, int top_k, int64_t num_experts);
 
 // The capacity the layer reports for one step: the per-expert limit of one scope group, or for

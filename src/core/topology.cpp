@@ -115,16 +115,30 @@ class MapReader {
 const std::vector<std::string> kLinkKeys = {"bandwidth", "latency"};
 const std::vector<std::string> kPrecisions = {"fp64", "fp32", "tf32", "fp16", "bf16", "fp8"};
 
+// What a machine can have, generous by orders of magnitude either way. Outside, a value is a typo (GB/s
+// for kB/s), and simulated times would lose their precision: a 1e13 s latency leaves no bits for a
+// message's microseconds.
+struct Range {
+    double lo, hi;
+    const char* unit;
+};
+constexpr Range kBandwidthRange{1e-6, 1e7, "GB/s"};  // 1 kB/s to 10 PB/s
+constexpr Range kTimeRange{0, 1e6, "us"};            // up to 1 s
+constexpr Range kRateRange{1e-6, 1e9, "GFLOP/s"};    // 1 kFLOP/s to 1 EFLOP/s
+
+double in_range(const MapReader& map, const std::string& key, double value, const char* what, Range range) {
+    if (!(value >= range.lo && value <= range.hi))
+        EXPAR_FAIL(map.where(key) << ": " << what << " must be in [" << range.lo << ", " << range.hi << "] "
+                                  << range.unit << ", got '" << map.text(key) << "'");
+    return value;
+}
+
 Link read_link(const MapReader& link) {
     Link out;
-    out.bandwidth_GBps = link.quantity("bandwidth", QuantityKind::bandwidth);
-    out.latency_us = link.quantity("latency", QuantityKind::time);
-    if (!(out.bandwidth_GBps > 0))
-        EXPAR_FAIL(link.where("bandwidth")
-                   << ": bandwidth must be positive, got '" << link.text("bandwidth") << "'");
-    if (out.latency_us < 0)
-        EXPAR_FAIL(link.where("latency")
-                   << ": latency must not be negative, got '" << link.text("latency") << "'");
+    out.bandwidth_GBps = in_range(link, "bandwidth", link.quantity("bandwidth", QuantityKind::bandwidth),
+                                  "bandwidth", kBandwidthRange);
+    out.latency_us =
+        in_range(link, "latency", link.quantity("latency", QuantityKind::time), "latency", kTimeRange);
     return out;
 }
 
@@ -169,37 +183,37 @@ Calibration read_calibration(const MapReader& block) {
                 parse_quantity(MapReader::scalar(table[i][0], where), QuantityKind::size, where);
             const double efficiency = MapReader::plain_number(MapReader::scalar(table[i][1], where), where);
             if (!(bytes > 0)) EXPAR_FAIL(where << ": size must be positive");
-            if (!(efficiency > 0 && efficiency <= 1)) EXPAR_FAIL(where << ": efficiency must be in (0, 1]");
+            if (!(efficiency >= 1e-6 && efficiency <= 1))
+                EXPAR_FAIL(where << ": efficiency must be in [1e-06, 1]");
             if (!out.alltoall_efficiency.empty() && bytes <= out.alltoall_efficiency.back().first)
                 EXPAR_FAIL(where << ": sizes must be strictly ascending");
             out.alltoall_efficiency.emplace_back(bytes, efficiency);
         }
     }
     if (block.has("gemm_efficiency")) {
+        // Above 1 when a machine measures faster than the nominal dense_rate it was given (calibrate --base).
         const double efficiency = block.number("gemm_efficiency");
-        if (!(efficiency > 0 && efficiency <= 1))
-            EXPAR_FAIL(block.where("gemm_efficiency") << ": must be in (0, 1], got " << efficiency);
+        if (!(efficiency >= 1e-6 && efficiency <= 100))
+            EXPAR_FAIL(block.where("gemm_efficiency") << ": must be in [1e-06, 100], got " << efficiency);
         out.gemm_efficiency = efficiency;
     }
     if (block.has("gemm_rate")) {
-        const double gflops = block.quantity("gemm_rate", QuantityKind::rate);
-        if (!(gflops > 0)) EXPAR_FAIL(block.where("gemm_rate") << ": compute rate must be positive");
-        out.gemm_gflops = gflops;
+        out.gemm_gflops = in_range(block, "gemm_rate", block.quantity("gemm_rate", QuantityKind::rate),
+                                   "compute rate", kRateRange);
     }
     if (block.has("gemm_rate_alone")) {
-        const double gflops = block.quantity("gemm_rate_alone", QuantityKind::rate);
-        if (!(gflops > 0)) EXPAR_FAIL(block.where("gemm_rate_alone") << ": compute rate must be positive");
-        out.gemm_alone_gflops = gflops;
+        out.gemm_alone_gflops =
+            in_range(block, "gemm_rate_alone", block.quantity("gemm_rate_alone", QuantityKind::rate),
+                     "compute rate", kRateRange);
     }
     if (block.has("row_work_bandwidth")) {
-        const double GBps = block.quantity("row_work_bandwidth", QuantityKind::bandwidth);
-        if (!(GBps > 0)) EXPAR_FAIL(block.where("row_work_bandwidth") << ": bandwidth must be positive");
-        out.row_work_GBps = GBps;
+        out.row_work_GBps = in_range(block, "row_work_bandwidth",
+                                     block.quantity("row_work_bandwidth", QuantityKind::bandwidth),
+                                     "bandwidth", kBandwidthRange);
     }
     if (block.has("exchange_wait")) {
-        const double us = block.quantity("exchange_wait", QuantityKind::time);
-        if (!(us >= 0)) EXPAR_FAIL(block.where("exchange_wait") << ": time must be >= 0");
-        out.exchange_wait_us = us;
+        out.exchange_wait_us = in_range(
+            block, "exchange_wait", block.quantity("exchange_wait", QuantityKind::time), "time", kTimeRange);
     }
     if (block.has("async_progress")) {
         const std::string value = block.text("async_progress");
@@ -209,12 +223,10 @@ Calibration read_calibration(const MapReader& block) {
     }
     if (block.has("router_rate")) {
         const MapReader router = block.map("router_rate", {"forward", "backward"});
-        const double forward = router.quantity("forward", QuantityKind::rate);
-        const double backward = router.quantity("backward", QuantityKind::rate);
-        if (!(forward > 0)) EXPAR_FAIL(router.where("forward") << ": compute rate must be positive");
-        if (!(backward > 0)) EXPAR_FAIL(router.where("backward") << ": compute rate must be positive");
-        out.router_forward_gflops = forward;
-        out.router_backward_gflops = backward;
+        out.router_forward_gflops = in_range(
+            router, "forward", router.quantity("forward", QuantityKind::rate), "compute rate", kRateRange);
+        out.router_backward_gflops = in_range(
+            router, "backward", router.quantity("backward", QuantityKind::rate), "compute rate", kRateRange);
     }
     if (block.has("shared_cores")) {
         const MapReader shared = block.map("shared_cores", {"ranks_per_host", "cores_per_host"});
@@ -292,6 +304,10 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     t.num_nodes = top.positive_int("nodes");
     t.devices_per_node = top.positive_int("devices_per_node");
     t.nics_per_node = top.positive_int("nics_per_node");
+    // Ranks are ints everywhere (MPI's too); the simulator's scale tests stop at 16,384.
+    if (static_cast<int64_t>(t.num_nodes) * t.devices_per_node > (int64_t{1} << 24))
+        EXPAR_FAIL(top.where("nodes") << ": nodes x devices_per_node = " << t.num_nodes << " x "
+                                      << t.devices_per_node << " is above 2^24 devices");
 
     const MapReader fabric = top.map("fabric", {"intra", "inter", "oversubscription"});
     t.intra_fabric = read_intra_fabric(fabric);
@@ -300,9 +316,9 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
         if (t.inter_fabric != InterFabric::fat_tree)
             EXPAR_FAIL(fabric.where("oversubscription") << ": applies to fabric.inter: fat_tree only");
         t.oversubscription = fabric.number("oversubscription");
-        if (!(t.oversubscription >= 1))
+        if (!(t.oversubscription >= 1 && t.oversubscription <= 1e6))
             EXPAR_FAIL(fabric.where("oversubscription")
-                       << ": must be >= 1 (2 means 2:1, half the bandwidth up the tree), got "
+                       << ": must be in [1, 1e+06] (2 means 2:1, half the bandwidth up the tree), got "
                        << t.oversubscription);
     }
 
@@ -313,9 +329,8 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     const MapReader rates = top.map("dense_rate", kPrecisions);
     for (const std::string& precision : kPrecisions) {
         if (!rates.has(precision) && precision != "fp32") continue;  // fp32 is required
-        const double gflops = rates.quantity(precision, QuantityKind::rate);
-        if (!(gflops > 0)) EXPAR_FAIL(rates.where(precision) << ": compute rate must be positive");
-        t.dense_gflops[precision] = gflops;
+        t.dense_gflops[precision] = in_range(rates, precision, rates.quantity(precision, QuantityKind::rate),
+                                             "compute rate", kRateRange);
     }
 
     if (top.has("calibration"))

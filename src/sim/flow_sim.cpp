@@ -124,7 +124,9 @@ double FlowSim::rate_of(int64_t id) {
 
 void FlowSim::advance_to(double t, std::vector<FlowDone>& done) {
     if (!rates_valid_) compute_rates();
-    if (t <= now_s_) return;
+    // Never back in time, but always pop what is due: a flow whose remaining time is below the rounding of
+    // now (a huge now, a tiny message) finishes at now, and returning early here would spin forever.
+    t = std::max(t, now_s_);
     for (const Finish* next = next_finish(); next && next->time_s <= t + 1e-12 * t; next = next_finish()) {
         // Rounding: a flow due within a relative 1e-12 of t is done at t.
         const int32_t f = next->slot;

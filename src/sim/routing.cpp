@@ -23,13 +23,16 @@ double open_uniform(uint64_t bits) {
     return (static_cast<double>(bits >> 11) + 0.5) * 0x1.0p-53;
 }
 
-// Gamma(alpha, 1) by Marsaglia and Tsang (2000), alpha < 1 through Gamma(alpha + 1)·U^(1/alpha).
-// Draws come from (seed, stream, key·256 + attempt); acceptance is above 95%, so 128 attempts never run out.
-double gamma_variate(double alpha, uint64_t seed, uint64_t stream, uint64_t key) {
+// log of a Gamma(alpha, 1) variate by Marsaglia and Tsang (2000), alpha < 1 through
+// Gamma(alpha + 1)·U^(1/alpha). In logs because U^(1/alpha) underflows to 0 for small alpha (alpha = 1e-4:
+// U^10000), which made every weight of a rank the same floor: uniform routing where the most concentrated
+// was asked for. Draws come from (seed, stream, key·256 + attempt); acceptance is above 95%, so 128
+// attempts never run out.
+double log_gamma_variate(double alpha, uint64_t seed, uint64_t stream, uint64_t key) {
     uint64_t draw = key << 8;
-    double boost = 1.0;
+    double log_boost = 0.0;
     if (alpha < 1.0) {
-        boost = std::pow(open_uniform(rng_bits(seed, stream, draw++)), 1.0 / alpha);
+        log_boost = std::log(open_uniform(rng_bits(seed, stream, draw++))) / alpha;
         alpha += 1.0;
     }
     const double d = alpha - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
@@ -40,9 +43,9 @@ double gamma_variate(double alpha, uint64_t seed, uint64_t stream, uint64_t key)
         const double v = std::pow(1.0 + c * x, 3);
         if (v <= 0) continue;
         const double u = open_uniform(rng_bits(seed, stream, draw++));
-        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return boost * d * v;
+        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return log_boost + std::log(d * v);
     }
-    return boost * d;  // unreachable in practice (probability < 0.05^42)
+    return log_boost + std::log(d);  // unreachable in practice (probability < 0.05^42)
 }
 
 // Vose's alias table of weights[E] (all >= 0, sum > 0).
@@ -211,6 +214,12 @@ RoutingLog read_routing_log(const std::string& text, int64_t layer) {
     if (rank == 4) H5Sget_simple_extent_dims(space, dims, nullptr);
     const bool shape_ok =
         (rank == 3 || rank == 4) && dims[0] > 0 && dims[1] > 0 && dims[2] > 0 && dims[3] > 0;
+    std::string shape = std::to_string(rank) + " dimensions";  // for the error: the shape when it has one
+    if (rank == 3 || rank == 4) {
+        shape = "shape [" + std::to_string(dims[0]);
+        for (int i = rank == 3 ? 2 : 1; i < 4; ++i) shape += ", " + std::to_string(dims[i]);
+        shape += "]";
+    }
     const bool layer_ok = layer >= 0 && static_cast<hsize_t>(layer) < dims[1];
     herr_t status = -1;
     if (shape_ok && layer_ok) {
@@ -233,7 +242,7 @@ RoutingLog read_routing_log(const std::string& text, int64_t layer) {
                   "--replay: " << text
                                << " must be a non-empty [records, ranks, experts] array (or the "
                                   "trainer's [records, layers, ranks, experts]) of routed counts (got "
-                               << rank << " dimensions)");
+                               << shape << ")");
     EXPAR_REQUIRE(layer_ok, "--replay-layer " << layer << " is out of range: " << text << " has " << dims[1]
                                               << " layer" << (dims[1] == 1 ? "" : "s"));
     EXPAR_REQUIRE(status >= 0, "--replay: cannot read " << text << " as numbers");
@@ -321,8 +330,8 @@ RoutingModel::RoutingModel(const RoutingSpec& spec,
                   "--skew (the Zipf exponent) must be >= 0, got " << spec_.zipf_s);
     EXPAR_REQUIRE(std::isfinite(spec_.dirichlet_alpha) && spec_.dirichlet_alpha > 0,
                   "--dirichlet-alpha must be positive, got " << spec_.dirichlet_alpha);
-    EXPAR_REQUIRE(std::isfinite(spec_.drift_rate) && spec_.drift_rate >= 0,
-                  "--drift-rate must be >= 0, got " << spec_.drift_rate);
+    EXPAR_REQUIRE(std::isfinite(spec_.drift_rate) && spec_.drift_rate >= 0 && spec_.drift_rate <= 1e9,
+                  "--drift-rate must be in [0, 1e9] experts per step, got " << spec_.drift_rate);
     if (spec_.kind == RoutingKind::replay) {
         EXPAR_REQUIRE(!spec_.replay.empty(), "--routing replay needs --replay FILE.h5:/dataset");
         log_ = std::make_unique<RoutingLog>(read_routing_log(spec_.replay, spec_.replay_layer));
@@ -403,9 +412,15 @@ RoutingStep RoutingModel::make_step() const {
 
 void RoutingModel::dirichlet_weights(int rank, double* weights) {
     const int64_t E = num_experts_;
-    for (int64_t e = 0; e < E; ++e)
-        weights[e] = std::max(1e-300, gamma_variate(spec_.dirichlet_alpha, spec_.seed, kStreamSimDirichlet,
-                                                    static_cast<uint64_t>(rank) * E + e));
+    // Gamma variates scaled by the largest (a Dirichlet draw up to its sum, which the samplers divide
+    // out), formed in logs: the largest weight is 1, the smallest are floored to keep scores finite.
+    double largest = -std::numeric_limits<double>::infinity();
+    for (int64_t e = 0; e < E; ++e) {
+        weights[e] = log_gamma_variate(spec_.dirichlet_alpha, spec_.seed, kStreamSimDirichlet,
+                                       static_cast<uint64_t>(rank) * E + e);
+        largest = std::max(largest, weights[e]);
+    }
+    for (int64_t e = 0; e < E; ++e) weights[e] = std::max(1e-300, std::exp(weights[e] - largest));
 }
 
 void RoutingModel::expert_weights(int64_t step, int rank, double* w) {
@@ -419,7 +434,9 @@ void RoutingModel::expert_weights(int64_t step, int rank, double* w) {
             // drift: the ranking rotates; the expert of hotness j is (hot + j) mod E.
             const int64_t hot =
                 spec_.kind == RoutingKind::drift
-                    ? static_cast<int64_t>(std::floor(spec_.drift_rate * static_cast<double>(step))) % E
+                    ? static_cast<int64_t>(  // fmod is exact: no int64 overflow at a huge rate
+                          std::fmod(std::floor(spec_.drift_rate * static_cast<double>(step)),
+                                    static_cast<double>(E)))
                     : 0;
             for (int64_t e = 0; e < E; ++e)
                 w[e] = std::pow(static_cast<double>((e - hot + E) % E + 1), -spec_.zipf_s);
@@ -460,11 +477,15 @@ void RoutingModel::sample_count_path(int64_t step, int rank, const double* w, in
             }
             if (e < 0) {  // a few experts hold nearly all weight: draw from the rest by a linear scan
                 double u = open_uniform(rng_bits(spec_.seed, stream, draw++)) * (total - taken_weight);
-                for (int64_t c = 0; c < E; ++c) {
+                int64_t heaviest = -1;
+                for (int64_t c = 0; c < E && e < 0; ++c) {
                     if (std::find(chosen_.begin(), chosen_.begin() + j, c) != chosen_.begin() + j) continue;
-                    e = c;
-                    if ((u -= w[c]) < 0) break;
+                    if (heaviest < 0 || w[c] > w[heaviest]) heaviest = c;
+                    if ((u -= w[c]) < 0) e = c;
                 }
+                // The rest's weight underflowed or rounded to nothing (Zipf s = 1100: 2^-1100 is 0): the
+                // likeliest of the rest, as the gate path's argmax of log-weights and noise picks.
+                if (e < 0) e = heaviest;
             }
             chosen_[j] = e;
             taken_weight += w[e];
@@ -646,8 +667,8 @@ RoutingSpec make_routing_spec(const RoutingOptions& o, double skew, uint64_t see
     EXPAR_REQUIRE(o.sim_tokens >= 0, "--sim-tokens must be >= 0 (0 = all tokens), got " << o.sim_tokens);
     EXPAR_REQUIRE(std::isfinite(o.dirichlet_alpha) && o.dirichlet_alpha > 0,
                   "--dirichlet-alpha must be positive, got " << o.dirichlet_alpha);
-    EXPAR_REQUIRE(std::isfinite(o.drift_rate) && o.drift_rate >= 0,
-                  "--drift-rate must be >= 0, got " << o.drift_rate);
+    EXPAR_REQUIRE(std::isfinite(o.drift_rate) && o.drift_rate >= 0 && o.drift_rate <= 1e9,
+                  "--drift-rate must be in [0, 1e9] experts per step, got " << o.drift_rate);
     return spec;
 }
 

@@ -106,12 +106,14 @@ SimulateRun simulate_layer_steps(const SimulateSpec& spec) {
 
         run.step[s] = s;
         for (int phase = 0; phase < kNumSimPhases; ++phase) {
-            int argmax = 0;
-            for (int r = 1; r < P; ++r)
-                if (p.phase_s[r * kNumSimPhases + phase] > p.phase_s[argmax * kNumSimPhases + phase])
-                    argmax = r;
-            run.phase_s[s * kNumSimPhases + phase] = p.phase_s[argmax * kNumSimPhases + phase];
-            run.phase_rank[s * kNumSimPhases + phase] = argmax;
+            double largest = p.phase_s[phase];
+            for (int r = 1; r < P; ++r) largest = std::max(largest, p.phase_s[r * kNumSimPhases + phase]);
+            // The lowest rank within rounding of the max: ranks whose phases differ in the last bits of
+            // their sums are tied, as they are in the log's µs.
+            int lowest = 0;
+            while (p.phase_s[lowest * kNumSimPhases + phase] < largest * (1 - 1e-12)) ++lowest;
+            run.phase_s[s * kNumSimPhases + phase] = largest;
+            run.phase_rank[s * kNumSimPhases + phase] = lowest;
         }
         run.step_s[s] = p.step_s;
         run.bound_s[s] = p.bound.total_s;

@@ -17,6 +17,10 @@ TEST(Capacity, FormulaAndRounding) {
     EXPECT_EQ(capacity_per_expert(1.1, 1000, 1, 10), 110);  // 110.00000000000001 must not become 111
     EXPECT_EQ(capacity_per_expert(0.01, 10, 1, 8), 1);      // ceil of a tiny positive number
     EXPECT_EQ(capacity_per_expert(2.0, 3, 2, 4), 3);
+    EXPECT_EQ(capacity_per_expert(1e-13, 4096, 2, 8), 1);    // the tolerance must not take it to 0
+    EXPECT_EQ(capacity_per_expert(4.0, 100, 2, 4), 100);     // cf·N·k/E = 200: an expert takes at most N
+    EXPECT_EQ(capacity_per_expert(1e16, 4096, 2, 8), 4096);  // would overflow int64 uncapped
+    EXPECT_EQ(capacity_per_expert(1e300, 4096, 2, 8), 4096);
 }
 
 // Builds the global token order (rank-major) and keeps, per expert, the first `capacity` assignments:

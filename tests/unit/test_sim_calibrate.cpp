@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "calibrate.h"
+#include "network.h"
 #include "topology.h"
 
 using testing::HasSubstr;
@@ -124,6 +125,14 @@ calibration:
     EXPECT_EQ(t.calibration->when, r.when);
     EXPECT_NEAR(t.calibration->gemm_efficiency.value_or(0), 21.5 / 43, 1e-4);
     EXPECT_THAT(text, testing::Not(HasSubstr("by hand")));
+
+    // Measured above the base's nominal rate: kept as measured (it was once clamped to 1, and the
+    // simulator then computed below the rate it had seen), and the network computes at that rate.
+    r.peak_gflops = 10.75;
+    const Topology faster = parse_topology(topology_yaml_with_base(base_text, base, r), "out.yaml");
+    EXPECT_NEAR(faster.calibration->gemm_efficiency.value_or(0), 2.0, 1e-4);
+    const Network network(faster, sim_node_map(faster, 8), NicModel::per_port);
+    EXPECT_NEAR(network.device_flops_per_s(), 2.0 * 43e9, 1e3);
 }
 
 }  // namespace

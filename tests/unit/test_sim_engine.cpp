@@ -119,6 +119,22 @@ TEST(SimMaxMin, TwoFlowsOnOneLinkGetHalfEach) {
     EXPECT_DOUBLE_EQ(sim.next_completion_s(), 3);
 }
 
+// A flow shorter than the clock's rounding at a late time (1 byte at 1e9 B/s, 1 ns, at t = 1e13 s where
+// one ulp is about 2 ms) is due at now. advance_to(now) must pop it: it once returned early and the
+// engine, asking again for the same completion, spun forever.
+TEST(SimMaxMin, FlowBelowTheClockRoundingFinishesAtNow) {
+    FlowSim sim({NetLink{1e9, LinkClass::nic}});
+    const FlowHop hop{0, 1.0f};
+    std::vector<FlowDone> done;
+    sim.advance_to(1e13, done);
+    sim.start(1, 1, 1, &hop, 1);
+    EXPECT_EQ(sim.next_completion_s(), 1e13);
+    sim.advance_to(sim.next_completion_s(), done);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].id, 1);
+    EXPECT_EQ(sim.next_completion_s(), std::numeric_limits<double>::infinity());
+}
+
 TEST(SimMaxMin, FlowBottleneckedElsewhereLeavesTheRest) {
     // Link 0 (10) is shared; flow 1 also crosses link 1 (2), so it gets 2 and flow 2 the other 8.
     FlowSim sim({NetLink{10, LinkClass::nic}, NetLink{2, LinkClass::nic}});
@@ -495,7 +511,7 @@ TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
     c.calibration = "  router_rate: {forward: 1 GFLOP/s}\n";
     expect_topology_error(c, "backward");
     c.calibration = "  router_rate: {forward: 0 GFLOP/s, backward: 1 GFLOP/s}\n";
-    expect_topology_error(c, "router_rate.forward: compute rate must be positive");
+    expect_topology_error(c, "router_rate.forward: compute rate must be in [1e-06, 1e+09] GFLOP/s");
 }
 
 TEST(SimExchangeWait, EveryExchangeAfterComputeWaitsOnce) {
@@ -530,7 +546,9 @@ TEST(SimExchangeWait, EveryExchangeAfterComputeWaitsOnce) {
         EXPECT_LE(p.bound.total_s, p.step_s);
     }
     c.calibration = "  exchange_wait: -1 us\n";
-    expect_topology_error(c, "calibration.exchange_wait: time must be >= 0");
+    expect_topology_error(c, "calibration.exchange_wait: time must be in [0, 1e+06] us, got '-1 us'");
+    c.calibration = "  exchange_wait: 1e300 s\n";
+    expect_topology_error(c, "calibration.exchange_wait: time must be in [0, 1e+06] us");
     c.calibration = "  exchange_wait: 3 GB/s\n";
     expect_topology_error(c, "exchange_wait");
 }
@@ -578,7 +596,7 @@ TEST(SimCalibration, BadSharedCores) {
     c.calibration = "  shared_cores: {ranks_per_host: 4}\n";
     expect_topology_error(c, "cores_per_host");
     c.calibration = "  gemm_rate_alone: 0 GFLOP/s\n";
-    expect_topology_error(c, "calibration.gemm_rate_alone: compute rate must be positive");
+    expect_topology_error(c, "calibration.gemm_rate_alone: compute rate must be in [1e-06, 1e+09] GFLOP/s");
 }
 
 TEST(SimCalibration, BadRowWorkAndProgressValues) {
@@ -588,7 +606,7 @@ TEST(SimCalibration, BadRowWorkAndProgressValues) {
     c.calibration = "  row_work_bandwidth: 5\n";
     expect_topology_error(c, "calibration.row_work_bandwidth: '5' has no unit");
     c.calibration = "  row_work_bandwidth: -1 GB/s\n";
-    expect_topology_error(c, "row_work_bandwidth: bandwidth must be positive");
+    expect_topology_error(c, "row_work_bandwidth: bandwidth must be in [1e-06, 1e+07] GB/s");
 }
 
 // ------------------------------------------------------------------------------------------------

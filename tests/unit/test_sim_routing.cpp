@@ -187,6 +187,50 @@ TEST(SimRouting, DirichletPreferencesHaveTheDirichletMoments) {
     EXPECT_NE(w, other);
 }
 
+// Dirichlet(alpha → 0) puts all of a rank's weight on one expert. The gamma variates behind it are
+// U^(1/alpha)-small (alpha = 1e-4: U^10000), which once underflowed to one floor for every expert of most
+// ranks: uniform routing where the most concentrated was asked for.
+TEST(SimRouting, TinyDirichletAlphaSendsEachRankToOneExpert) {
+    for (double alpha : {1e-4, 1e-6}) {
+        for (RoutingPath path : {RoutingPath::count, RoutingPath::gate}) {
+            RoutingSpec spec;
+            spec.kind = RoutingKind::dirichlet;
+            spec.dirichlet_alpha = alpha;
+            spec.path = path;
+            const int P = 8;
+            const int64_t E = 8, T = 256;
+            RoutingModel model(spec, small_config(E, 1, T), cluster_of(P, 4), ShadowCostModel{});
+            RoutingStep s = model.make_step();
+            model.step(0, &s);
+            for (int r = 0; r < P; ++r) {
+                const int64_t* row = s.requested.data() + r * E;
+                EXPECT_EQ(*std::max_element(row, row + E), T)
+                    << "rank " << r << ", alpha " << alpha << ", " << to_string(path);
+            }
+        }
+    }
+}
+
+// At an extreme skew every weight but the hottest underflows to 0 (2^-1100). The law still ranks the
+// experts: each token's second choice is the second hottest, on both paths (the count path once took the
+// last expert of its scan).
+TEST(SimRouting, ExtremeZipfSkewKeepsTheRankingOnBothPaths) {
+    for (RoutingPath path : {RoutingPath::count, RoutingPath::gate}) {
+        RoutingSpec spec;
+        spec.kind = RoutingKind::zipf;
+        spec.zipf_s = 1100;
+        spec.path = path;
+        const int64_t E = 8, T = 64;
+        RoutingModel model(spec, small_config(E, 2, T), cluster_of(2, 2), ShadowCostModel{});
+        RoutingStep s = model.make_step();
+        model.step(0, &s);
+        for (int r = 0; r < 2; ++r) {
+            EXPECT_EQ(s.requested[r * E + 0], T) << to_string(path);
+            EXPECT_EQ(s.requested[r * E + 1], T) << to_string(path);
+        }
+    }
+}
+
 TEST(SimRouting, DriftMovesTheHotExpertAtTheGivenRate) {
     const int64_t E = 16;
     RoutingSpec spec;
@@ -243,6 +287,7 @@ class ReplayFile : public testing::Test {
         file.write("/routing/layer0", {kRecords, kRanks, kExperts}, data.data());
         const std::vector<int64_t> flat(6, 1);
         file.write("/flat", {6}, flat.data());
+        file.write("/empty", {0, kRanks, kExperts}, flat.data());
         // The trainer's layout [records, layers, ranks, experts]: layer 1 holds the 3-D data, layer 0 a
         // reversed copy, so reading the wrong layer changes the result.
         std::vector<int64_t> layers(kRecords * 2 * kRanks * kExperts);
@@ -336,6 +381,9 @@ TEST_F(ReplayFile, BadInputIsOneClearLine) {
     EXPECT_THAT(error_of([&] { make(path_, 8); }), HasSubstr("must be FILE.h5:/dataset"));
     EXPECT_THAT(error_of([&] { make(path_ + ":/flat", 8); }),
                 HasSubstr("must be a non-empty [records, ranks, experts] array"));
+    EXPECT_THAT(error_of([&] { make(path_ + ":/flat", 8); }),
+                HasSubstr("of routed counts (got 1 dimensions)"));
+    EXPECT_THAT(error_of([&] { make(path_ + ":/empty", 8); }), HasSubstr("(got shape [0, 4, 4])"));
     EXPECT_THAT(
         error_of([&] { make(path_ + ":/routing/layer0", 6); }),
         HasSubstr("has 4 experts, the simulation 6: they must be equal, or one a multiple of the other"));
@@ -493,6 +541,10 @@ TEST(SimRouting, BadOptionsAreOneClearLine) {
                 HasSubstr("--skew 1 applies to --routing zipf or drift, not uniform"));
     o.routing = "replay";
     EXPECT_THAT(error_of([&] { make_routing_spec(o, 0, 1); }), HasSubstr("--routing replay needs --replay"));
+    o.routing = "drift";
+    o.drift_rate = 1e300;  // once cast to int64 unchecked
+    EXPECT_THAT(error_of([&] { make_routing_spec(o, 1.0, 1); }),
+                HasSubstr("--drift-rate must be in [0, 1e9] experts per step, got 1e+300"));
     RoutingSpec spec;
     spec.path = RoutingPath::count;
     LayerConfig c = small_config(8, 2, 100);

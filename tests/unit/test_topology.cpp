@@ -249,16 +249,29 @@ TEST(Topology, RejectsMissingKeysAndValues) {
 TEST(Topology, RejectsBadValues) {
     EXPECT_THAT(load_error(variant("bandwidth: 200 Gb/s", "bandwidth: 200")),
                 HasSubstr("bad.yaml:15: links.nic.bandwidth: '200' has no unit (expected a bandwidth"));
-    EXPECT_THAT(load_error(variant("bandwidth: 200 Gb/s", "bandwidth: -200 Gb/s")),
-                HasSubstr("bad.yaml:15: links.nic.bandwidth: bandwidth must be positive, got '-200 Gb/s'"));
+    EXPECT_THAT(
+        load_error(variant("bandwidth: 200 Gb/s", "bandwidth: -200 Gb/s")),
+        HasSubstr(
+            "bad.yaml:15: links.nic.bandwidth: bandwidth must be in [1e-06, 1e+07] GB/s, got '-200 Gb/s'"));
     EXPECT_THAT(load_error(variant("bandwidth: 100 GB/s", "bandwidth: 0 GB/s")),
-                HasSubstr("links.intra.bandwidth: bandwidth must be positive"));
+                HasSubstr("links.intra.bandwidth: bandwidth must be in [1e-06, 1e+07] GB/s"));
     EXPECT_THAT(load_error(variant("latency: 2 us", "latency: -2 us")),
-                HasSubstr("links.intra.latency: latency must not be negative, got '-2 us'"));
+                HasSubstr("links.intra.latency: latency must be in [0, 1e+06] us, got '-2 us'"));
+    // Values no machine has, which would also leave simulated times without precision (a 1e13 s latency
+    // once made the engine spin: a message's microseconds vanish in the rounding of the clock).
+    EXPECT_THAT(load_error(variant("latency: 2 us", "latency: 10000000000000 s")),
+                HasSubstr("links.intra.latency: latency must be in [0, 1e+06] us, got '10000000000000 s'"));
+    EXPECT_THAT(load_error(variant("bandwidth: 100 GB/s", "bandwidth: 1e-300 GB/s")),
+                HasSubstr("links.intra.bandwidth: bandwidth must be in [1e-06, 1e+07] GB/s"));
+    EXPECT_THAT(load_error(variant("fp32: 10 TFLOP/s", "fp32: 1e-9 GFLOP/s")),
+                HasSubstr("dense_rate.fp32: compute rate must be in [1e-06, 1e+09] GFLOP/s"));
     EXPECT_THAT(load_error(variant("latency: 2 us", "latency: 2 GB/s")),
                 HasSubstr("links.intra.latency: '2 GB/s' is a bandwidth (expected a time in ns, us"));
     EXPECT_THAT(load_error(variant("devices_per_node: 4", "devices_per_node: 0")),
                 HasSubstr("bad.yaml:6: devices_per_node: must be a positive whole number, got '0'"));
+    EXPECT_THAT(
+        load_error(variant("nodes: 2", "nodes: 10000000")),  // x 4 devices: once an int overflow
+        HasSubstr("bad.yaml:5: nodes: nodes x devices_per_node = 10000000 x 4 is above 2^24 devices"));
     EXPECT_THAT(load_error(variant("nodes: 2", "nodes: 2.5")),
                 HasSubstr("nodes: must be a positive whole number, got '2.5'"));
     EXPECT_THAT(
@@ -267,18 +280,19 @@ TEST(Topology, RejectsBadValues) {
     EXPECT_THAT(load_error(variant("inter: fat_tree", "inter: dragonfly")),
                 HasSubstr("fabric.inter: unknown fabric 'dragonfly' (expected single_switch or fat_tree)"));
     EXPECT_THAT(load_error(variant("oversubscription: 2", "oversubscription: 0.5")),
-                HasSubstr("bad.yaml:11: fabric.oversubscription: must be >= 1"));
+                HasSubstr("bad.yaml:11: fabric.oversubscription: must be in [1, 1e+06]"));
     EXPECT_THAT(load_error(variant("inter: fat_tree", "inter: single_switch")),
                 HasSubstr("fabric.oversubscription: applies to fabric.inter: fat_tree only"));
     EXPECT_THAT(load_error(variant("fp32: 10 TFLOP/s", "fp32: 10 TB/s")),
                 HasSubstr("dense_rate.fp32: '10 TB/s' is a bandwidth (expected a compute rate"));
     EXPECT_THAT(load_error(variant("fp32: 10 TFLOP/s", "fp32: -1 TFLOP/s")),
-                HasSubstr("dense_rate.fp32: compute rate must be positive"));
+                HasSubstr("dense_rate.fp32: compute rate must be in [1e-06, 1e+09] GFLOP/s"));
 }
 
 TEST(Topology, RejectsBadCalibration) {
-    EXPECT_THAT(load_error(variant("[1 MiB, 0.75]", "[1 MiB, 1.5]")),
-                HasSubstr("bad.yaml:26: calibration.alltoall_efficiency[1]: efficiency must be in (0, 1]"));
+    EXPECT_THAT(
+        load_error(variant("[1 MiB, 0.75]", "[1 MiB, 1.5]")),
+        HasSubstr("bad.yaml:26: calibration.alltoall_efficiency[1]: efficiency must be in [1e-06, 1]"));
     EXPECT_THAT(load_error(variant("[1 MiB, 0.75]", "[2 KiB, 0.75]")),
                 HasSubstr("calibration.alltoall_efficiency[1]: sizes must be strictly ascending"));
     EXPECT_THAT(load_error(variant("[1 MiB, 0.75]", "[1048576, 0.75]")),
@@ -287,12 +301,14 @@ TEST(Topology, RejectsBadCalibration) {
                 HasSubstr("calibration.alltoall_efficiency[1]: expected a [size, efficiency] pair"));
     EXPECT_THAT(load_error(variant("gemm_efficiency: 0.9", "gemm_efficiency: 90%")),
                 HasSubstr("calibration.gemm_efficiency: expected a plain number, got '90%'"));
-    EXPECT_THAT(load_error(variant("gemm_efficiency: 0.9", "gemm_efficiency: 1.2")),
-                HasSubstr("calibration.gemm_efficiency: must be in (0, 1]"));
+    EXPECT_THAT(load_error(variant("gemm_efficiency: 0.9", "gemm_efficiency: 1000")),
+                HasSubstr("calibration.gemm_efficiency: must be in [1e-06, 100], got 1000"));
+    EXPECT_THAT(load_error(variant("gemm_efficiency: 0.9", "gemm_efficiency: 1e-300")),
+                HasSubstr("calibration.gemm_efficiency: must be in [1e-06, 100]"));
     EXPECT_THAT(load_error(variant("gemm_rate: 9 TFLOP/s", "gemm_rate: 9")),
                 HasSubstr("calibration.gemm_rate: '9' has no unit"));
     EXPECT_THAT(load_error(variant("bandwidth: 20 GB/s", "bandwidth: -20 GB/s")),
-                HasSubstr("calibration.links.nic.bandwidth: bandwidth must be positive"));
+                HasSubstr("calibration.links.nic.bandwidth: bandwidth must be in [1e-06, 1e+07] GB/s"));
 }
 
 TEST(Topology, ReportsYamlSyntaxErrorsAndUnreadableFiles) {
