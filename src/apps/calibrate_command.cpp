@@ -72,10 +72,11 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
         "gelu | relu | silu | swiglu (3 matrices)")(
         "gemm-tokens", po::value<int64_t>(&m.gemm_tokens)->default_value(m.gemm_tokens),
         "rows (tokens) of one expert block; each of the --experts / ranks local experts computes one "
-        "[tokens]")("experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
-                    "experts E of the router measurement [1]")(
-        "top-k", po::value<int64_t>(&m.top_k)->default_value(m.top_k),
-        "experts per token k of the router [1]")(
+        "[tokens]")(
+        "experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
+        "experts E: the router measurement's, and E / ranks local experts for the GEMM (a multiple "
+        "of the rank count) [1]")("top-k", po::value<int64_t>(&m.top_k)->default_value(m.top_k),
+                                  "experts per token k of the router [1]")(
         "gate-tokens", po::value<int64_t>(&m.gate_tokens)->default_value(m.gate_tokens),
         "tokens per rank T of the router measurement [tokens]")(
         "peak-gflops", po::value<double>(&m.peak_gflops)->default_value(m.peak_gflops),
