@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "apportion.h"
 #include "check.h"
 #include "comm.h"
 #include "git_revision.h"
@@ -131,23 +132,6 @@ std::vector<int> parse_names(const std::string& text,
 
 // ---------------------------------------------------------------------------------------------------
 // Traffic matrices: rows[src * P + dst], each source sending num_rows rows in total.
-
-// out[j] = n·w[j]/Σw by largest remainder (ties to the lower j), so the counts sum to n; all 0 if Σw == 0.
-void apportion(const double* weights, int count, int64_t n, int64_t* out) {
-    double total = 0;
-    for (int j = 0; j < count; ++j) total += weights[j];
-    std::vector<std::pair<double, int>> remainders(count);
-    int64_t given = 0;
-    for (int j = 0; j < count; ++j) {
-        const double exact = total > 0 ? static_cast<double>(n) * weights[j] / total : 0.0;
-        out[j] = static_cast<int64_t>(std::floor(exact));
-        given += out[j];
-        remainders[j] = {-(exact - static_cast<double>(out[j])), j};
-    }
-    if (total <= 0) return;
-    std::sort(remainders.begin(), remainders.end());
-    for (int64_t k = 0; k < n - given; ++k) ++out[remainders[k % count].second];
-}
 
 // Equal shares; the leftover rows go to the next ranks after the source, so receivers stay balanced.
 void uniform_rows(int P, int64_t num_rows, int64_t* rows) {
@@ -386,7 +370,7 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
             if (patterns[p] == kUniform) uniform_rows(P, sizes[k], rows);
             if (patterns[p] == kZipf) zipf_rows(P, E, o.zipf_s, o.seed, k, sizes[k], rows);
             if (patterns[p] == kFile)
-                for (int s = 0; s < P; ++s) apportion(&file_weights[s * P], P, sizes[k], rows + s * P);
+                for (int s = 0; s < P; ++s) apportion(rows + s * P, &file_weights[s * P], P, sizes[k]);
             for (int a = 0; a < P; ++a) {
                 int64_t sent = 0, received = 0;
                 for (int b = 0; b < P; ++b) {

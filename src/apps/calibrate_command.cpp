@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -14,6 +13,7 @@
 #include "comm.h"
 #include "node_map.h"
 #include "options.h"
+#include "output_paths.h"
 #include "topology.h"
 
 namespace po = boost::program_options;
@@ -113,14 +113,6 @@ void validate(const CalibrateCommandOptions& o) {
     EXPAR_REQUIRE(!o.name.empty(), "--name must not be empty");
 }
 
-// True when path can be opened for writing; an existing file is left as it was, a new one removed.
-bool writable(const std::string& path) {
-    const bool existed = std::filesystem::exists(path);
-    if (!std::ofstream(path, std::ios::app)) return false;
-    if (!existed) std::filesystem::remove(path);
-    return true;
-}
-
 std::string command_line(int argc, char** argv) {
     std::string text = "expar calibrate";
     for (int i = 1; i < argc; ++i) text += std::string(" ") + argv[i];
@@ -174,10 +166,7 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
                                                                << " is not divisible by the " << P
                                                                << " ranks (the GEMM runs on each rank's "
                                                                   "local experts, as in a layer)");
-    // A path that cannot be written should fail now, on every rank, not after the measurement.
-    double cannot_write = me == 0 && !o.out_path.empty() && !writable(o.out_path) ? 1.0 : 0.0;
-    comm.allreduce_max_f64(&cannot_write, 1);
-    EXPAR_REQUIRE(cannot_write == 0, "cannot write --out file '" << o.out_path << "'");
+    require_output_paths(comm, {{"--out", o.out_path}});
     if (me == 0 && !o.base_path.empty() &&
         (base.devices_per_node != map.ranks_per_node || base.num_nodes != map.num_nodes))
         std::fprintf(

@@ -14,6 +14,7 @@
 #include "layer_io.h"
 #include "moe_layer.h"
 #include "options.h"
+#include "output_paths.h"
 #include "rng.h"
 #include "synthetic.h"
 #include "topology.h"
@@ -82,6 +83,7 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     const int P = comm.size(), rank = comm.rank();
     const LayerConfig& c = options.layer;
     validate(c, P);
+    require_output_paths(comm, {{"--log", options.log_path}, {"--dump", options.dump_path}});
     blas_set_num_threads(options.blas_threads);
 
     const LayerCluster cluster = make_cluster(options, rank);
@@ -118,7 +120,15 @@ int run_layer_command(int argc, char** argv, bool print_help) {
                              dx.data(), options.seed, step);
         if (options.learning_rate > 0) layer.sgd_update(static_cast<float>(options.learning_rate));
 
+        // A step that diverged (a large --lr) must not report timings as if it had run: fail on every rank.
         const LayerStepStats& st = layer.stats();
+        double diverged = std::isfinite(st.aux_loss) && std::isfinite(st.z_loss) &&
+                                  std::all_of(y.begin(), y.end(), [](float v) { return std::isfinite(v); })
+                              ? 0.0
+                              : 1.0;
+        comm.allreduce_max_f64(&diverged, 1);
+        EXPAR_REQUIRE(diverged == 0, "the layer's output or router losses are not finite at step "
+                                         << step << (options.learning_rate > 0 ? " (--lr too large?)" : ""));
         std::copy(st.phase_s, st.phase_s + kNumPhases, times.begin());
         times[kNumPhases] = elapsed;
         times[kNumPhases + 1] = st.alltoallv_s;

@@ -1,7 +1,9 @@
 #include "options.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <sstream>
 
@@ -200,6 +202,20 @@ bool parse_command_options(int argc,
     return true;
 }
 
+namespace {
+
+// The fewest significant digits (at most 9, which always suffice) that read back as the same float:
+// 0.001f is written "0.001", not "0.00100000005".
+std::string shortest_float_text(float value) {
+    for (int digits = 6;; ++digits) {
+        std::ostringstream text;
+        text << std::setprecision(digits) << value;
+        if (digits == 9 || std::strtof(text.str().c_str(), nullptr) == value) return text.str();
+    }
+}
+
+}  // namespace
+
 Attributes options_as_attributes(const po::variables_map& vm) {
     Attributes out;
     for (const auto& [key, value] : vm) {
@@ -217,8 +233,15 @@ Attributes options_as_attributes(const po::variables_map& vm) {
             text << boost::any_cast<int>(any);
         else if (any.type() == typeid(double))
             text << boost::any_cast<double>(any);
+        else if (any.type() == typeid(float))
+            text << shortest_float_text(boost::any_cast<float>(any));
         else if (any.type() == typeid(bool))
             text << (boost::any_cast<bool>(any) ? "true" : "false");
+        else if (any.type() == typeid(std::vector<std::string>)) {
+            const auto& values = boost::any_cast<std::vector<std::string>>(any);
+            for (size_t i = 0; i < values.size(); ++i) text << (i ? "\n" : "") << values[i];
+        } else  // an option type added without a line here would be logged as an empty string
+            EXPAR_FAIL("option --" << key << " has a type the log cannot write (options.cpp)");
         out.emplace_back(key, text.str());
     }
     return out;

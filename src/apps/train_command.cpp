@@ -17,6 +17,7 @@
 #include "comm.h"
 #include "data.h"
 #include "options.h"
+#include "output_paths.h"
 #include "topology.h"
 #include "train_io.h"
 #include "trainer.h"
@@ -260,6 +261,10 @@ int run_train_command(int argc, char** argv, bool print_help) {
     EXPAR_REQUIRE(o.save_every >= 0, "--save-every must be >= 0 (got " << o.save_every << ")");
     EXPAR_REQUIRE(o.save_every == 0 || !o.checkpoint_path.empty(), "--save-every needs --checkpoint FILE.h5");
     EXPAR_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0 (got " << o.stop_at << ")");
+    // --resume may name the --checkpoint file (continue and save in place); the outputs must differ.
+    require_output_paths(comm, {{"--log", o.log_path},
+                                {"--dump", o.dump_path},
+                                {"--checkpoint", o.checkpoint_path, /*staged=*/true}});
     blas_set_num_threads(o.blas_threads);
 
     TokenData data(o.data, tc.model.seq_len, tc.batch_size, rank, P, tc.seed);

@@ -96,11 +96,6 @@ RoutingLog read_routing_log(const std::string& file_and_dataset, int64_t layer =
 void replay_fractions(
     double* fractions, const RoutingLog& log, int64_t record, int rank, int num_ranks, int64_t num_experts);
 
-// out[j] = n·w[j] / Σw rounded by largest remainder (ties to the lower j), so Σ out = n. All 0 if Σw = 0.
-// order: [count] scratch. The overload without it allocates.
-void apportion(int64_t* out, const double* weights, int64_t count, int64_t n, int64_t* order);
-void apportion(int64_t* out, const double* weights, int64_t count, int64_t n);
-
 // ---------------------------------------------------------------------------------------------------
 
 // The shadowing cost model of a simulated layer, as the MoE layer builds it from its topology: one

@@ -39,6 +39,12 @@ with h5py.File(a.log) as f:
     check(np.array_equal(f["/train/step"][:], np.arange(steps)), "/train/step = 0..steps-1")
     check(f["/train/phase_time_us"].shape == (steps, 4), "phase_time_us shape")
     check(f["/train/moe_phase_time_us"].shape == (steps, 10), "moe_phase_time_us shape")
+    # Float options (lr, weight-decay, ...) were once written as empty strings: parse them.
+    for key in ["lr", "min-lr-ratio", "weight-decay", "init-std"]:
+        check(len(attrs[key]) > 0, f"option attribute {key} is empty")
+    if len(attrs["lr"]) > 0:
+        peak, lr = float(attrs["lr"]), f["/train/lr"][:]
+        check(0 < lr.max() <= peak * (1 + 1e-6), f"the schedule's lr stays within the peak --lr {peak}")
     aux_coef, z_coef = float(attrs["aux-loss-coef"]), float(attrs["z-loss-coef"])
     total = f["/train/loss"][:] + aux_coef * f["/train/aux_loss"][:] + z_coef * f["/train/z_loss"][:]
     check(np.allclose(total, f["/train/total_loss"][:], rtol=1e-9, atol=1e-9), "total = loss + coefs")
