@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
         std::fprintf(
             stderr,
             "expar: error on rank %d: out of memory (std::bad_alloc): the run needs more memory than "
-            "this process may use; fewer ranks, tokens or experts per process, or more memory\n",
+            "this process may use: a smaller problem per process (its sizes and counts), or more memory\n",
             rank);
         MPI_Abort(MPI_COMM_WORLD, 1);
     } catch (const std::exception& error) {

@@ -9,9 +9,9 @@
 namespace expar {
 namespace {
 
+// Opening fails for a directory too.
 bool can_create_or_append(const std::string& path) {
     std::error_code error;
-    if (std::filesystem::is_directory(path, error)) return false;
     const bool existed = std::filesystem::exists(path, error);
     if (!std::ofstream(path, std::ios::app)) return false;
     if (!existed) std::filesystem::remove(path, error);
@@ -38,8 +38,8 @@ void require_output_paths(Comm& comm, const std::vector<OutputPath>& outputs) {
     if (comm.rank() == 0)
         for (size_t i = 0; i < outputs.size() && failed == 0; ++i) {
             const OutputPath& o = outputs[i];
-            std::error_code error;
             if (o.path.empty()) continue;
+            std::error_code error;  // a staged file's own path must not be a directory either
             const bool ok = !std::filesystem::is_directory(o.path, error) &&
                             can_create_or_append(o.staged ? o.path + ".tmp" : o.path);
             if (!ok) failed = static_cast<int64_t>(i) + 1;

@@ -126,7 +126,10 @@ constexpr Range kBandwidthRange{1e-6, 1e7, "GB/s"};  // 1 kB/s to 10 PB/s
 constexpr Range kTimeRange{0, 1e6, "us"};            // up to 1 s
 constexpr Range kRateRange{1e-6, 1e9, "GFLOP/s"};    // 1 kFLOP/s to 1 EFLOP/s
 
-double in_range(const MapReader& map, const std::string& key, double value, const char* what, Range range) {
+// map's quantity at key, which must lie in range.
+double quantity_in(
+    const MapReader& map, const std::string& key, QuantityKind kind, const char* what, Range range) {
+    const double value = map.quantity(key, kind);
     if (!(value >= range.lo && value <= range.hi))
         EXPAR_FAIL(map.where(key) << ": " << what << " must be in [" << range.lo << ", " << range.hi << "] "
                                   << range.unit << ", got '" << map.text(key) << "'");
@@ -135,10 +138,9 @@ double in_range(const MapReader& map, const std::string& key, double value, cons
 
 Link read_link(const MapReader& link) {
     Link out;
-    out.bandwidth_GBps = in_range(link, "bandwidth", link.quantity("bandwidth", QuantityKind::bandwidth),
-                                  "bandwidth", kBandwidthRange);
-    out.latency_us =
-        in_range(link, "latency", link.quantity("latency", QuantityKind::time), "latency", kTimeRange);
+    out.bandwidth_GBps =
+        quantity_in(link, "bandwidth", QuantityKind::bandwidth, "bandwidth", kBandwidthRange);
+    out.latency_us = quantity_in(link, "latency", QuantityKind::time, "latency", kTimeRange);
     return out;
 }
 
@@ -198,22 +200,18 @@ Calibration read_calibration(const MapReader& block) {
         out.gemm_efficiency = efficiency;
     }
     if (block.has("gemm_rate")) {
-        out.gemm_gflops = in_range(block, "gemm_rate", block.quantity("gemm_rate", QuantityKind::rate),
-                                   "compute rate", kRateRange);
+        out.gemm_gflops = quantity_in(block, "gemm_rate", QuantityKind::rate, "compute rate", kRateRange);
     }
     if (block.has("gemm_rate_alone")) {
         out.gemm_alone_gflops =
-            in_range(block, "gemm_rate_alone", block.quantity("gemm_rate_alone", QuantityKind::rate),
-                     "compute rate", kRateRange);
+            quantity_in(block, "gemm_rate_alone", QuantityKind::rate, "compute rate", kRateRange);
     }
     if (block.has("row_work_bandwidth")) {
-        out.row_work_GBps = in_range(block, "row_work_bandwidth",
-                                     block.quantity("row_work_bandwidth", QuantityKind::bandwidth),
-                                     "bandwidth", kBandwidthRange);
+        out.row_work_GBps =
+            quantity_in(block, "row_work_bandwidth", QuantityKind::bandwidth, "bandwidth", kBandwidthRange);
     }
     if (block.has("exchange_wait")) {
-        out.exchange_wait_us = in_range(
-            block, "exchange_wait", block.quantity("exchange_wait", QuantityKind::time), "time", kTimeRange);
+        out.exchange_wait_us = quantity_in(block, "exchange_wait", QuantityKind::time, "time", kTimeRange);
     }
     if (block.has("async_progress")) {
         const std::string value = block.text("async_progress");
@@ -223,10 +221,10 @@ Calibration read_calibration(const MapReader& block) {
     }
     if (block.has("router_rate")) {
         const MapReader router = block.map("router_rate", {"forward", "backward"});
-        out.router_forward_gflops = in_range(
-            router, "forward", router.quantity("forward", QuantityKind::rate), "compute rate", kRateRange);
-        out.router_backward_gflops = in_range(
-            router, "backward", router.quantity("backward", QuantityKind::rate), "compute rate", kRateRange);
+        out.router_forward_gflops =
+            quantity_in(router, "forward", QuantityKind::rate, "compute rate", kRateRange);
+        out.router_backward_gflops =
+            quantity_in(router, "backward", QuantityKind::rate, "compute rate", kRateRange);
     }
     if (block.has("shared_cores")) {
         const MapReader shared = block.map("shared_cores", {"ranks_per_host", "cores_per_host"});
@@ -329,8 +327,8 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     const MapReader rates = top.map("dense_rate", kPrecisions);
     for (const std::string& precision : kPrecisions) {
         if (!rates.has(precision) && precision != "fp32") continue;  // fp32 is required
-        t.dense_gflops[precision] = in_range(rates, precision, rates.quantity(precision, QuantityKind::rate),
-                                             "compute rate", kRateRange);
+        t.dense_gflops[precision] =
+            quantity_in(rates, precision, QuantityKind::rate, "compute rate", kRateRange);
     }
 
     if (top.has("calibration"))
