@@ -7,7 +7,6 @@
 #include <climits>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -23,6 +22,7 @@
 #include "options.h"
 #include "rng.h"
 #include "schedule.h"
+#include "text_file.h"
 
 namespace po = boost::program_options;
 
@@ -133,7 +133,8 @@ std::vector<int> parse_names(const std::string& text,
 // ---------------------------------------------------------------------------------------------------
 // Traffic matrices: rows[src * P + dst], each source sending num_rows rows in total.
 
-// Equal shares; the leftover rows go to the next ranks after the source, so receivers stay balanced.
+// Equal shares; the leftover rows go to the source itself and the ranks after it (cyclically), so the
+// receivers stay balanced.
 void uniform_rows(int P, int64_t num_rows, int64_t* rows) {
     for (int s = 0; s < P; ++s)
         for (int d = 0; d < P; ++d) rows[s * P + d] = num_rows / P + ((d - s + P) % P < num_rows % P ? 1 : 0);
@@ -165,8 +166,7 @@ void zipf_rows(
 
 // P lines of P non-negative numbers; blank lines and '#' comments are skipped. Every rank reads it.
 std::vector<double> read_matrix_file(const std::string& path, int P) {
-    std::ifstream in(path);
-    EXPAR_REQUIRE(in, "cannot read --matrix-file '" << path << "'");
+    std::istringstream in(read_text_file(path, "--matrix-file"));
     std::vector<double> weights;
     std::string line;
     int line_number = 0, num_lines = 0;

@@ -14,6 +14,7 @@
 #include "node_map.h"
 #include "options.h"
 #include "output_paths.h"
+#include "text_file.h"
 #include "topology.h"
 
 namespace po = boost::program_options;
@@ -151,11 +152,8 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
     Topology base;
     std::string base_text;
     if (!o.base_path.empty()) {
-        base = load_topology(o.base_path);
-        std::ifstream in(o.base_path);
-        std::stringstream text;
-        text << in.rdbuf();
-        base_text = text.str();
+        base_text = read_text_file(o.base_path, "topology file");
+        base = parse_topology(base_text, o.base_path);
         if (o.measure.peak_gflops == 0) o.measure.peak_gflops = base.device_flops_per_s("fp32") / 1e9;
     }
     EXPAR_REQUIRE(

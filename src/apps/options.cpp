@@ -1,13 +1,14 @@
 #include "options.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
 #include "check.h"
+#include "text_file.h"
 
 namespace po = boost::program_options;
 
@@ -116,31 +117,10 @@ bool parse_layer_options(
     LayerOptionText text;
     po::options_description description = layer_options_description(out, &text);
     po::variables_map vm;
-    try {
-        // No guessing of abbreviations: `--expert` must not silently mean `--experts`.
-        const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-        po::store(po::command_line_parser(argc, argv).options(description).style(style).run(), vm);
-        if (vm.count("help") || print_help) {
-            std::ostringstream help;
-            help
-                << "usage: expar layer [options]\n\nRuns steps of one expert-parallel MoE layer (forward and "
-                   "backward) on synthetic tokens.\n\n"
-                << description << "\n";
-            int rank = world_rank_or_minus_one();
-            if (rank <= 0) std::cout << help.str();
-            return false;
-        }
-        const auto file_it = vm.find("config");
-        if (file_it != vm.end() && !file_it->second.as<std::string>().empty()) {
-            const std::string path = file_it->second.as<std::string>();
-            std::ifstream in(path);
-            if (!in) EXPAR_FAIL("cannot read config file '" << path << "'");
-            po::store(po::parse_config_file(in, description), vm);  // stored after: the command line wins
-        }
-        po::notify(vm);
-    } catch (const po::error& error) {
-        EXPAR_FAIL(error.what());
-    }
+    const std::string usage =
+        "usage: expar layer [options]\n\nRuns steps of one expert-parallel MoE layer (forward and "
+        "backward) on synthetic tokens.\n";
+    if (!parse_command_options(argc, argv, description, usage, print_help, &vm)) return false;
     LayerConfig& c = out->layer;
     apply_layer_option_text(text, vm, &c);
     EXPAR_REQUIRE(out->steps > 0, "--steps must be positive (got " << out->steps << ")");
@@ -148,29 +128,46 @@ bool parse_layer_options(
     EXPAR_REQUIRE(out->log_flush_every > 0, "--log-flush-every must be positive");
     EXPAR_REQUIRE(out->blas_threads > 0, "--blas-threads must be positive");
     EXPAR_REQUIRE(std::isfinite(out->learning_rate) && out->learning_rate >= 0, "--lr must be >= 0");
-    for (const auto& [key, value] : vm) {
-        if (key == "help") continue;
-        std::ostringstream value_text;
-        value_text.precision(17);  // doubles round-trip exactly into the HDF5 attributes
-        const boost::any& any = value.value();
-        if (any.type() == typeid(std::string))
-            value_text << boost::any_cast<std::string>(any);
-        else if (any.type() == typeid(int64_t))
-            value_text << boost::any_cast<int64_t>(any);
-        else if (any.type() == typeid(uint64_t))
-            value_text << boost::any_cast<uint64_t>(any);
-        else if (any.type() == typeid(int))
-            value_text << boost::any_cast<int>(any);
-        else if (any.type() == typeid(double))
-            value_text << boost::any_cast<double>(any);
-        else if (any.type() == typeid(bool))
-            value_text << (boost::any_cast<bool>(any) ? "true" : "false");
-        options_out->emplace_back(key, value_text.str());
-    }
+    *options_out = options_as_attributes(vm);
     // The effective top-k (switch forces 1) is what the file should record.
     for (auto& [key, value] : *options_out)
         if (key == "top-k") value = std::to_string(c.top_k);
     return true;
+}
+
+po::parsed_options parse_command_line(const std::vector<std::string>& args,
+                                      const po::options_description& description) {
+    try {
+        // No guessing of abbreviations: `--expert` must not silently mean `--experts`.
+        const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+        po::parsed_options parsed = po::command_line_parser(args).options(description).style(style).run();
+        // Without this a stray word (`expar layer 4`, a value after a flag that takes none) is dropped.
+        const std::vector<std::string> stray =
+            po::collect_unrecognized(parsed.options, po::include_positional);
+        EXPAR_REQUIRE(stray.empty(), "unexpected argument '"
+                                         << stray.front() << "': every setting is an --option (see --help)");
+        return parsed;
+    } catch (const po::error& error) {
+        EXPAR_FAIL(error.what());
+    }
+}
+
+void store_config_file(const po::options_description& description, po::variables_map* vm) {
+    const auto file_it = vm->find("config");
+    if (file_it == vm->end() || file_it->second.as<std::string>().empty()) return;
+    const std::string path = file_it->second.as<std::string>();
+    std::istringstream in(read_text_file(path, "config file"));
+    try {
+        const po::parsed_options parsed = po::parse_config_file(in, description);
+        for (const po::option& option : parsed.options)
+            EXPAR_REQUIRE(option.string_key != "config", "config file '"
+                                                             << path
+                                                             << "' sets config: a config file cannot "
+                                                                "name another; merge them into one");
+        po::store(parsed, *vm);  // stored after the command line, which therefore wins
+    } catch (const po::error& error) {
+        EXPAR_FAIL("config file '" << path << "': " << error.what());
+    }
 }
 
 bool parse_command_options(int argc,
@@ -179,22 +176,17 @@ bool parse_command_options(int argc,
                            const std::string& usage,
                            bool print_help,
                            po::variables_map* vm) {
+    // argv[0] is the subcommand's name.
+    const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
     try {
-        const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-        po::store(po::command_line_parser(argc, argv).options(description).style(style).run(), *vm);
+        po::store(parse_command_line(args, description), *vm);
         if (vm->count("help") || print_help) {
             std::ostringstream help;
             help << usage << "\n" << description << "\n";
             if (world_rank_or_minus_one() <= 0) std::cout << help.str();
             return false;
         }
-        const auto file_it = vm->find("config");
-        if (file_it != vm->end() && !file_it->second.as<std::string>().empty()) {
-            const std::string path = file_it->second.as<std::string>();
-            std::ifstream in(path);
-            if (!in) EXPAR_FAIL("cannot read config file '" << path << "'");
-            po::store(po::parse_config_file(in, description), *vm);
-        }
+        store_config_file(description, vm);
         po::notify(*vm);
     } catch (const po::error& error) {
         EXPAR_FAIL(error.what());
@@ -215,6 +207,10 @@ std::string shortest_float_text(float value) {
 }
 
 }  // namespace
+
+po::typed_value<float>* float_value(float* target) {
+    return po::value<float>(target)->default_value(*target, shortest_float_text(*target));
+}
 
 Attributes options_as_attributes(const po::variables_map& vm) {
     Attributes out;

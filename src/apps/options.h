@@ -5,6 +5,7 @@
 
 #include <boost/program_options.hpp>
 #include <string>
+#include <vector>
 
 #include "config.h"
 #include "layer_io.h"
@@ -51,7 +52,18 @@ void apply_layer_option_text(const LayerOptionText& text,
 bool parse_layer_options(
     int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out);
 
-// Shared by the subcommands other than `layer`: parses argv against description. With --help (or
+// args (the words after the subcommand) against description. Abbreviations are refused, and so is a word
+// that is not an option. Throws an all-ranks expar::Error.
+boost::program_options::parsed_options parse_command_line(
+    const std::vector<std::string>& args, const boost::program_options::options_description& description);
+
+// If vm names --config FILE, stores the file's keys into vm: options stored before (the command line)
+// win. A missing or unreadable file, a directory, an unknown key, or a `config` key in the file (a config
+// cannot name another) throws an all-ranks expar::Error.
+void store_config_file(const boost::program_options::options_description& description,
+                       boost::program_options::variables_map* vm);
+
+// Shared by all subcommands: parses argv against description. With --help (or
 // print_help) prints usage and the options on rank 0 and returns false. --config FILE adds the file's keys
 // (the command line wins). Abbreviations are refused. Throws an all-ranks expar::Error on bad input.
 bool parse_command_options(int argc,
@@ -60,6 +72,10 @@ bool parse_command_options(int argc,
                            const std::string& usage,
                            bool print_help,
                            boost::program_options::variables_map* vm);
+
+// A float option bound to *target, its current value the default, shown in --help as typed: (=0.001),
+// not (=0.00100000005).
+boost::program_options::typed_value<float>* float_value(float* target);
 
 // Every option in vm (defaults included) as text, for the root attributes of HDF5 files.
 Attributes options_as_attributes(const boost::program_options::variables_map& vm);

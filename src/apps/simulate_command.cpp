@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -169,26 +168,15 @@ Point make_point(int argc, char** argv, const Overrides& overrides) {
     SimulateCommandOptions o;
     const po::options_description description = simulate_options_description(&o);
     po::variables_map vm;
-    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
     std::vector<std::string> override_args;
     for (const auto& [key, value] : overrides) {
         override_args.push_back("--" + key);
         override_args.push_back(value);
     }
     try {
-        po::store(po::command_line_parser(override_args).options(description).style(style).run(), vm);
-    } catch (const po::error& error) {
-        EXPAR_FAIL(error.what());  // the caller names the sweep point
-    }
-    try {
-        po::store(po::command_line_parser(argc, argv).options(description).style(style).run(), vm);
-        const auto file_it = vm.find("config");
-        if (file_it != vm.end() && !file_it->second.as<std::string>().empty()) {
-            const std::string path = file_it->second.as<std::string>();
-            std::ifstream in(path);
-            if (!in) EXPAR_FAIL("cannot read config file '" << path << "'");
-            po::store(po::parse_config_file(in, description), vm);
-        }
+        po::store(parse_command_line(override_args, description), vm);  // the caller names the sweep point
+        po::store(parse_command_line({argv + std::min(argc, 1), argv + argc}, description), vm);
+        store_config_file(description, &vm);
         po::notify(vm);
     } catch (const po::error& error) {
         EXPAR_FAIL(error.what());

@@ -16,6 +16,7 @@
 #include "checkpoint.h"
 #include "comm.h"
 #include "data.h"
+#include "git_revision.h"
 #include "options.h"
 #include "output_paths.h"
 #include "topology.h"
@@ -74,7 +75,7 @@ po::options_description train_options_description(TrainOptions* o) {
         "hidden width of the dense FFN blocks [elements]")(
         "moe-every", po::value<int64_t>(&m.moe_every)->default_value(2),
         "every N-th block (N, 2N, ...) has an MoE FFN; 0 = dense model [blocks]")(
-        "init-std", po::value<float>(&m.init_std)->default_value(m.init_std),
+        "init-std", float_value(&m.init_std),
         "std of the N(0, s^2) init of matrices and embeddings (GPT-2) [1]");
     po::options_description moe("MoE blocks (names as in `expar layer`)");
     moe.add_options()("experts", po::value<int64_t>(&c.num_experts)->default_value(c.num_experts),
@@ -129,13 +130,12 @@ po::options_description train_options_description(TrainOptions* o) {
     training.add_options()("batch-size", po::value<int64_t>(&t.batch_size)->default_value(t.batch_size),
                            "sequences per rank per step B [sequences]")(
         "steps", po::value<int64_t>(&t.steps)->default_value(t.steps), "optimizer steps [steps]")(
-        "lr", po::value<float>(&o->learning_rate)->default_value(o->learning_rate), "peak learning rate [1]")(
+        "lr", float_value(&o->learning_rate), "peak learning rate [1]")(
         "warmup-steps", po::value<int64_t>(&t.warmup_steps)->default_value(t.warmup_steps),
         "linear warmup [steps], then cosine decay to min-lr-ratio*lr at --steps")(
-        "min-lr-ratio", po::value<float>(&o->min_lr_ratio)->default_value(o->min_lr_ratio),
-        "final learning rate / peak [1]")("weight-decay",
-                                          po::value<float>(&o->weight_decay)->default_value(o->weight_decay),
-                                          "AdamW decoupled weight decay on matrices and embeddings [1]")(
+        "min-lr-ratio", float_value(&o->min_lr_ratio), "final learning rate / peak [1]")(
+        "weight-decay", float_value(&o->weight_decay),
+        "AdamW decoupled weight decay on matrices and embeddings [1]")(
         "grad-clip", po::value<double>(&t.grad_clip)->default_value(t.grad_clip),
         "max global gradient norm [1]; 0 = no clipping")(
         "allreduce-bucket-bytes",
@@ -261,6 +261,9 @@ int run_train_command(int argc, char** argv, bool print_help) {
     EXPAR_REQUIRE(o.save_every >= 0, "--save-every must be >= 0 (got " << o.save_every << ")");
     EXPAR_REQUIRE(o.save_every == 0 || !o.checkpoint_path.empty(), "--save-every needs --checkpoint FILE.h5");
     EXPAR_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0 (got " << o.stop_at << ")");
+    EXPAR_REQUIRE(
+        o.stop_at == 0 || !o.checkpoint_path.empty(),
+        "--stop-at needs --checkpoint FILE.h5 (to continue from with --resume; else the run is lost)");
     // --resume may name the --checkpoint file (continue and save in place); the outputs must differ.
     require_output_paths(comm, {{"--log", o.log_path},
                                 {"--dump", o.dump_path},
@@ -291,7 +294,12 @@ int run_train_command(int argc, char** argv, bool print_help) {
             std::printf("resumed from %s at step %lld\n", o.resume_path.c_str(), (long long)first_step);
     }
     auto save = [&](int64_t next_step) {
-        save_checkpoint(comm, o.checkpoint_path, training_state(trainer, data.position(next_step)));
+        TrainingState state = training_state(trainer, data.position(next_step));
+        // For people reading the file; a load never checks them (docs/hdf5.md, Checkpoints).
+        state.info_attributes = attributes;
+        state.info_attributes.emplace_back("git_revision", EXPAR_GIT_REVISION);
+        state.info_attributes.emplace_back("num_ranks", std::to_string(P));
+        save_checkpoint(comm, o.checkpoint_path, state);
     };
 
     const SyntheticLanguage* language = data.synthetic();

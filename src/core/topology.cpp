@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <sstream>
 
 #include "check.h"
 #include "quantity.h"
+#include "text_file.h"
 
 namespace expar {
 
@@ -82,8 +82,10 @@ class MapReader {
         const std::string s = text(key);
         char* end = nullptr;
         const long value = std::strtol(s.c_str(), &end, 10);
-        if (*end != '\0' || end == s.c_str() || value <= 0 || value > 1 << 30)
+        if (*end != '\0' || end == s.c_str() || value <= 0)
             EXPAR_FAIL(where(key) << ": must be a positive whole number, got '" << s << "'");
+        // The device count (nodes x devices_per_node) is capped at 2^24 below; no one count may be more.
+        if (value > 1 << 24) EXPAR_FAIL(where(key) << ": " << s << " is above 2^24 (16,777,216)");
         return int(value);
     }
     double number(const std::string& key) const { return plain_number(text(key), where(key)); }
@@ -340,12 +342,7 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
 }
 
 Topology load_topology(const std::string& path) {
-    std::ifstream file(path);
-    if (!file) EXPAR_FAIL("cannot read topology file '" << path << "'");
-    std::stringstream text;
-    text << file.rdbuf();
-    if (file.bad()) EXPAR_FAIL("cannot read topology file '" << path << "'");
-    return parse_topology(text.str(), path);
+    return parse_topology(read_text_file(path, "topology file"), path);
 }
 
 std::string describe(const Topology& t) {

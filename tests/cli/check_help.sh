@@ -111,6 +111,17 @@ for pattern in '--capacity-factor arg \(=1\.25\)' '--experts arg \(=8\)' '--top-
     fi
 done
 
+# Float defaults as typed: `expar train --help` once showed --lr (=0.00100000005).
+run_capture train "$expar" train --help
+for pattern in '--lr arg \(=0\.001\)' '--weight-decay arg \(=0\.1\)' '--min-lr-ratio arg \(=0\.1\)' \
+               '--init-std arg \(=0\.02\)'; do
+    if grep -Eq -- "$pattern" "$scratch/train.out"; then
+        pass "expar train --help matches /$pattern/"
+    else
+        fail "expar train --help does not match /$pattern/: $(grep -E -- "${pattern%% *}" "$scratch/train.out")"
+    fi
+done
+
 # Errors: unknown command and unknown option exit non-zero with a message on stderr.
 run_capture badcmd "$expar" no-such-command
 run_capture badopt "$expar" layer --no-such-option 1

@@ -65,6 +65,12 @@ with h5py.File(f"{d}/straight_final.h5", "r") as a, h5py.File(f"{d}/resumed_fina
     same = [n for n in names if n in b and np.array_equal(a[n][()], b[n][()])]
     check(len(names) > 10 and len(same) == len(names),
           f"final checkpoints: {len(same)}/{len(names)} datasets bitwise equal (params, moments, counters)")
+with h5py.File(f"{d}/step4.h5", "r") as f:  # the info attributes docs/hdf5.md lists
+    info = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in f.attrs.items()}
+    check(info.get("num_ranks") == "2" and len(info.get("git_revision", "")) > 0
+          and info.get("stop-at") == "4" and info.get("batch-size") == "4",
+          "the checkpoint records num_ranks 2, git_revision and the options (stop-at 4, batch-size 4): "
+          + ", ".join(f"{k}={info.get(k)}" for k in ("num_ranks", "git_revision", "stop-at", "batch-size")))
 for n in (1, 4):
     other, _ = trace(f"resumed_np{n}")
     err = max(abs(other[s] - straight[s]) / abs(straight[s]) for s in other)

@@ -272,6 +272,8 @@ TEST(Topology, RejectsBadValues) {
     EXPECT_THAT(
         load_error(variant("nodes: 2", "nodes: 10000000")),  // x 4 devices: once an int overflow
         HasSubstr("bad.yaml:5: nodes: nodes x devices_per_node = 10000000 x 4 is above 2^24 devices"));
+    EXPECT_THAT(load_error(variant("devices_per_node: 4", "devices_per_node: 2147483647")),
+                HasSubstr("bad.yaml:6: devices_per_node: 2147483647 is above 2^24 (16,777,216)"));
     EXPECT_THAT(load_error(variant("nodes: 2", "nodes: 2.5")),
                 HasSubstr("nodes: must be a positive whole number, got '2.5'"));
     EXPECT_THAT(
