@@ -13,7 +13,8 @@
 #   (d) experiments/validation.py: errors per layer and per phase, schedule picks -> results/validation.h5
 #       and a markdown table on stdout.
 # About 10 minutes on 2 idle cores. Run from anywhere after building build/expar. STEPS (timed steps per
-# run, 5), ROUNDS (3) and KEEP=1 (keep the work directory) may be set.
+# run, 5), ROUNDS (3), TOKENS (tokens per rank, 4096), ONLY (case numbers to run, e.g. "4 5"), OUT (the
+# HDF5 file, results/validation.h5) and KEEP=1 (keep the work directory) may be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p results
@@ -26,8 +27,13 @@ warmup=1
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "# load average at start: $load_start" >&2
 
-# The layer: small enough that 8 ranks on 2 cores take well under a second per step.
-shape=(--experts 8 --d-model 256 --d-ff 512 --activation gelu --tokens-per-rank 1024)
+# The layer: 4,096 tokens per rank, so that 8 ranks on 2 cores take under a second per step and a rank's
+# expert blocks run for milliseconds, beyond the time slice the OS gives each of 4 ranks on a core (at
+# 1,024 tokens the bursts were shorter, and the per-layer error 20-23% instead of 12-18%:
+# docs/simulator.md, Validation).
+tokens=${TOKENS:-4096}
+shape=(--experts 8 --d-model 256 --d-ff 512 --activation gelu --tokens-per-rank "$tokens")
+out=${OUT:-results/validation.h5}
 
 # Other jobs share the cores: before each measurement wait (up to 60 s) for a second in which the cores
 # are at least 85% idle (/proc/stat, the whole machine), so the load is mostly ours.
@@ -55,7 +61,7 @@ calibrate() {
     local P=$1 rpn=$2 k=$3 c=$4
     echo "# calibrate $P ranks (busy $(wait_quiet)%)" >&2
     launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 2097152 --a2a-iters 10 --repetitions 15 \
-        --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((1024 * k / 8)) --experts 8 --top-k "$k" --gate-tokens 1024 \
+        --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((tokens * k / 8)) --experts 8 --top-k "$k" --gate-tokens "$tokens" \
         --out "$work/topology_$c.yaml" >&2
 }
 # Repeated runs: each case's schedules are measured in turn, ROUNDS times (plain, pairwise, hierarchical,
@@ -79,6 +85,10 @@ i=0
 case_index=0
 for c in "${cases[@]}"; do
     read -r P rpn cf skew k <<<"$c"
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $case_index "* ]]; then
+        case_index=$((case_index + 1))
+        continue
+    fi
     for round in $(seq 1 "$rounds"); do
         calibrate "$P" "$rpn" "$k" "${case_index}_$round"
         for s in 0 1 2; do
@@ -115,5 +125,5 @@ for c in "${cases[@]}"; do
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "# load average at end: $load_end" >&2
-"$python" experiments/validation.py analyse "$manifest" results/validation.h5 \
+"$python" experiments/validation.py analyse "$manifest" "$out" \
     --load-start "$load_start" --load-end "$load_end" --warmup "$warmup"
