@@ -27,10 +27,10 @@ warmup=1
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "# load average at start: $load_start" >&2
 
-# The layer: 4,096 tokens per rank, so that 8 ranks on 2 cores take under a second per step and a rank's
-# expert blocks run for milliseconds, beyond the time slice the OS gives each of 4 ranks on a core (at
-# 1,024 tokens the bursts were shorter, and the per-layer error 20-23% instead of 12-18%:
-# docs/simulator.md, Validation).
+# The layer: 4,096 tokens per rank (8 ranks on 2 cores take about a second per step), so that a rank's
+# expert blocks run longer than the time slice the OS gives each of 4 ranks on a core. At 1,024 tokens
+# the per-layer error was 20-23% against 12-18% at 4,096, before the calibration fixes of 2026-12-02
+# (docs/simulator.md, Validation).
 tokens=${TOKENS:-4096}
 shape=(--experts 8 --d-model 256 --d-ff 512 --activation gelu --tokens-per-rank "$tokens")
 out=${OUT:-results/validation.h5}

@@ -71,15 +71,16 @@ struct CalibrationResult {
     double gemm_alone_gflops = 0;        // rank 0 alone, the others asleep; 0 = not measured (1 rank)
     double peak_gflops = 0;              // nominal, 0 = unknown
     // The layer's row work (pack, combine and their backward: 9 row passes per kept assignment), every
-    // rank at once on gemm_tokens rows of d_model floats, slowest rank [GB/s read + written].
+    // rank at once on gate_tokens · top_k rows of d_model floats, slowest rank [GB/s read + written].
     double row_work_GBps = 0;
     // Progress: rank 0 posts a max_bytes send to its intra (else inter) peer; both wait at once (transfer)
     // or compute for twice that first. Waiting >= half the transfer time after computing means the
     // transport moves bytes only inside MPI calls. -1 = not measured (1 rank).
     double progress_transfer_us = -1, progress_wait_us = -1;
     bool async_progress = true;
-    // The layer's router (gate_forward, gate_backward) on gate_tokens tokens, every rank at once, slowest
-    // rank: router FLOPs (2·T·d·E forward, 4·T·d·E backward) per second [GFLOP/s].
+    // The layer's router (gate_forward, gate_backward) on gate_tokens tokens, each half after the expert
+    // phase's data went through the caches, every rank at once, slowest rank: router FLOPs (2·T·d·E
+    // forward, 4·T·d·E backward) per second [GFLOP/s].
     double router_forward_gflops = 0, router_backward_gflops = 0;
     int ranks_per_host = 0, cores_per_host = 0;  // rank 0's host: MPI ranks on it, cores they may use
     // An exchange right after the expert phase, beyond the same exchange after a barrier [us]; -1 = not
