@@ -13,7 +13,7 @@
 #   (d) experiments/validation.py: errors per layer and per phase, schedule picks -> results/validation.h5
 #       and a markdown table on stdout.
 # About 10 minutes on 2 idle cores. Run from anywhere after building build/expar. STEPS (timed steps per
-# run, 5), ROUNDS (3), TOKENS (tokens per rank, 4096), ONLY (case numbers to run, e.g. "4 5"), OUT (the
+# run, 5), ROUNDS (3), TOKENS (tokens per rank, 4096), ONLY (numbers 0-5 of the cases to run, e.g. "4 5"), OUT (the
 # HDF5 file, results/validation.h5) and KEEP=1 (keep the work directory) may be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -77,9 +77,9 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
         "experts", po::value<int64_t>(&m.num_experts)->default_value(m.num_experts),
         "experts E: the router measurement's, and E / ranks local experts for the GEMM (a multiple "
         "of the rank count) [1]")("top-k", po::value<int64_t>(&m.top_k)->default_value(m.top_k),
-                                  "experts per token k of the router [1]")(
+                                  "experts per token k of the router; the row work times T*k rows [1]")(
         "gate-tokens", po::value<int64_t>(&m.gate_tokens)->default_value(m.gate_tokens),
-        "tokens per rank T of the router measurement [tokens]")(
+        "tokens per rank T of the router and row-work measurements [tokens]")(
         "peak-gflops", po::value<double>(&m.peak_gflops)->default_value(m.peak_gflops),
         "nominal dense fp32 rate of one rank for gemm_efficiency [GFLOP/s]; 0 = dense_rate.fp32 of --base, "
         "else unknown");

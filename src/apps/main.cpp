@@ -72,10 +72,11 @@ int main(int argc, char** argv) {
             rank);
         MPI_Abort(MPI_COMM_WORLD, 1);
     } catch (const std::length_error& error) {  // a buffer larger than a std::vector can hold
-        std::fprintf(stderr,
-                     "expar: error on rank %d: out of memory (a buffer of more elements than memory can "
-                     "hold, std::length_error: %s): a smaller problem per process (its sizes and counts)\n",
-                     rank, error.what());
+        std::fprintf(
+            stderr,
+            "expar: error on rank %d: out of memory (a buffer of more elements than memory can "
+            "hold, std::length_error: %s): give each process a smaller problem (its sizes and counts)\n",
+            rank, error.what());
         MPI_Abort(MPI_COMM_WORLD, 1);
     } catch (const std::exception& error) {
         std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, error.what());

@@ -158,13 +158,22 @@ void store_config_file(const po::options_description& description, po::variables
     const std::string path = file_it->second.as<std::string>();
     std::istringstream in(read_text_file(path, "config file"));
     try {
-        const po::parsed_options parsed = po::parse_config_file(in, description);
+        po::parsed_options parsed = po::parse_config_file(in, description);
         for (const po::option& option : parsed.options)
             EXPAR_REQUIRE(option.string_key != "config", "config file '"
                                                              << path
                                                              << "' sets config: a config file cannot "
                                                                 "name another; merge them into one");
-        po::store(parsed, *vm);  // stored after the command line, which therefore wins
+        // The command line wins: a key it set is dropped from the file (for a single value store() would
+        // keep the first anyway, but a list such as --sweep would take both).
+        auto& options = parsed.options;
+        options.erase(std::remove_if(options.begin(), options.end(),
+                                     [&](const po::option& option) {
+                                         const auto it = vm->find(option.string_key);
+                                         return it != vm->end() && !it->second.defaulted();
+                                     }),
+                      options.end());
+        po::store(parsed, *vm);
     } catch (const po::error& error) {
         EXPAR_FAIL("config file '" << path << "': " << error.what());
     }

@@ -266,9 +266,10 @@ double exchange_wait_us(MpiComm& comm, const NodeMap& map, const CalibrateOption
 // The layer's router on the real shapes: its route (input check, gate_forward) and gate_backward of the
 // top-k gate on gate_tokens tokens. Returns the router FLOP rates {forward, backward} [GFLOP/s] (2·T·d·E and
 // 4·T·d·E FLOPs): with few experts the softmax, top-k and loss terms, not the thin GEMM, set the time.
-// In a layer step an expert phase runs between two router calls and leaves its own data in the caches, so
-// each half starts after the expert blocks' buffers went through the caches (untimed): back to back, with the
-// router's data in cache, the halves ran 1.5-2.1x faster than in `expar layer` at 1 rank (docs/simulator.md).
+// In a layer step other work pushes the router's data out of the caches between its calls (the expert phase
+// before the backward gate; the backward phases, the update and the next inputs before the next route), so
+// each half starts after a stand-in, the expert blocks' buffers read and written (untimed): back to back,
+// the halves ran 1.5-2.1x faster than in `expar layer` at 1 rank (docs/simulator.md).
 std::pair<double, double> router_rates(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm start) {
     const int64_t T = o.gate_tokens, d = o.d_model, E = o.num_experts, k = o.top_k;
     LayerConfig config;

@@ -26,7 +26,7 @@ void validate(const ModelConfig& c) {
     EXPAR_REQUIRE(c.moe_every <= c.num_layers, "--moe-every " << c.moe_every << " exceeds --num-layers "
                                                               << c.num_layers << ": no block would be MoE");
     EXPAR_REQUIRE(std::isfinite(c.init_std) && c.init_std > 0.0f,
-                  "--init-std must be positive (got " << c.init_std << ")");
+                  "--init-std must be finite and positive (got " << c.init_std << ")");
 }
 
 bool model_layer_is_moe(const ModelConfig& config, int64_t layer) {

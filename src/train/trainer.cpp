@@ -24,7 +24,7 @@ void finalize(TrainConfig& c, int num_ranks) {
     EXPAR_REQUIRE(std::isfinite(c.learning_rate) && c.learning_rate > 0,
                   "--lr must be positive (got " << c.learning_rate << ")");
     EXPAR_REQUIRE(std::isfinite(c.adamw.weight_decay) && c.adamw.weight_decay >= 0,
-                  "--weight-decay must be >= 0 (got " << c.adamw.weight_decay << ")");
+                  "--weight-decay must be finite and >= 0 (got " << c.adamw.weight_decay << ")");
     EXPAR_REQUIRE(c.warmup_steps >= 0, "--warmup-steps must be >= 0 (got " << c.warmup_steps << ")");
     EXPAR_REQUIRE(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1,
                   "--min-lr-ratio must be in [0, 1] (got " << c.min_lr_ratio << ")");

@@ -133,6 +133,18 @@ else
     failures=$((failures + 1))
 fi
 
+# A list option (simulate's --sweep) given on the command line replaces the file's, not adds to it.
+topology="$(cd "$(dirname "$0")/../.." && pwd)/topology/trevor.yaml"
+printf 'topology = %s\nexperts = 64\nsteps = 1\nsweep = capacity-factor=1,2\n' "$topology" >"$scratch/sim.ini"
+"$expar" simulate --config "$scratch/sim.ini" --sweep seed=1,2,3 >"$scratch/sim.out" 2>&1 || true
+if grep -q "^# sweep: 3 points" "$scratch/sim.out" && grep -q "^# point seed " "$scratch/sim.out"; then
+    echo "ok:   --sweep on the command line replaces the config file's: $(grep -m1 '^# sweep:' "$scratch/sim.out")"
+else
+    echo "FAIL: expected the command line's 3-point seed sweep alone, got:" >&2
+    grep -E '^# (sweep|point)' "$scratch/sim.out" | sed 's/^/    /' >&2
+    failures=$((failures + 1))
+fi
+
 if [ "$failures" -ne 0 ]; then
     echo "check_config_file: $failures check(s) FAILED" >&2
     exit 1
