@@ -152,6 +152,10 @@ po::parsed_options parse_command_line(const std::vector<std::string>& args,
     }
 }
 
+po::parsed_options parse_command_line(int argc, char** argv, const po::options_description& description) {
+    return parse_command_line(std::vector<std::string>(argv + std::min(argc, 1), argv + argc), description);
+}
+
 void store_config_file(const po::options_description& description, po::variables_map* vm) {
     const auto file_it = vm->find("config");
     if (file_it == vm->end() || file_it->second.as<std::string>().empty()) return;
@@ -185,10 +189,8 @@ bool parse_command_options(int argc,
                            const std::string& usage,
                            bool print_help,
                            po::variables_map* vm) {
-    // argv[0] is the subcommand's name.
-    const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
     try {
-        po::store(parse_command_line(args, description), *vm);
+        po::store(parse_command_line(argc, argv, description), *vm);
         if (vm->count("help") || print_help) {
             std::ostringstream help;
             help << usage << "\n" << description << "\n";

@@ -56,6 +56,9 @@ bool parse_layer_options(
 // that is not an option. Throws an all-ranks expar::Error.
 boost::program_options::parsed_options parse_command_line(
     const std::vector<std::string>& args, const boost::program_options::options_description& description);
+// The same for a subcommand's argv (argv[0] is the subcommand's name).
+boost::program_options::parsed_options parse_command_line(
+    int argc, char** argv, const boost::program_options::options_description& description);
 
 // If vm names --config FILE, stores the file's keys into vm: options stored before (the command line)
 // win. A missing or unreadable file, a directory, an unknown key, or a `config` key in the file (a config

@@ -175,7 +175,7 @@ Point make_point(int argc, char** argv, const Overrides& overrides) {
     }
     try {
         po::store(parse_command_line(override_args, description), vm);  // the caller names the sweep point
-        po::store(parse_command_line({argv + std::min(argc, 1), argv + argc}, description), vm);
+        po::store(parse_command_line(argc, argv, description), vm);
         store_config_file(description, &vm);
         po::notify(vm);
     } catch (const po::error& error) {

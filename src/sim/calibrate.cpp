@@ -299,8 +299,8 @@ std::pair<double, double> router_rates(const CalibrateOptions& o, int64_t num_lo
     in.seed = 1;
     const GateLossGrads loss{aux_dprob.data(), config.z_loss_coef * 2.0 / static_cast<double>(T)};
     ExpertBlocks expert_phase(o, num_local_experts);
-    double forward_s = 0, backward_s = 0,
-           other_s = 0;  // the rank's own time in each, to split the common time
+    // The rank's own time in each half and in the stand-ins, to split the common-start time.
+    double forward_s = 0, backward_s = 0, other_s = 0;
     CommonStartClock clock(start);
     for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
         if (rep == 0) clock.begin();
