@@ -57,10 +57,13 @@ wait_quiet() {
 # calibration taken next to it, and the rounds' predicted steps are pooled as their measured steps are.
 # The GEMM on the real shapes: the layer computes block by block, one (local expert, source rank) block at a
 # time (moe_layer.cpp compute_source), T k / E rows on average.
+# The all-to-all sweep up to 4 MiB per peer: the largest exchange, case 1's (P 2, k 2), sends 4,096 · 2 / 2
+# rows of 1 KiB to its peer; with --step-factor 4 a 2 MiB limit stopped the sweep at 1 MiB, and the model
+# holds the efficiency flat past the last point.
 calibrate() {
     local P=$1 rpn=$2 k=$3 c=$4
     echo "# calibrate $P ranks (busy $(wait_quiet)%)" >&2
-    launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 2097152 --a2a-iters 10 --repetitions 15 \
+    launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 4194304 --a2a-iters 10 --repetitions 15 \
         --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((tokens * k / 8)) --experts 8 --top-k "$k" --gate-tokens "$tokens" \
         --out "$work/topology_$c.yaml" >&2
 }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -113,44 +114,15 @@ std::vector<PingPongPoint> pingpong(
     return points;
 }
 
-std::vector<AlltoallPoint> alltoall_sweep(MpiComm& comm, const NodeMap& map, const CalibrateOptions& o) {
-    const int P = comm.size();
-    constexpr int64_t kRowFloats = 64;  // 256-byte rows, so the smallest sizes are whole rows
-    const int64_t row_bytes = kRowFloats * 4;
-    const std::vector<int64_t> sizes = size_sweep(o.a2a_min_bytes, o.a2a_max_bytes, o.step_factor);
-    const int64_t max_rows_per_peer = (sizes.back() + row_bytes - 1) / row_bytes;
-    TokenExchange exchange(ScheduleKind::plain, comm, map, 1, P * max_rows_per_peer, P * max_rows_per_peer,
-                           kRowFloats);
-    std::vector<float> send(P * max_rows_per_peer * kRowFloats, 1.0f), recv(send.size(), 0.0f);
-    std::vector<int64_t> rows(P * P);
-    std::vector<double> iteration_s(o.a2a_iters);
-    std::vector<AlltoallPoint> points;
-    for (int64_t bytes : sizes) {
-        const int64_t rows_per_peer = std::max<int64_t>(1, bytes / row_bytes);
-        std::fill(rows.begin(), rows.end(), rows_per_peer);
-        for (int i = 0; i < 2; ++i) exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
-        for (int64_t i = 0; i < o.a2a_iters; ++i) {
-            comm.barrier();
-            const double t0 = now_s();
-            exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
-            iteration_s[i] = now_s() - t0;
-        }
-        comm.allreduce_max_f64(iteration_s.data(), o.a2a_iters);
-        AlltoallPoint point;
-        point.bytes_per_peer = static_cast<double>(rows_per_peer * row_bytes);
-        point.time_us = median(iteration_s) * 1e6;
-        point.busbw_GBps = (P - 1) * point.bytes_per_peer / (point.time_us * 1e-6) / 1e9;
-        points.push_back(point);
-    }
-    return points;
-}
-
-// One pass of a rank's expert work as the layer runs it: a block of gemm_tokens rows through each local
-// expert's forward and backward, copied out of the receive buffer first (weights and activations apart).
+// One pass of a rank's expert work as the layer runs it: a block of rows (gemm_tokens unless given) through
+// each local expert's forward and backward, copied out of the receive buffer first (weights and
+// activations apart).
 class ExpertBlocks {
    public:
     ExpertBlocks(const CalibrateOptions& o, int64_t num_local_experts)
-        : n_(o.gemm_tokens),
+        : ExpertBlocks(o, num_local_experts, o.gemm_tokens) {}
+    ExpertBlocks(const CalibrateOptions& o, int64_t num_local_experts, int64_t rows_per_expert)
+        : n_(rows_per_expert),
           d_(o.d_model),
           gated_(has_gate_matrix(o.activation)),
           shape_{o.d_model, o.d_ff, o.activation},
@@ -186,7 +158,7 @@ class ExpertBlocks {
 
     // Leaves the caches as the layer's expert phase does: its weights and inputs read, its activations,
     // outputs and gradients written (dirty lines, which whatever runs next must write back). Clobbers
-    // those buffers: only for a pass's stand-in, not before a timed pass.
+    // those buffers: for the step stand-in (step_footprint), never before a timed pass.
     void touch() {
         float sum = 0;
         for (Expert& e : experts_) {
@@ -209,6 +181,76 @@ class ExpertBlocks {
     ExpertShape shape_;
     std::vector<Expert> experts_;
 };
+
+}  // namespace
+
+StepFootprintShape step_footprint_shape(const CalibrateOptions& o, int64_t num_local_experts) {
+    EXPAR_REQUIRE(num_local_experts >= 1, "step_footprint_shape: no local experts");
+    constexpr int64_t kMaxBytes = int64_t{256} << 20, kFloat = sizeof(float);
+    const int64_t d = o.d_model, f = o.d_ff, weight_matrices = has_gate_matrix(o.activation) ? 3 : 2;
+    // ExpertBlocks' buffers: per row in, x, dy, y, dx (d each) and h, a, dh (+ g) (f each); per expert the
+    // weight matrices and biases and their gradients.
+    const int64_t row_bytes = kFloat * (5 * d + (weight_matrices + 1) * f);
+    const int64_t expert_bytes = kFloat * 2 * (weight_matrices * d * f + f + d);
+    StepFootprintShape shape;
+    shape.num_experts = std::clamp<int64_t>(kMaxBytes / 2 / expert_bytes, 1, num_local_experts);
+    const int64_t step_rows = o.gate_tokens * o.top_k;
+    const int64_t max_rows = std::max<int64_t>(0, kMaxBytes - shape.num_experts * expert_bytes) / row_bytes;
+    shape.rows_per_expert =
+        std::max<int64_t>(1, step_rows <= max_rows ? (step_rows + shape.num_experts - 1) / shape.num_experts
+                                                   : max_rows / shape.num_experts);
+    return shape;
+}
+
+namespace {
+
+// The step stand-in: what a layer step's other phases leave in the caches (touch()), the expert phase's
+// buffers for every row a rank receives in a step. From warm caches the router ran 1.5-2.1x and the
+// all-to-all 1.4-1.7x faster than in `expar layer` (docs/simulator.md, Calibration).
+ExpertBlocks step_footprint(const CalibrateOptions& o, int64_t num_local_experts) {
+    const StepFootprintShape shape = step_footprint_shape(o, num_local_experts);
+    return ExpertBlocks(o, shape.num_experts, shape.rows_per_expert);
+}
+
+// Each timed all-to-all starts as the layer's do: the caches left by the rest of a step (step_footprint) and
+// the send buffer just written (by the pack or the expert blocks).
+std::vector<AlltoallPoint> alltoall_sweep(MpiComm& comm,
+                                          const NodeMap& map,
+                                          const CalibrateOptions& o,
+                                          int64_t num_local_experts) {
+    const int P = comm.size();
+    constexpr int64_t kRowFloats = 64;  // 256-byte rows, so the smallest sizes are whole rows
+    const int64_t row_bytes = kRowFloats * 4;
+    const std::vector<int64_t> sizes = size_sweep(o.a2a_min_bytes, o.a2a_max_bytes, o.step_factor);
+    const int64_t max_rows_per_peer = (sizes.back() + row_bytes - 1) / row_bytes;
+    TokenExchange exchange(ScheduleKind::plain, comm, map, 1, P * max_rows_per_peer, P * max_rows_per_peer,
+                           kRowFloats);
+    std::vector<float> send(P * max_rows_per_peer * kRowFloats, 1.0f), recv(send.size(), 0.0f);
+    std::vector<int64_t> rows(P * P);
+    std::vector<double> iteration_s(o.a2a_iters);
+    std::vector<AlltoallPoint> points;
+    ExpertBlocks footprint = step_footprint(o, num_local_experts);
+    for (int64_t bytes : sizes) {
+        const int64_t rows_per_peer = std::max<int64_t>(1, bytes / row_bytes);
+        std::fill(rows.begin(), rows.end(), rows_per_peer);
+        for (int i = 0; i < 2; ++i) exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
+        for (int64_t i = 0; i < o.a2a_iters; ++i) {
+            footprint.touch();
+            std::fill(send.begin(), send.begin() + P * rows_per_peer * kRowFloats, static_cast<float>(i));
+            comm.barrier();
+            const double t0 = now_s();
+            exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
+            iteration_s[i] = now_s() - t0;
+        }
+        comm.allreduce_max_f64(iteration_s.data(), o.a2a_iters);
+        AlltoallPoint point;
+        point.bytes_per_peer = static_cast<double>(rows_per_peer * row_bytes);
+        point.time_us = median(iteration_s) * 1e6;
+        point.busbw_GBps = (P - 1) * point.bytes_per_peer / (point.time_us * 1e-6) / 1e9;
+        points.push_back(point);
+    }
+    return points;
+}
 
 // The expert FFN forward + backward on the real shapes (ExpertBlocks). Returns GFLOP/s.
 double gemm_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm start) {
@@ -242,14 +284,23 @@ double exchange_wait_us(MpiComm& comm, const NodeMap& map, const CalibrateOption
     std::vector<int64_t> rows(static_cast<size_t>(P) * P, rows_per_peer);
     constexpr int kIters = 6;
     std::vector<double> after_compute_s, alone_s;
+    // Both exchanges start from a step's caches with their send buffer just written (as alltoall_sweep's),
+    // so the difference is the waiting alone. After the compute the send buffer is written as the layer's
+    // expert blocks write their outputs, in place in the buffer the exchange sends: part of the compute.
+    ExpertBlocks footprint = step_footprint(o, num_local);
+    auto write_send = [&](int i) { std::fill(send.begin(), send.end(), static_cast<float>(i)); };
     for (int i = -1; i < kIters; ++i) {  // i -1: untimed warm-up
+        footprint.touch();
         quiet_barrier(comm.handle());
         const double t0 = now_s();
         for (int src = 0; src < P; ++src) blocks.pass();
+        write_send(i);
         double times[2] = {now_s() - t0, 0};  // compute, compute + exchange
         exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
         times[1] = now_s() - t0;
         comm.allreduce_max_f64(times, 2);
+        footprint.touch();
+        write_send(i);
         quiet_barrier(comm.handle());
         const double t1 = now_s();
         exchange.alltoallv(send.data(), recv.data(), rows.data(), false);
@@ -268,8 +319,8 @@ double exchange_wait_us(MpiComm& comm, const NodeMap& map, const CalibrateOption
 // 4·T·d·E FLOPs): with few experts the softmax, top-k and loss terms, not the thin GEMM, set the time.
 // In a layer step other work pushes the router's data out of the caches between its calls (the expert phase
 // before the backward gate; the backward phases, the update and the next inputs before the next route), so
-// each half starts after a stand-in, the expert blocks' buffers read and written (untimed): back to back,
-// the halves ran 1.5-2.1x faster than in `expar layer` at 1 rank (docs/simulator.md).
+// each half starts after a stand-in for a step's caches (step_footprint, untimed): back to back, the halves
+// ran 1.5-2.1x faster than in `expar layer` at 1 rank (docs/simulator.md).
 std::pair<double, double> router_rates(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm start) {
     const int64_t T = o.gate_tokens, d = o.d_model, E = o.num_experts, k = o.top_k;
     LayerConfig config;
@@ -298,7 +349,7 @@ std::pair<double, double> router_rates(const CalibrateOptions& o, int64_t num_lo
     in.num_tokens = T;
     in.seed = 1;
     const GateLossGrads loss{aux_dprob.data(), config.z_loss_coef * 2.0 / static_cast<double>(T)};
-    ExpertBlocks expert_phase(o, num_local_experts);
+    ExpertBlocks footprint = step_footprint(o, num_local_experts);
     // The rank's own time in each half and in the stand-ins, to split the common-start time.
     double forward_s = 0, backward_s = 0, other_s = 0;
     CommonStartClock clock(start);
@@ -308,14 +359,14 @@ std::pair<double, double> router_rates(const CalibrateOptions& o, int64_t num_lo
         std::fill(requested.begin(), requested.end(), 0);
         GatePartialSums sums{prob_sum.data(), requested.data()};
         const double t_touch0 = now_s();
-        expert_phase.touch();
+        footprint.touch();
         const double t0 = now_s();
         int64_t num_nonfinite = 0;  // the layer's route checks its input first (moe_layer.cpp)
         for (int64_t i = 0; i < T * d; ++i) num_nonfinite += !std::isfinite(x[i]);
         EXPAR_ASSERT(num_nonfinite == 0);
         gate_forward(state, &sums, in, config);
         const double t1 = now_s();
-        expert_phase.touch();
+        footprint.touch();
         const double t2 = now_s();
         gate_backward(dx.data(), d_router_w.data(), nullptr, dlogits.data(), dscratch.data(), dweight.data(),
                       state, in, loss, config);
@@ -331,23 +382,56 @@ std::pair<double, double> router_rates(const CalibrateOptions& o, int64_t num_lo
             2 * router_flops / (elapsed_s * backward_s / own_s) / 1e9};
 }
 
+}  // namespace
+
+int64_t row_work_rows(const CalibrateOptions& o) {
+    // The layer's rows of a step (T·k), even (k = 2 rows a token): on gemm_tokens rows (one block's) the
+    // buffers sat in the L2 cache and the rate came out 2.2x that on the layer's 8,192 rows (T 4,096, k 2,
+    // d 256, 1 rank).
+    const int64_t rows = o.gate_tokens * o.top_k;
+    return std::max<int64_t>(2, rows - rows % 2);
+}
+
+namespace {
+
 // The layer's own loops on its kept rows (moe_layer.cpp): pack (gather rows into the send buffer), combine
 // (a weighted sum of k returned rows per token), combine backward (dot product with dy, write w·dy) and dx
 // (sum of k returned rows), with k = 2. Returns bytes read + written per second, 9 row passes per row.
-double row_work_rate(const CalibrateOptions& o, MPI_Comm start) {
-    // The layer's rows of a step (T·k): on gemm_tokens rows (one block's) the buffers sat in the L2 cache
-    // and the rate came out 2.2x that on the layer's 8,192 rows (T 4,096, k 2, d 256, 1 rank).
-    const int64_t rows = o.gate_tokens * o.top_k;
-    const int64_t n = std::max<int64_t>(2, rows - rows % 2), d = o.d_model, k = 2;
+// In a step each loop runs between other phases, so each starts after a stand-in for a step's caches
+// (step_footprint), untimed: its time is taken out by the rank's own-time share, as in router_rates.
+double row_work_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm start) {
+    const int64_t n = row_work_rows(o), d = o.d_model, k = 2;
     std::vector<float> x(n * d, 0.5f), send(n * d), recv(n * d, 0.25f), y(n / k * d), dy(n / k * d, 0.1f);
     std::vector<int64_t> order(n);
     for (int64_t i = 0; i < n; ++i) order[i] = (i * 7919) % n;  // a scattered, fixed permutation
+    ExpertBlocks footprint = step_footprint(o, num_local_experts);
     volatile double sink = 0;
+    volatile float first = 0;
+    double work_s = 0, other_s = 0;  // this rank's own time in the loops and in the stand-ins
+    double loop_start_s = 0;
+    // Untimed, before each loop: the step stand-in, then what the step's phase just before the loop leaves
+    // in the caches: the route reads x before the pack; the return exchange writes the rows that the
+    // combine (recv) and dx (send) read; the combine backward reads dy and the forward's rows, both cold.
+    auto stand_in = [&](std::vector<float>* just_read, std::vector<float>* just_written) {
+        const double t0 = now_s();
+        footprint.touch();
+        if (just_read) first = first + std::accumulate(just_read->begin(), just_read->end(), 0.0f);
+        if (just_written) std::fill(just_written->begin(), just_written->end(), 0.25f);
+        loop_start_s = now_s();
+        other_s += loop_start_s - t0;
+    };
+    auto end_timed_loop = [&] { work_s += now_s() - loop_start_s; };
     CommonStartClock clock(start);
     for (int64_t rep = -1; rep < o.repetitions; ++rep) {  // rep -1: untimed warm-up
-        if (rep == 0) clock.begin();
+        if (rep == 0) {
+            clock.begin();
+            work_s = other_s = 0;
+        }
+        stand_in(&x, nullptr);
         for (int64_t i = 0; i < n; ++i)
             std::copy(x.data() + (order[i] / k) * d, x.data() + (order[i] / k + 1) * d, send.data() + i * d);
+        end_timed_loop();
+        stand_in(nullptr, &recv);
         for (int64_t t = 0; t < n / k; ++t) {
             float* out = y.data() + t * d;
             std::fill(out, out + d, 0.0f);
@@ -356,6 +440,8 @@ double row_work_rate(const CalibrateOptions& o, MPI_Comm start) {
                 for (int64_t c = 0; c < d; ++c) out[c] += 0.5f * row[c];
             }
         }
+        end_timed_loop();
+        stand_in(nullptr, nullptr);
         double dots = 0;
         for (int64_t s = 0; s < n; ++s) {
             const float* g = dy.data() + (s / k) * d;
@@ -368,6 +454,8 @@ double row_work_rate(const CalibrateOptions& o, MPI_Comm start) {
             }
             dots += dot;
         }
+        end_timed_loop();
+        stand_in(nullptr, &send);
         for (int64_t t = 0; t < n / k; ++t) {
             float* out = y.data() + t * d;
             std::fill(out, out + d, 0.0f);
@@ -376,9 +464,11 @@ double row_work_rate(const CalibrateOptions& o, MPI_Comm start) {
                 for (int64_t c = 0; c < d; ++c) out[c] += row[c];
             }
         }
+        end_timed_loop();
         sink = sink + dots + y[0];
     }
-    return 9.0 * n * d * sizeof(float) * o.repetitions / clock.elapsed_s() / 1e9;
+    const double work_elapsed_s = clock.elapsed_s() * work_s / (work_s + other_s);
+    return 9.0 * n * d * sizeof(float) * o.repetitions / work_elapsed_s / 1e9;
 }
 
 // Spins for `seconds` (a compute phase that makes no MPI call).
@@ -488,6 +578,7 @@ AlphaBetaFit fit_alpha_beta(const std::vector<PingPongPoint>& points) {
 
 CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const CalibrateOptions& o) {
     const int P = comm.size(), me = comm.rank();
+    const int64_t num_local = std::max<int64_t>(1, o.num_experts / P);  // the layer's experts per rank
     CalibrationResult result;
     result.options = o;
     result.when = utc_now();
@@ -530,7 +621,7 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
             reference = result.intra ? result.intra->bandwidth_GBps : 1e300;
             if (result.inter) reference = std::min(reference, result.inter->bandwidth_GBps);
         }
-        result.alltoall = alltoall_sweep(comm, map, o);
+        result.alltoall = alltoall_sweep(comm, map, o, num_local);
         result.alltoall_reference_GBps = reference;
         if (me == 0)
             for (AlltoallPoint& point : result.alltoall) point.efficiency = point.busbw_GBps / reference;
@@ -568,14 +659,13 @@ CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const Cal
 
     // Row work: every rank at once, as in a layer step; the slowest rank.
     quiet_barrier(comm.handle());
-    const double my_row_rate = row_work_rate(o, comm.handle());
+    const double my_row_rate = row_work_rate(o, num_local, comm.handle());
     std::vector<double> row_rates(P);
     comm.gather_f64(&my_row_rate, row_rates.data(), 1, 0);
     if (me == 0) result.row_work_GBps = *std::min_element(row_rates.begin(), row_rates.end());
 
     // The router, every rank at once, slowest rank.
     quiet_barrier(comm.handle());
-    const int64_t num_local = std::max<int64_t>(1, o.num_experts / P);
     const std::pair<double, double> my_router = router_rates(o, num_local, comm.handle());
     std::vector<double> router_fwd(P), router_bwd(P);
     comm.gather_f64(&my_router.first, router_fwd.data(), 1, 0);
@@ -661,7 +751,7 @@ std::string calibration_yaml(const CalibrationResult& r, const std::string& meas
     if (r.row_work_GBps > 0)
         out << "  # the layer's row work (pack, combine and their backward, 9 row passes per kept "
                "assignment), "
-            << r.options.gemm_tokens << " rows of " << r.options.d_model
+            << row_work_rows(r.options) << " rows of " << r.options.d_model
             << " floats, every rank at once, slowest\n"
             << "  row_work_bandwidth: " << fmt("%.4g", r.row_work_GBps) << " GB/s\n";
     if (r.router_forward_gflops > 0)

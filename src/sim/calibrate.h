@@ -78,9 +78,9 @@ struct CalibrationResult {
     // transport moves bytes only inside MPI calls. -1 = not measured (1 rank).
     double progress_transfer_us = -1, progress_wait_us = -1;
     bool async_progress = true;
-    // The layer's router (gate_forward, gate_backward) on gate_tokens tokens, each half after the expert
-    // phase's data went through the caches, every rank at once, slowest rank: router FLOPs (2·T·d·E
-    // forward, 4·T·d·E backward) per second [GFLOP/s].
+    // The layer's router (gate_forward, gate_backward) on gate_tokens tokens, each half after the step
+    // stand-in (step_footprint_shape), every rank at once, slowest rank: router FLOPs (2·T·d·E forward,
+    // 4·T·d·E backward) per second [GFLOP/s].
     double router_forward_gflops = 0, router_backward_gflops = 0;
     int ranks_per_host = 0, cores_per_host = 0;  // rank 0's host: MPI ranks on it, cores they may use
     // An exchange right after the expert phase, beyond the same exchange after a barrier [us]; -1 = not
@@ -88,6 +88,18 @@ struct CalibrationResult {
     double exchange_wait_us = -1;
     CalibrateOptions options;
 };
+
+// The shape of calibrate's step stand-in, which leaves the caches as a layer step's other phases do before
+// each timed piece: ExpertBlocks (weights, their gradients, the rows in and out, the activations) for every
+// row a rank receives in a step, gate_tokens · top_k. At most 256 MiB a rank: the experts' weights take at
+// most half (at least one expert, even past it), the rows the rest (at least one per expert).
+struct StepFootprintShape {
+    int64_t num_experts = 1, rows_per_expert = 1;
+};
+StepFootprintShape step_footprint_shape(const CalibrateOptions& o, int64_t num_local_experts);
+
+// Rows of the row-work measurement: gate_tokens · top_k, made even (at least 2).
+int64_t row_work_rows(const CalibrateOptions& o);
 
 // Collective over comm (MPI_COMM_WORLD's ranks): every rank calls it; rank 0's result is complete.
 CalibrationResult calibrate_measure(MpiComm& comm, const NodeMap& map, const CalibrateOptions& options);

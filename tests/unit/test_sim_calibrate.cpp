@@ -70,6 +70,41 @@ CalibrationResult measured() {
     return r;
 }
 
+TEST(SimCalibrate, StepStandInHoldsEveryRowOfAStepUpTo256MiB) {
+    CalibrateOptions o;
+    o.d_model = 256, o.d_ff = 512, o.activation = Activation::gelu, o.gate_tokens = 4096, o.top_k = 2;
+    // The validation's layer: 8,192 rows over 4 local experts, 2,048 each; a row is 5 · 256 + 3 · 512
+    // floats (gelu: no gate matrix) = 11,264 B, 92 MB in all, and the weights with gradients 8.4 MB.
+    StepFootprintShape shape = step_footprint_shape(o, 4);
+    EXPECT_EQ(shape.num_experts, 4);
+    EXPECT_EQ(shape.rows_per_expert, 2048);
+    o.gate_tokens = 4095, o.top_k = 1;
+    EXPECT_EQ(step_footprint_shape(o, 4).rows_per_expert, 1024);  // rounded up
+    // DeepSeekMoE-16B's experts (d 2048, f 1408, SwiGLU), 4,096 tokens, k 6: an expert's weights, biases and
+    // their gradients are 4 · 2 · (3 · 2048 · 1408 + 1408 + 2048) B = 69,233,664 B, more than a quarter of
+    // 256 MiB, so 1 expert; the rows (5 · 2048 + 4 · 1408 floats = 63,488 B) get the remaining
+    // 199,201,792 B: 3,137 of the step's 24,576.
+    o.d_model = 2048, o.d_ff = 1408, o.activation = Activation::swiglu, o.gate_tokens = 4096, o.top_k = 6;
+    shape = step_footprint_shape(o, 2);
+    EXPECT_EQ(shape.num_experts, 1);
+    EXPECT_EQ(shape.rows_per_expert, 3137);
+    // One expert's weights past the whole budget: that expert and one row.
+    o.d_model = 7168, o.d_ff = 2048;
+    shape = step_footprint_shape(o, 32);
+    EXPECT_EQ(shape.num_experts, 1);
+    EXPECT_EQ(shape.rows_per_expert, 1);
+}
+
+TEST(SimCalibrate, RowWorkRowsAreTheStepsRowsMadeEven) {
+    CalibrateOptions o;
+    o.gate_tokens = 4096, o.top_k = 2;
+    EXPECT_EQ(row_work_rows(o), 8192);
+    o.gate_tokens = 7, o.top_k = 1;
+    EXPECT_EQ(row_work_rows(o), 6);
+    o.gate_tokens = 1;
+    EXPECT_EQ(row_work_rows(o), 2);
+}
+
 TEST(SimCalibrate, WrittenTopologyLoadsWithTheMeasuredFigures) {
     const CalibrationResult r = measured();
     const Topology t = parse_topology(topology_yaml_from_measurement(r, "here"), "here.yaml");
