@@ -466,8 +466,9 @@ void print_trust(const SimulateRun& run, const Point& point) {
     std::printf("#        not modelled: contention outside the topology file, OS scheduling of ranks that\n");
     std::printf("#        outnumber cores, kernel launches and framework overheads\n");
     std::printf(
-        "#        against measured expar layer runs on a 2-core VM: median error 6-7%% per layer, 22-24%%\n");
-    std::printf("#        per phase; run-to-run noise 16-34%% (docs/simulator.md, Validation)\n");
+        "#        against measured expar layer runs on a 2-core VM: median error 5-13%% per layer, "
+        "20-22%%\n");
+    std::printf("#        per phase; run-to-run noise 18-34%% (docs/simulator.md, Validation)\n");
 }
 
 void print_summary(const SimulateRun& run, const Point& point) {
