@@ -12,9 +12,12 @@
 #       (/experts/requested), so the comparison is of time, not of routing draws; rounds pooled;
 #   (d) experiments/validation.py: errors per layer and per phase, schedule picks -> results/validation.h5
 #       and a markdown table on stdout.
-# About 10 minutes on 2 idle cores. Run from anywhere after building build/expar. STEPS (timed steps per
+# About 11 minutes on 2 idle cores (15 with OLD_EXPAR). Run from anywhere after building build/expar. STEPS (timed steps per
 # run, 5), ROUNDS (3), TOKENS (tokens per rank, 4096), ONLY (numbers 0-5 of the cases to run, e.g. "4 5"), OUT (the
-# HDF5 file, results/validation.h5) and KEEP=1 (keep the work directory) may be set.
+# HDF5 file, results/validation.h5) and KEEP=1 (keep the work directory) may be set. OLD_EXPAR=PATH (another
+# build's expar) runs an A/B of calibrations on the same measurements: each round is calibrated by both
+# binaries back to back (which goes first alternates by round), the same measured runs are predicted from
+# both (build/expar simulates), and the other binary's analysis goes to OUT.old.h5 and after the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p results
@@ -61,11 +64,17 @@ wait_quiet() {
 # rows of 1 KiB to its peer; with --step-factor 4 a 2 MiB limit stopped the sweep at 1 MiB, and the model
 # holds the efficiency flat past the last point.
 calibrate() {
-    local P=$1 rpn=$2 k=$3 c=$4
+    local P=$1 rpn=$2 k=$3 c=$4 round=$5
+    local args=(calibrate --ranks-per-node "$rpn" --a2a-max-bytes 4194304 --a2a-iters 10 --repetitions 15 --d-model 256
+        --d-ff 512 --activation gelu --gemm-tokens $((tokens * k / 8)) --experts 8 --top-k "$k" --gate-tokens "$tokens")
     echo "# calibrate $P ranks (busy $(wait_quiet)%)" >&2
-    launch/local.sh "$P" build/expar calibrate --ranks-per-node "$rpn" --a2a-max-bytes 4194304 --a2a-iters 10 --repetitions 15 \
-        --d-model 256 --d-ff 512 --activation gelu --gemm-tokens $((tokens * k / 8)) --experts 8 --top-k "$k" --gate-tokens "$tokens" \
-        --out "$work/topology_$c.yaml" >&2
+    if [ -n "${OLD_EXPAR:-}" ] && [ $((round % 2)) = 1 ]; then
+        launch/local.sh "$P" "$OLD_EXPAR" "${args[@]}" --out "$work/topology_old_$c.yaml" >&2
+    fi
+    launch/local.sh "$P" build/expar "${args[@]}" --out "$work/topology_$c.yaml" >&2
+    if [ -n "${OLD_EXPAR:-}" ] && [ $((round % 2)) = 0 ]; then
+        launch/local.sh "$P" "$OLD_EXPAR" "${args[@]}" --out "$work/topology_old_$c.yaml" >&2
+    fi
 }
 # Repeated runs: each case's schedules are measured in turn, ROUNDS times (plain, pairwise, hierarchical,
 # plain, ...), and each configuration's timed steps are pooled over its rounds, so that a slow drift of the
@@ -93,7 +102,7 @@ for c in "${cases[@]}"; do
         continue
     fi
     for round in $(seq 1 "$rounds"); do
-        calibrate "$P" "$rpn" "$k" "${case_index}_$round"
+        calibrate "$P" "$rpn" "$k" "${case_index}_$round" "$round"
         for s in 0 1 2; do
             # The simulator replays the measured routing, so --skew is the layer's alone.
             layer_cmd=(build/expar layer "${shape[@]}" --top-k "$k" --capacity-factor "$cf" --schedule "${schedules[$s]}"
@@ -118,10 +127,21 @@ for c in "${cases[@]}"; do
                 --ranks-per-node "$rpn" "${opts[@]}" --dtype-bytes 4 --routing replay --replay "$replay:/counts"
                 --steps $((steps + warmup)) --seed 1 --log "$work/simulated_${i}_$round.h5")
             "${sim_cmd[@]}" >"$work/simulate_${i}_$round.txt"
+            if [ -n "${OLD_EXPAR:-}" ]; then
+                sim_old=("${sim_cmd[@]}")
+                sim_old[3]="$work/topology_old_${case_index}_$round.yaml"  # after simulate --topology
+                sim_old[${#sim_old[@]} - 1]="$work/simulated_old_${i}_$round.h5"  # the --log file
+                "${sim_old[@]}" >/dev/null
+            fi
         done
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "$P" "$rpn" "$cf" "$skew" "$k" "$schedule" \
             "$measured" "$simulated" "launch/local.sh $P ${layer_cmd[*]} --log FILE.h5" \
             "$(sed -E "s/_$rounds\.(yaml|h5)/_ROUND.\1/g" <<<"${sim_cmd[*]}")" "$topologies" >>"$manifest"
+        if [ -n "${OLD_EXPAR:-}" ]; then
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "$P" "$rpn" "$cf" "$skew" "$k" "$schedule" \
+                "$measured" "${simulated//simulated_/simulated_old_}" "(as above)" "(as above, on the other calibration)" \
+                "${topologies//topology_/topology_old_}" >>"$work/manifest_old.txt"
+        fi
         i=$((i + 1))
     done
     case_index=$((case_index + 1))
@@ -130,3 +150,9 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "# load average at end: $load_end" >&2
 "$python" experiments/validation.py analyse "$manifest" "$out" \
     --load-start "$load_start" --load-end "$load_end" --warmup "$warmup"
+if [ -n "${OLD_EXPAR:-}" ]; then
+    echo
+    echo "## The same measured runs, predicted from $OLD_EXPAR's calibrations"
+    "$python" experiments/validation.py analyse "$work/manifest_old.txt" "$out.old.h5" \
+        --load-start "$load_start" --load-end "$load_end" --warmup "$warmup"
+fi
