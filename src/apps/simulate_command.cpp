@@ -466,7 +466,7 @@ void print_trust(const SimulateRun& run, const Point& point) {
     std::printf("#        not modelled: contention outside the topology file, OS scheduling of ranks that\n");
     std::printf("#        outnumber cores, kernel launches and framework overheads\n");
     std::printf(
-        "#        against measured expar layer runs on a 2-core VM: median error 5-13%% per layer, "
+        "#        against measured expar layer runs on a 2-core VM: median error 4-13%% per layer, "
         "20-22%%\n");
     std::printf("#        per phase; run-to-run noise 18-34%% (docs/simulator.md, Validation)\n");
 }
