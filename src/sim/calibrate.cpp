@@ -406,7 +406,7 @@ double row_work_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_C
     for (int64_t i = 0; i < n; ++i) order[i] = (i * 7919) % n;  // a scattered, fixed permutation
     ExpertBlocks footprint = step_footprint(o, num_local_experts);
     volatile double sink = 0;
-    volatile float first = 0;
+    volatile float read_sink = 0;    // keeps the untimed read of just_read
     double work_s = 0, other_s = 0;  // this rank's own time in the loops and in the stand-ins
     double loop_start_s = 0;
     // Untimed, before each loop: the step stand-in, then what the step's phase just before the loop leaves
@@ -415,7 +415,7 @@ double row_work_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_C
     auto stand_in = [&](std::vector<float>* just_read, std::vector<float>* just_written) {
         const double t0 = now_s();
         footprint.touch();
-        if (just_read) first = first + std::accumulate(just_read->begin(), just_read->end(), 0.0f);
+        if (just_read) read_sink = read_sink + std::accumulate(just_read->begin(), just_read->end(), 0.0f);
         if (just_written) std::fill(just_written->begin(), just_written->end(), 0.25f);
         loop_start_s = now_s();
         other_s += loop_start_s - t0;
