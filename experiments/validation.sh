@@ -20,6 +20,10 @@
 # both (build/expar simulates), and the other binary's analysis goes to OUT.old.h5 and after the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${OLD_EXPAR:-}" ] && [ ! -x "$OLD_EXPAR" ]; then
+    echo "validation.sh: error: OLD_EXPAR=$OLD_EXPAR is not an executable file" >&2
+    exit 2
+fi
 mkdir -p results
 source tests/cli/common.sh
 python=$(find_python)
@@ -123,15 +127,14 @@ for c in "${cases[@]}"; do
         for round in $(seq 1 "$rounds"); do
             replay="$work/replay_${i}_$round.h5"
             "$python" experiments/validation.py replay "$work/measured_${i}_$round.h5" "$replay"
-            sim_cmd=(build/expar simulate --topology "$work/topology_${case_index}_$round.yaml" --ranks "$P"
-                --ranks-per-node "$rpn" "${opts[@]}" --dtype-bytes 4 --routing replay --replay "$replay:/counts"
-                --steps $((steps + warmup)) --seed 1 --log "$work/simulated_${i}_$round.h5")
+            sim_args=(--ranks "$P" --ranks-per-node "$rpn" "${opts[@]}" --dtype-bytes 4 --routing replay
+                --replay "$replay:/counts" --steps $((steps + warmup)) --seed 1)
+            sim_cmd=(build/expar simulate --topology "$work/topology_${case_index}_$round.yaml" "${sim_args[@]}"
+                --log "$work/simulated_${i}_$round.h5")
             "${sim_cmd[@]}" >"$work/simulate_${i}_$round.txt"
             if [ -n "${OLD_EXPAR:-}" ]; then
-                sim_old=("${sim_cmd[@]}")
-                sim_old[3]="$work/topology_old_${case_index}_$round.yaml"  # after simulate --topology
-                sim_old[${#sim_old[@]} - 1]="$work/simulated_old_${i}_$round.h5"  # the --log file
-                "${sim_old[@]}" >/dev/null
+                build/expar simulate --topology "$work/topology_old_${case_index}_$round.yaml" "${sim_args[@]}" \
+                    --log "$work/simulated_old_${i}_$round.h5" >/dev/null
             fi
         done
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "$P" "$rpn" "$cf" "$skew" "$k" "$schedule" \
