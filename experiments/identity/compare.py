@@ -3,7 +3,7 @@
 
 Checks that two folders written by experiments/identity/run.sh hold the same results bit for bit:
 every dataset of every HDF5 file (values, dtype, shape), every text table, and the option attributes.
-Attributes that differ by nature between builds (git_revision, wall_time_s) are skipped; the simulator's
+Attributes that differ by nature between builds and folders (git_revision, wall_time_s, the output paths dump and log) are skipped; the simulator's
 wall-time dataset (sim/sim_wall_s) too. Exit 0 when identical, 1 otherwise, listing each difference.
 """
 import pathlib
@@ -12,7 +12,7 @@ import sys
 import h5py
 import numpy as np
 
-VOLATILE_ATTRS = {"git_revision", "wall_time_s"}
+VOLATILE_ATTRS = {"git_revision", "wall_time_s", "dump", "log"}  # build, clock, output path
 VOLATILE_DATASETS = {"sim/sim_wall_s"}
 
 
