@@ -160,7 +160,7 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         shadowed[i] = st.num_shadowed;
         intra_bytes[i] = bytes[0];
         inter_bytes[i] = bytes[1];
-        const DispatchHandle& h = layer.handle();
+        const DispatchLayout& h = layer.layout();
         int64_t requested = 0, received = 0, lo = std::numeric_limits<int64_t>::max(), hi = 0;
         for (int64_t e = 0; e < E; ++e) {
             int64_t load = 0;
@@ -218,7 +218,7 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         std::printf(
             "dropped             %12.2f %% of routed assignments (capacity %lld tokens per expert per %s "
             "group)\n",
-            100.0 * median(drop_fraction), (long long)layer.handle().capacity, to_string(c.capacity_scope));
+            100.0 * median(drop_fraction), (long long)layer.layout().capacity, to_string(c.capacity_scope));
         std::printf("expert load         %12.0f min / %.0f mean / %.0f max tokens received per step\n",
                     median(load_min), median(load_mean), median(load_max));
         std::printf(

@@ -157,7 +157,7 @@ void LayerLog::append(int64_t step, const MoeLayer& layer, double step_time_s, d
     comm_.gather_f64(rank_row_.data(), all_rows_.data(), static_cast<int64_t>(width), 0);
     if (comm_.rank() != 0) return;
 
-    const DispatchHandle& h = layer.handle();
+    const DispatchLayout& h = layer.layout();
     const int64_t E = num_experts_;
     int64_t total_requested = 0, total_dropped = 0;
     for (int64_t e = 0; e < E; ++e) {
@@ -238,7 +238,7 @@ void write_layer_dump(Comm& comm,
 
     // Routing: expert index per slot (-1 where dropped or not routed) and the gate weight.
     const GateState& g = layer.gate_state();
-    const DispatchHandle& h = layer.handle();
+    const DispatchLayout& h = layer.layout();
     std::vector<float> routing(T_local * k);
     for (int64_t s = 0; s < T_local * k; ++s)
         routing[s] = h.kept[s] ? static_cast<float>(g.expert[s]) : -1.0f;

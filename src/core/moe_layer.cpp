@@ -1,7 +1,6 @@
 #include "moe_layer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -11,14 +10,12 @@
 #include "check.h"
 #include "rng.h"
 #include "synthetic.h"
+#include "timer.h"
+#include "token_rows.h"
 
 namespace expar {
 
 namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Order of the probs drop policy: larger weight first, then lower global slot (= lower token index).
 struct KeyBefore {
@@ -140,86 +137,25 @@ MoeLayer::MoeLayer(const LayerConfig& config,
     for (int64_t e = 0; e < E; ++e)
         router_bias_[e] = static_cast<float>(-config_.skew * std::log(static_cast<double>(e + 1)));
 
-    // Gate buffers.
-    logits_.resize(T * E);
-    probs_.resize(T * E);
-    lse_.resize(T);
-    noise_logits_.resize(noisy ? T * E : 0);
-    scores_.resize(noisy ? T * E : 0);
-    dlogits_.resize(T * E);
-    dnoise_.resize(T * E);
-    slot_expert_.resize(T * k);
-    slot_weight_.resize(T * k);
-    dslot_weight_.resize(T * k);
-    slot_routed_.resize(T * k);
-    selection_.resize(T * E);
-    gate_order_.resize(T * k);
-    node_scratch_.resize(cluster_.nodes.num_nodes + E);
-    gate_ = GateState{logits_.data(),    probs_.data(),       lse_.data(),         noise_logits_.data(),
-                      scores_.data(),    slot_expert_.data(), slot_weight_.data(), slot_routed_.data(),
-                      selection_.data(), gate_order_.data(),  node_scratch_.data()};
-    prob_sum_.resize(E);
-    aux_dprob_.resize(E);
-    local_requested_.resize(E);
-    expert_load_.resize(E);
-    count_send_.resize(E + 3);
-    count_recv_.resize(P * (E + 3));
-    sum_send_.resize(E + 1);
-    sum_recv_.resize(P * (E + 1));
-
-    // Layout.
-    handle_.requested.resize(P * E);
-    handle_.allowed.resize(P * E);
-    handle_.sent.resize(P * E);
-    handle_.shadowed.assign(E, 0);
-    handle_.rows.resize(P * P);
-    handle_.kept.resize(T * k);
-    handle_.send_slot.resize(T * k);
-    handle_.send_rows.resize(P);
-    handle_.send_offsets.resize(P);
-    handle_.recv_rows.resize(P);
-    handle_.recv_offsets.resize(P);
-    by_expert_.resize(T * k);
-    expert_begin_.resize(E + 1);
-    expert_fill_.resize(E);
-    expert_row_begin_.resize(EL + 1);
-    block_begin_.resize(EL * P);
-    source_block_row_.resize(P * EL);
-    slot_row_.resize(T * k);
+    gate_buffers_.resize(config_, static_cast<int>(P), cluster_.nodes.num_nodes);
+    gate_ = gate_buffers_.state();
     // (probs, global) needs the key exchange whenever cf > 0: sized by scope and policy alone, so that
     // set_capacity_factor can switch between dropless and a capacity without allocating.
-    if (config_.capacity_scope == CapacityScope::global && config_.drop_policy == DropPolicy::probs) {
-        key_send_.resize(T * k);
-        key_recv_.resize(P * T * k);
-        key_scratch_.resize(P * T * k);
-        key_send_rows_.resize(P);
-        key_send_offsets_.resize(P);
-        key_recv_rows_.resize(P);
-        key_recv_offsets_.resize(P);
-        allowed_block_.resize(EL * P);
-        allowed_blocks_.resize(P * EL * P);
-    }
+    if (config_.capacity_scope == CapacityScope::global && config_.drop_policy == DropPolicy::probs)
+        keys_.resize(config_, static_cast<int>(P));
+    const int max_shadowed =
+        config_.shadow ? static_cast<int>(std::min<int64_t>(config_.shadow_max_experts, E)) : 0;
+    layout_.resize(static_cast<int>(P), E, max_shadowed, T, static_cast<int>(k));
+    layout_.rank = comm_.rank();
 
     // Rows an owner can receive: every kept assignment of the step in the worst case, and no more than
     // its experts' capacity allows. Sized once here; the step never allocates.
     max_recv_rows_ = moe_max_recv_rows(config_, static_cast<int>(P));
-    send_buf_.resize(T * k * d);
-    combine_recv_.resize(T * k * d);
-    return_buf_.resize(T * k * d);
-    recv_buf_.resize(max_recv_rows_ * d);
-    expert_x_.resize(max_recv_rows_ * d);
-    expert_dy_.resize(max_recv_rows_ * d);
-    act_h_.resize(max_recv_rows_ * f);
-    act_g_.resize(swiglu ? max_recv_rows_ * f : 0);
-    act_a_.resize(max_recv_rows_ * f);
-    act_dh_.resize(max_recv_rows_ * f);
+    rows_.resize(T * k, max_recv_rows_, d, f, swiglu);
     const int64_t max_rows = std::max(T * k, max_recv_rows_);
     exchange_ = std::make_unique<TokenExchange>(config_.schedule, comm_, cluster_.nodes,
                                                 effective_group_size(config_, static_cast<int>(P)), max_rows,
                                                 max_rows, d);
-    const size_t num_stages = exchange_->stages().size();
-    stage_first_.resize(num_stages);
-    stage_count_.resize(num_stages);
 
     // Shadowing: the policy's cost model, and room for shadow_max_experts replicated experts.
     expert_floats_ = (sizes[2] + sizes[3] + sizes[4] + sizes[5] + sizes[6]) / EL;
@@ -232,22 +168,86 @@ MoeLayer::MoeLayer(const LayerConfig& config,
                               static_cast<double>(d * sizeof(float)),
                               static_cast<double>(expert_floats_ * sizeof(float)), cluster_);
         shadow_policy_ = std::make_unique<ShadowPolicy>(static_cast<int>(P), E, model);
-        const int64_t slots = std::min<int64_t>(config_.shadow_max_experts, E);
-        shadow_params_.resize(slots * expert_floats_);
-        shadow_grads_.resize(slots * expert_floats_);
-        shadow_expert_.resize(slots);
-        shadow_row_begin_.resize(slots + 1);
-        shadow_x_.resize(T * k * d);
-        shadow_h_.resize(T * k * f);
-        shadow_g_.resize(swiglu ? T * k * f : 0);
-        shadow_a_.resize(T * k * f);
-        shadow_dh_.resize(T * k * f);
+        shadow_.resize(max_shadowed, expert_floats_, T * k, d, f, swiglu);
     }
-    // Touch every page now: fresh pages fault on first write, which would land in the first steps.
-    for (auto* buffer : {&send_buf_, &combine_recv_, &return_buf_, &recv_buf_, &expert_x_, &expert_dy_,
-                         &act_h_, &act_g_, &act_a_, &act_dh_, &shadow_params_, &shadow_grads_, &shadow_x_,
-                         &shadow_h_, &shadow_g_, &shadow_a_, &shadow_dh_})
-        std::fill(buffer->begin(), buffer->end(), 0.0f);
+}
+
+// Every buffer is touched here: fresh pages fault on first write, which would land in the first steps.
+void MoeLayer::GateBuffers::resize(const LayerConfig& c, int num_ranks, int num_nodes) {
+    const int64_t P = num_ranks, E = c.num_experts, T = c.tokens_per_rank, k = c.top_k;
+    const bool noisy = c.gate == GateKind::noisy_topk;
+    logits.assign(T * E, 0.0f);
+    probs.assign(T * E, 0.0f);
+    lse.assign(T, 0.0f);
+    noise_logits.assign(noisy ? T * E : 0, 0.0f);
+    scores.assign(noisy ? T * E : 0, 0.0f);
+    dlogits.assign(T * E, 0.0f);
+    dnoise.assign(T * E, 0.0f);
+    slot_expert.assign(T * k, 0);
+    slot_weight.assign(T * k, 0.0f);
+    dslot_weight.assign(T * k, 0.0f);
+    slot_routed.assign(T * k, 0);
+    selection.assign(T * E, 0.0f);
+    order.assign(T * k, 0);
+    node_scratch.assign(num_nodes + E, 0.0f);
+    prob_sum.assign(E, 0.0);
+    aux_dprob.assign(E, 0.0);
+    local_requested.assign(E, 0);
+    expert_load.assign(E, 0);
+    count_send.assign(E + 3, 0);
+    count_recv.assign(P * (E + 3), 0);
+    sum_send.assign(E + 1, 0.0);
+    sum_recv.assign(P * (E + 1), 0.0);
+}
+
+GateState MoeLayer::GateBuffers::state() {
+    return GateState{logits.data(),    probs.data(),       lse.data(),         noise_logits.data(),
+                     scores.data(),    slot_expert.data(), slot_weight.data(), slot_routed.data(),
+                     selection.data(), order.data(),       node_scratch.data()};
+}
+
+void MoeLayer::KeyExchange::resize(const LayerConfig& c, int num_ranks) {
+    const int64_t P = num_ranks, T = c.tokens_per_rank, k = c.top_k, EL = c.num_experts / num_ranks;
+    send.assign(T * k, Key{});
+    recv.assign(P * T * k, Key{});
+    scratch.assign(P * T * k, Key{});
+    for (auto* v : {&send_rows, &send_offsets, &recv_rows, &recv_offsets}) v->assign(P, 0);
+    allowed_block.assign(EL * P, 0);
+    allowed_blocks.assign(P * EL * P, 0);
+}
+
+void MoeLayer::RowBuffers::resize(int64_t send_rows, int64_t max_recv, int64_t d, int64_t f, bool swiglu) {
+    send.assign(send_rows * d, 0.0f);
+    combine_recv.assign(send_rows * d, 0.0f);
+    return_rows.assign(send_rows * d, 0.0f);
+    recv.assign(max_recv * d, 0.0f);
+    expert_x.assign(max_recv * d, 0.0f);
+    expert_dy.assign(max_recv * d, 0.0f);
+    h.assign(max_recv * f, 0.0f);
+    g.assign(swiglu ? max_recv * f : 0, 0.0f);
+    a.assign(max_recv * f, 0.0f);
+    dh.assign(max_recv * f, 0.0f);
+}
+
+ExpertActivations MoeLayer::RowBuffers::acts(int64_t row_begin, int64_t f) {
+    return ExpertActivations{h.data() + row_begin * f, g.empty() ? nullptr : g.data() + row_begin * f,
+                             a.data() + row_begin * f, dh.data() + row_begin * f};
+}
+
+void MoeLayer::ShadowBuffers::resize(
+    int64_t slots, int64_t expert_floats, int64_t rows, int64_t d, int64_t f, bool swiglu) {
+    params.assign(slots * expert_floats, 0.0f);
+    grads.assign(slots * expert_floats, 0.0f);
+    x.assign(rows * d, 0.0f);
+    h.assign(rows * f, 0.0f);
+    g.assign(swiglu ? rows * f : 0, 0.0f);
+    a.assign(rows * f, 0.0f);
+    dh.assign(rows * f, 0.0f);
+}
+
+ExpertActivations MoeLayer::ShadowBuffers::acts(int64_t row_begin, int64_t f) {
+    return ExpertActivations{h.data() + row_begin * f, g.empty() ? nullptr : g.data() + row_begin * f,
+                             a.data() + row_begin * f, dh.data() + row_begin * f};
 }
 
 MoeLayer::~MoeLayer() = default;
@@ -300,17 +300,10 @@ ExpertGrads MoeLayer::expert_grads(int64_t le) const {
                        grads_.w3 ? grads_.w3 + le * d * f : nullptr};
 }
 
-ExpertActivations MoeLayer::expert_acts(int64_t row_begin) {
-    const int64_t f = config_.d_ff;
-    return ExpertActivations{act_h_.data() + row_begin * f,
-                             act_g_.empty() ? nullptr : act_g_.data() + row_begin * f,
-                             act_a_.data() + row_begin * f, act_dh_.data() + row_begin * f};
-}
-
 // A shadow slot holds one expert's parameters packed as w1 [d,f], b1 [f], w2 [f,d], b2 [d], w3 [d,f].
 ExpertWeights MoeLayer::shadow_weights(int i) const {
     const int64_t d = config_.d_model, f = config_.d_ff;
-    const float* p = shadow_params_.data() + i * expert_floats_;
+    const float* p = shadow_.params.data() + i * expert_floats_;
     const float* b1 = params_.b1 ? p + d * f : nullptr;
     const float* w2 = p + d * f + (b1 ? f : 0);
     const float* b2 = params_.b2 ? w2 + f * d : nullptr;
@@ -320,7 +313,7 @@ ExpertWeights MoeLayer::shadow_weights(int i) const {
 
 ExpertGrads MoeLayer::shadow_grads(int i) const {
     const int64_t d = config_.d_model, f = config_.d_ff;
-    float* p = const_cast<float*>(shadow_grads_.data()) + i * expert_floats_;
+    float* p = const_cast<float*>(shadow_.grads.data()) + i * expert_floats_;
     float* b1 = params_.b1 ? p + d * f : nullptr;
     float* w2 = p + d * f + (b1 ? f : 0);
     float* b2 = params_.b2 ? w2 + f * d : nullptr;
@@ -328,43 +321,52 @@ ExpertGrads MoeLayer::shadow_grads(int i) const {
     return ExpertGrads{p, b1, w2, b2, w3};
 }
 
-ExpertActivations MoeLayer::shadow_acts(int64_t row_begin) {
-    const int64_t f = config_.d_ff;
-    return ExpertActivations{shadow_h_.data() + row_begin * f,
-                             shadow_g_.empty() ? nullptr : shadow_g_.data() + row_begin * f,
-                             shadow_a_.data() + row_begin * f, shadow_dh_.data() + row_begin * f};
+SlotRouting MoeLayer::slot_routing() const {
+    const GateBuffers& g = gate_buffers_;
+    return SlotRouting{g.slot_expert.data(), g.slot_weight.data(), g.slot_routed.data(),
+                       config_.tokens_per_rank, config_.top_k};
 }
 
 // ------------------------------------------------------------------------------------------------
 // Forward
 
+// Phases, each timed by its own clock reads: route; count exchange (and the router-bias update); layout;
+// dispatch = shadow weight broadcast + pack + waiting for the rows to arrive; expert = the expert blocks;
+// combine = waiting for the results to come back + the gate-weighted sum. Under the pairwise schedule
+// the transfers overlap the expert blocks: dispatch and combine then hold only the time spent blocked.
 void MoeLayer::forward(float* y, const float* x, int64_t step, uint64_t seed) {
+    const int64_t T = config_.tokens_per_rank, d = config_.d_model, k = config_.top_k;
     stats_ = LayerStepStats{};
-    double t0 = now_s();
+    const double t0 = now_s();
     route(x, step, seed);
-    double t1 = now_s();
-    stats_.phase_s[kFwdRoute] = t1 - t0;
+    const double t1 = now_s();
     exchange_counts(step);
     update_selection_bias();
-    double t2 = now_s();
-    stats_.phase_s[kFwdCountExchange] = t2 - t1;
+    const double t2 = now_s();
     plan_layout();
-    double t3 = now_s();
-    stats_.phase_s[kFwdLayout] = t3 - t2;
+    const double t3 = now_s();
     broadcast_shadow_weights();
-    pack_rows(x);
-    double wait_in = 0, compute = 0, wait_out = 0;
-    run_experts(false, &wait_in, &compute, &wait_out);
-    double t4 = now_s();
-    combine(y);
-    double t5 = now_s();
-    stats_.phase_s[kFwdDispatch] = (t4 - t3) - compute - wait_out;
-    stats_.phase_s[kFwdExpert] = compute;
-    stats_.phase_s[kFwdCombine] = wait_out + (t5 - t4);
+    const DispatchLayout& h = layout_;
+    dispatch_pack(rows_.send.data(), x, h.send_slot.data(), h.num_send, k, d);
+    dispatch_pack(shadow_.x.data(), x, h.send_slot.data() + h.num_send, h.num_shadow_rows, k, d);
+    const double t4 = now_s();
+    RoundTripTimes times;
+    run_experts(false, &times);
+    const double t5 = now_s();
+    combine_forward(y, rows_.combine_recv.data(), h.slot_row.data(), gate_buffers_.slot_weight.data(), T, k,
+                    d);
+    const double t6 = now_s();
+    stats_.phase_s[kFwdRoute] = t1 - t0;
+    stats_.phase_s[kFwdCountExchange] = t2 - t1;
+    stats_.phase_s[kFwdLayout] = t3 - t2;
+    stats_.phase_s[kFwdDispatch] = (t4 - t3) + times.wait_in_s;
+    stats_.phase_s[kFwdExpert] = times.compute_s;
+    stats_.phase_s[kFwdCombine] = times.wait_out_s + (t6 - t5);
 }
 
 void MoeLayer::route(const float* x, int64_t step, uint64_t seed) {
     const int64_t T = config_.tokens_per_rank, d = config_.d_model;
+    GateBuffers& g = gate_buffers_;
     int64_t num_nonfinite = 0;
     for (int64_t i = 0; i < T * d; ++i) num_nonfinite += !std::isfinite(x[i]);
     GateRouting routing;
@@ -376,59 +378,61 @@ void MoeLayer::route(const float* x, int64_t step, uint64_t seed) {
     routing.max_offnode = max_offnode_;
     gate_inputs_ = GateInputs{
         x, params_.router_w, params_.router_noise_w, router_bias_.data(), T, rank() * T, seed, step, routing};
-    GatePartialSums sums{prob_sum_.data(), local_requested_.data()};
+    GatePartialSums sums{g.prob_sum.data(), g.local_requested.data()};
     if (num_nonfinite == 0) {
         gate_forward(gate_, &sums, gate_inputs_, config_);
     } else {  // skip the gate on garbage; every rank learns of it in the count exchange and stops
-        std::fill(prob_sum_.begin(), prob_sum_.end(), 0.0);
-        std::fill(local_requested_.begin(), local_requested_.end(), 0);
+        std::fill(g.prob_sum.begin(), g.prob_sum.end(), 0.0);
+        std::fill(g.local_requested.begin(), g.local_requested.end(), 0);
     }
     const int64_t E = config_.num_experts;
-    std::copy(local_requested_.begin(), local_requested_.end(), count_send_.begin());
-    count_send_[E] = sums.num_skipped;
-    count_send_[E + 1] = num_nonfinite;
-    count_send_[E + 2] = sums.num_redirected;
+    std::copy(g.local_requested.begin(), g.local_requested.end(), g.count_send.begin());
+    g.count_send[E] = sums.num_skipped;
+    g.count_send[E + 1] = num_nonfinite;
+    g.count_send[E + 2] = sums.num_redirected;
     stats_.num_redirected = sums.num_redirected;
-    std::copy(prob_sum_.begin(), prob_sum_.end(), sum_send_.begin());
-    sum_send_[E] = sums.z_sum;
+    std::copy(g.prob_sum.begin(), g.prob_sum.end(), g.sum_send.begin());
+    g.sum_send[E] = sums.z_sum;
 }
 
 void MoeLayer::exchange_counts(int64_t step) {
     const int64_t P = num_ranks(), E = config_.num_experts, k = config_.top_k, W = E + 3;
-    comm_.allgather_i64(count_send_.data(), count_recv_.data(), W);
-    comm_.allgather_f64(sum_send_.data(), sum_recv_.data(), E + 1);
+    GateBuffers& g = gate_buffers_;
+    DispatchLayout& h = layout_;
+    comm_.allgather_i64(g.count_send.data(), g.count_recv.data(), W);
+    comm_.allgather_f64(g.sum_send.data(), g.sum_recv.data(), E + 1);
     for (int64_t r = 0; r < P; ++r) {
-        const int64_t bad = count_recv_[r * W + E + 1];
+        const int64_t bad = g.count_recv[r * W + E + 1];
         if (bad > 0)
             EXPAR_FAIL("non-finite input to MoE layer " << layer_index_ << " at step " << step << ": " << bad
                                                         << " NaN/Inf values in x on rank " << r);
     }
     // Global sums in rank order: the same bits on every rank.
     const double T_global = static_cast<double>(P * config_.tokens_per_rank);
-    handle_.num_skipped = 0;
+    h.num_skipped = 0;
     double z_sum = 0;
     int64_t total = 0;
-    std::fill(prob_sum_.begin(), prob_sum_.end(), 0.0);
+    std::fill(g.prob_sum.begin(), g.prob_sum.end(), 0.0);
     for (int64_t r = 0; r < P; ++r) {
         for (int64_t e = 0; e < E; ++e) {
-            handle_.requested[r * E + e] = count_recv_[r * W + e];
-            total += handle_.requested[r * E + e];
-            prob_sum_[e] += sum_recv_[r * (E + 1) + e];
+            h.requested[r * E + e] = g.count_recv[r * W + e];
+            total += h.requested[r * E + e];
+            g.prob_sum[e] += g.sum_recv[r * (E + 1) + e];
         }
-        handle_.num_skipped += count_recv_[r * W + E];
-        stats_.num_redirected_global += count_recv_[r * W + E + 2];
-        z_sum += sum_recv_[r * (E + 1) + E];
+        h.num_skipped += g.count_recv[r * W + E];
+        stats_.num_redirected_global += g.count_recv[r * W + E + 2];
+        z_sum += g.sum_recv[r * (E + 1) + E];
     }
-    if (total + handle_.num_skipped != P * config_.tokens_per_rank * k)
+    if (total + h.num_skipped != P * config_.tokens_per_rank * k)
         throw_error(__FILE__, __LINE__, "invariant broken: routed + skipped assignments != T·k", true);
     double aux = 0;
     for (int64_t e = 0; e < E; ++e) {
         int64_t requested_e = 0;
-        for (int64_t r = 0; r < P; ++r) requested_e += handle_.requested[r * E + e];
-        expert_load_[e] = requested_e;
+        for (int64_t r = 0; r < P; ++r) requested_e += h.requested[r * E + e];
+        g.expert_load[e] = requested_e;
         const double f_e = static_cast<double>(requested_e) / (T_global * k);
-        aux += f_e * prob_sum_[e] / T_global;
-        aux_dprob_[e] = config_.aux_loss_coef * static_cast<double>(E) * f_e / T_global;
+        aux += f_e * g.prob_sum[e] / T_global;
+        g.aux_dprob[e] = config_.aux_loss_coef * static_cast<double>(E) * f_e / T_global;
     }
     stats_.aux_loss = static_cast<double>(E) * aux;
     stats_.z_loss = z_sum / T_global;
@@ -438,121 +442,29 @@ void MoeLayer::exchange_counts(int64_t step) {
 // and an underloaded one's rises by gamma (global routed load against the mean). Same bits everywhere.
 void MoeLayer::update_selection_bias() {
     if (config_.router_bias_rate <= 0) return;
-    router_bias_update(selection_bias_.data(), expert_load_.data(), config_.num_experts,
+    router_bias_update(selection_bias_.data(), gate_buffers_.expert_load.data(), config_.num_experts,
                        config_.router_bias_rate);
 }
 
+// The dispatch layout from the count matrix (dispatch_layout.h); only (probs, global) capacity talks to
+// the other ranks, to decide which sources keep how many.
 void MoeLayer::plan_layout() {
-    const int64_t P = num_ranks(), E = config_.num_experts, T = config_.tokens_per_rank, k = config_.top_k;
-    const int64_t EL = num_local_experts_, me = rank();
-    DispatchHandle& h = handle_;
-    // Routed assignments of this rank sorted by expert, stable in token order (counting sort).
-    std::fill(expert_begin_.begin(), expert_begin_.end(), 0);
-    for (int64_t s = 0; s < T * k; ++s)
-        if (slot_routed_[s]) ++expert_begin_[slot_expert_[s] + 1];
-    for (int64_t e = 0; e < E; ++e) expert_begin_[e + 1] += expert_begin_[e];
-    std::copy(expert_begin_.begin(), expert_begin_.end() - 1, expert_fill_.begin());
-    for (int64_t s = 0; s < T * k; ++s)
-        if (slot_routed_[s]) by_expert_[expert_fill_[slot_expert_[s]]++] = s;
-
-    h.capacity = capacity_of_step(config_, h.requested.data(), static_cast<int>(P));
+    DispatchLayout& h = layout_;
+    const SlotRouting routing = slot_routing();
+    plan_expert_order(&h, routing);
     if (capacity_needs_key_exchange(config_)) {
+        h.capacity = capacity_of_step(config_, h.requested.data(), num_ranks());
         select_probs_global();
     } else {
-        capacity_allowed_from_counts(h.allowed.data(), h.requested.data(), static_cast<int>(P), config_);
+        plan_capacity(&h, config_);
     }
-    choose_shadows();
-
-    // Keep the first allowed[me][e] of each expert's assignments in policy order, in token order within
-    // an expert. Rows: network rows expert-major (so grouped by owner), then the shadowed experts' rows.
-    std::fill(h.kept.begin(), h.kept.end(), 0);
-    std::fill(slot_row_.begin(), slot_row_.end(), -1);
-    int64_t row = 0;
-    int shadow_slot = 0;
-    for (int pass = 0; pass < 2; ++pass) {
-        for (int64_t e = 0; e < E; ++e) {
-            if ((pass == 0) == (h.shadowed[e] != 0)) continue;
-            int64_t* segment = by_expert_.data() + expert_begin_[e];
-            const int64_t count = expert_begin_[e + 1] - expert_begin_[e];
-            const int64_t keep = h.allowed[me * E + e];
-            EXPAR_ASSERT(keep <= count);
-            if (config_.drop_policy == DropPolicy::probs && keep < count) {
-                const float* w = slot_weight_.data();
-                std::sort(segment, segment + count, [w](int64_t a, int64_t b) {
-                    if (w[a] != w[b]) return w[a] > w[b];
-                    return a < b;
-                });
-                std::sort(segment, segment + keep);
-            }
-            if (pass == 1) shadow_row_begin_[shadow_slot++] = row - h.num_send;
-            for (int64_t i = 0; i < keep; ++i) {
-                h.kept[segment[i]] = 1;
-                slot_row_[segment[i]] = row;
-                h.send_slot[row++] = segment[i];
-            }
-        }
-        if (pass == 0) h.num_send = row;
-    }
-    h.num_shadow_rows = row - h.num_send;
-    if (h.num_shadowed > 0) shadow_row_begin_[h.num_shadowed] = h.num_shadow_rows;
-
-    // Row counts per peer and the exchange's traffic matrix: experts of rank r are [r·EL, (r+1)·EL).
-    for (int64_t src = 0; src < P; ++src)
-        for (int64_t dst = 0; dst < P; ++dst) {
-            int64_t rows = 0;
-            for (int64_t le = 0; le < EL; ++le) rows += h.sent[src * E + dst * EL + le];
-            h.rows[src * P + dst] = rows;
-        }
-    int64_t send_offset = 0, recv_offset = 0;
-    for (int64_t r = 0; r < P; ++r) {
-        h.send_rows[r] = h.rows[me * P + r];
-        h.send_offsets[r] = send_offset;
-        h.recv_rows[r] = h.rows[r * P + me];
-        h.recv_offsets[r] = recv_offset;
-        send_offset += h.send_rows[r];
-        recv_offset += h.recv_rows[r];
-    }
-    h.num_recv = recv_offset;
-    EXPAR_ASSERT(send_offset == h.num_send);
+    plan_shadows(&h, shadow_policy_.get());
+    stats_.num_shadowed = h.num_shadowed;
+    plan_rows(&h, routing, config_.drop_policy);
+    plan_traffic(&h);
+    plan_peers(&h);
     if (h.num_recv > max_recv_rows_)
         throw_error(__FILE__, __LINE__, "receive buffer too small for this step's load", false);
-    // Blocks (local expert le, source r): expert-major, sources in rank order within an expert.
-    expert_row_begin_[0] = 0;
-    for (int64_t le = 0; le < EL; ++le) {
-        int64_t rows = expert_row_begin_[le];
-        for (int64_t r = 0; r < P; ++r) {
-            block_begin_[le * P + r] = rows;
-            rows += h.sent[r * E + me * EL + le];
-        }
-        expert_row_begin_[le + 1] = rows;
-    }
-    for (int64_t r = 0; r < P; ++r) {
-        int64_t rows = h.recv_offsets[r];
-        for (int64_t le = 0; le < EL; ++le) {
-            source_block_row_[r * EL + le] = rows;
-            rows += h.sent[r * E + me * EL + le];
-        }
-    }
-}
-
-// FasterMoE Algorithm 1 on the kept-token matrix; every rank decides the same. sent = allowed with the
-// shadowed experts' columns zeroed: those tokens never travel.
-void MoeLayer::choose_shadows() {
-    DispatchHandle& h = handle_;
-    const int64_t P = num_ranks(), E = config_.num_experts;
-    std::copy(h.allowed.begin(), h.allowed.end(), h.sent.begin());
-    std::fill(h.shadowed.begin(), h.shadowed.end(), 0);
-    h.num_shadowed = 0;
-    if (!shadow_policy_) return;
-    h.num_shadowed =
-        shadow_policy_->select(h.shadowed.data(), h.allowed.data(), static_cast<int>(shadow_expert_.size()));
-    int slot = 0;
-    for (int64_t e = 0; e < E; ++e) {
-        if (!h.shadowed[e]) continue;
-        shadow_expert_[slot++] = e;
-        for (int64_t r = 0; r < P; ++r) h.sent[r * E + e] = 0;
-    }
-    stats_.num_shadowed = h.num_shadowed;
 }
 
 // (probs, global): the owner of each overflowing expert sees every source's keys (weight, global slot)
@@ -560,70 +472,73 @@ void MoeLayer::choose_shadows() {
 void MoeLayer::select_probs_global() {
     const int64_t P = num_ranks(), E = config_.num_experts, k = config_.top_k, EL = num_local_experts_;
     const int64_t me = rank(), first_slot = me * config_.tokens_per_rank * k;
-    const int64_t capacity = handle_.capacity;
-    auto overflowing = [&](int64_t e) { return expert_load_[e] > capacity; };
+    DispatchLayout& h = layout_;
+    KeyExchange& keys = keys_;
+    const int64_t capacity = h.capacity;
+    const std::vector<int64_t>& expert_load = gate_buffers_.expert_load;
+    auto overflowing = [&](int64_t e) { return expert_load[e] > capacity; };
     int64_t n = 0;
     for (int64_t r = 0; r < P; ++r) {
-        key_send_offsets_[r] = n;
+        keys.send_offsets[r] = n;
         for (int64_t e = r * EL; e < (r + 1) * EL; ++e) {
             if (!overflowing(e)) continue;
-            for (int64_t i = expert_begin_[e]; i < expert_begin_[e + 1]; ++i) {
-                const int64_t slot = by_expert_[i];
-                key_send_[n++] = Key{slot_weight_[slot], 0, first_slot + slot};
+            for (int64_t i = h.expert_begin[e]; i < h.expert_begin[e + 1]; ++i) {
+                const int64_t slot = h.by_expert[i];
+                keys.send[n++] = Key{gate_buffers_.slot_weight[slot], 0, first_slot + slot};
             }
         }
-        key_send_rows_[r] = n - key_send_offsets_[r];
+        keys.send_rows[r] = n - keys.send_offsets[r];
     }
     int64_t m = 0;
     for (int64_t r = 0; r < P; ++r) {
-        key_recv_offsets_[r] = m;
-        key_recv_rows_[r] = 0;
+        keys.recv_offsets[r] = m;
+        keys.recv_rows[r] = 0;
         for (int64_t e = me * EL; e < (me + 1) * EL; ++e)
-            if (overflowing(e)) key_recv_rows_[r] += handle_.requested[r * E + e];
-        m += key_recv_rows_[r];
+            if (overflowing(e)) keys.recv_rows[r] += h.requested[r * E + e];
+        m += keys.recv_rows[r];
     }
     static_assert(sizeof(Key) == 4 * sizeof(float), "a key travels as a row of 4 floats");
-    comm_.alltoallv_rows(reinterpret_cast<const float*>(key_send_.data()), key_send_rows_.data(),
-                         key_send_offsets_.data(), reinterpret_cast<float*>(key_recv_.data()),
-                         key_recv_rows_.data(), key_recv_offsets_.data(), 4);
+    comm_.alltoallv_rows(reinterpret_cast<const float*>(keys.send.data()), keys.send_rows.data(),
+                         keys.send_offsets.data(), reinterpret_cast<float*>(keys.recv.data()),
+                         keys.recv_rows.data(), keys.recv_offsets.data(), 4);
     for (int64_t le = 0; le < EL; ++le) {
         const int64_t e = me * EL + le;
         if (!overflowing(e)) {
-            for (int64_t r = 0; r < P; ++r) allowed_block_[le * P + r] = handle_.requested[r * E + e];
+            for (int64_t r = 0; r < P; ++r) keys.allowed_block[le * P + r] = h.requested[r * E + e];
             continue;
         }
         // Gather expert e's keys from every source segment (sources send experts in ascending order).
         int64_t count = 0;
         for (int64_t r = 0; r < P; ++r) {
-            int64_t cursor = key_recv_offsets_[r];
+            int64_t cursor = keys.recv_offsets[r];
             for (int64_t e2 = me * EL; e2 < e; ++e2)
-                if (overflowing(e2)) cursor += handle_.requested[r * E + e2];
-            for (int64_t i = 0; i < handle_.requested[r * E + e]; ++i) {
-                key_scratch_[count] = key_recv_[cursor + i];
-                key_scratch_[count].pad = static_cast<int32_t>(r);
+                if (overflowing(e2)) cursor += h.requested[r * E + e2];
+            for (int64_t i = 0; i < h.requested[r * E + e]; ++i) {
+                keys.scratch[count] = keys.recv[cursor + i];
+                keys.scratch[count].pad = static_cast<int32_t>(r);
                 ++count;
             }
-            allowed_block_[le * P + r] = 0;
+            keys.allowed_block[le * P + r] = 0;
         }
-        std::nth_element(key_scratch_.begin(), key_scratch_.begin() + (capacity - 1),
-                         key_scratch_.begin() + count, KeyBefore{});
-        const Key threshold = key_scratch_[capacity - 1];
+        std::nth_element(keys.scratch.begin(), keys.scratch.begin() + (capacity - 1),
+                         keys.scratch.begin() + count, KeyBefore{});
+        const Key threshold = keys.scratch[capacity - 1];
         for (int64_t i = 0; i < count; ++i)
-            if (!KeyBefore{}(threshold, key_scratch_[i])) ++allowed_block_[le * P + key_scratch_[i].pad];
+            if (!KeyBefore{}(threshold, keys.scratch[i])) ++keys.allowed_block[le * P + keys.scratch[i].pad];
     }
-    comm_.allgather_i64(allowed_block_.data(), allowed_blocks_.data(), EL * P);
+    comm_.allgather_i64(keys.allowed_block.data(), keys.allowed_blocks.data(), EL * P);
     for (int64_t r = 0; r < P; ++r)
         for (int64_t le = 0; le < EL; ++le)
             for (int64_t s = 0; s < P; ++s)
-                handle_.allowed[s * E + r * EL + le] = allowed_blocks_[r * EL * P + le * P + s];
+                h.allowed[s * E + r * EL + le] = keys.allowed_blocks[r * EL * P + le * P + s];
 }
 
 void MoeLayer::broadcast_shadow_weights() {
     const int64_t d = config_.d_model, f = config_.d_ff, EL = num_local_experts_;
-    for (int i = 0; i < handle_.num_shadowed; ++i) {
-        const int64_t e = shadow_expert_[i];
+    for (int i = 0; i < layout_.num_shadowed; ++i) {
+        const int64_t e = layout_.shadow_expert[i];
         const int owner = static_cast<int>(e / EL);
-        float* slot = shadow_params_.data() + i * expert_floats_;
+        float* slot = shadow_.params.data() + i * expert_floats_;
         if (rank() == owner) {  // pack w1, b1, w2, b2, w3 of the local expert
             const ExpertWeights w = expert_weights(e - owner * EL);
             float* out = std::copy(w.w1, w.w1 + d * f, slot);
@@ -639,10 +554,10 @@ void MoeLayer::broadcast_shadow_weights() {
 // Each rank's gradients of a shadowed expert are summed onto the owner, which adds them to its own.
 void MoeLayer::reduce_shadow_grads() {
     const int64_t EL = num_local_experts_;
-    for (int i = 0; i < handle_.num_shadowed; ++i) {
-        const int64_t e = shadow_expert_[i];
+    for (int i = 0; i < layout_.num_shadowed; ++i) {
+        const int64_t e = layout_.shadow_expert[i];
         const int owner = static_cast<int>(e / EL);
-        float* slot = shadow_grads_.data() + i * expert_floats_;
+        float* slot = shadow_.grads.data() + i * expert_floats_;
         comm_.reduce_sum_f32(slot, expert_floats_, owner);
         if (rank() != owner) continue;
         const ExpertGrads sum = shadow_grads(i), mine = expert_grads(e - owner * EL);
@@ -659,32 +574,9 @@ void MoeLayer::reduce_shadow_grads() {
     }
 }
 
-void MoeLayer::pack_rows(const float* x) {
-    const int64_t d = config_.d_model, k = config_.top_k;
-    const DispatchHandle& h = handle_;
-    for (int64_t row = 0; row < h.num_send; ++row) {
-        const int64_t t = h.send_slot[row] / k;
-        std::memcpy(send_buf_.data() + row * d, x + t * d, sizeof(float) * d);
-    }
-    for (int64_t i = 0; i < h.num_shadow_rows; ++i) {
-        const int64_t t = h.send_slot[h.num_send + i] / k;
-        std::memcpy(shadow_x_.data() + i * d, x + t * d, sizeof(float) * d);
-    }
-}
-
-// One whole exchange through the schedule (plain, hierarchical; pairwise without compute overlap).
-void MoeLayer::exchange(const float* send, float* recv, bool reverse) {
-    const double t0 = now_s();
-    exchange_->alltoallv(send, recv, handle_.rows.data(), reverse);
-    stats_.alltoallv_s += now_s() - t0;
-    stats_.bytes_intra_node += exchange_->last_bytes_intra_node();
-    stats_.bytes_inter_node += exchange_->last_bytes_inter_node();
-    count_bytes(reverse);
-}
-
 // End-to-end token bytes to and from other ranks in one exchange.
 void MoeLayer::count_bytes(bool reverse) {
-    const DispatchHandle& h = handle_;
+    const DispatchLayout& h = layout_;
     const int64_t d = config_.d_model, me = rank();
     const int64_t sent = reverse ? h.num_recv - h.recv_rows[me] : h.num_send - h.send_rows[me];
     const int64_t received = reverse ? h.num_send - h.send_rows[me] : h.num_recv - h.recv_rows[me];
@@ -694,219 +586,119 @@ void MoeLayer::count_bytes(bool reverse) {
 
 // The expert work on the rows from one source rank, block by block (local expert le, source src).
 // Every schedule makes exactly these calls on exactly these blocks, so all schedules agree bit for
-// bit. Forward: x rows in recv_buf_ -> y rows in their place. Backward: dy rows -> dx rows in place.
+// bit. Forward: x rows in rows_.recv -> y rows in their place. Backward: dy rows -> dx rows in place.
 void MoeLayer::compute_source(int src, bool backward_pass) {
-    const int64_t d = config_.d_model, E = config_.num_experts, EL = num_local_experts_, me = rank();
+    const int64_t d = config_.d_model, f = config_.d_ff, EL = num_local_experts_, me = rank();
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
+    const DispatchLayout& h = layout_;
     for (int64_t le = 0; le < EL; ++le) {
-        const int64_t rows = handle_.sent[src * E + me * EL + le];
+        const int64_t rows = h.block_rows(static_cast<int>(me), le, src);
         if (rows == 0) continue;
-        const int64_t begin = block_begin_[le * num_ranks() + src];
-        float* io = recv_buf_.data() + source_block_row_[src * EL + le] * d;
+        const int64_t begin = h.block_begin[le * num_ranks() + src];
+        float* io = rows_.recv.data() + h.source_block_row[src * EL + le] * d;
         if (!backward_pass) {
-            std::memcpy(expert_x_.data() + begin * d, io, sizeof(float) * rows * d);
-            experts_.forward(io, expert_acts(begin), expert_x_.data() + begin * d, expert_weights(le), rows,
-                             shape);
-            stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
+            std::memcpy(rows_.expert_x.data() + begin * d, io, sizeof(float) * rows * d);
+            experts_.forward(io, rows_.acts(begin, f), rows_.expert_x.data() + begin * d, expert_weights(le),
+                             rows, shape);
         } else {
-            std::memcpy(expert_dy_.data() + begin * d, io, sizeof(float) * rows * d);
-            experts_.backward_data(io, expert_dy_.data() + begin * d, expert_acts(begin), expert_weights(le),
-                                   rows, shape);
-            stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
+            std::memcpy(rows_.expert_dy.data() + begin * d, io, sizeof(float) * rows * d);
+            experts_.backward_data(io, rows_.expert_dy.data() + begin * d, rows_.acts(begin, f),
+                                   expert_weights(le), rows, shape);
         }
+        stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
     }
 }
 
 // Rows of shadowed experts, computed here with the broadcast weights. Outputs land after the network
-// rows of combine_recv_ (forward) or return_buf_ (backward), so combine reads every slot the same way.
+// rows of combine_recv (forward) or return_rows (backward), so combine reads every slot the same way.
 void MoeLayer::compute_shadows(bool backward_pass) {
-    const int64_t d = config_.d_model, n0 = handle_.num_send;
+    const int64_t d = config_.d_model, f = config_.d_ff, n0 = layout_.num_send;
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
-    for (int i = 0; i < handle_.num_shadowed; ++i) {
-        const int64_t begin = shadow_row_begin_[i], rows = shadow_row_begin_[i + 1] - begin;
+    for (int i = 0; i < layout_.num_shadowed; ++i) {
+        const int64_t begin = layout_.shadow_row_begin[i], rows = layout_.shadow_row_begin[i + 1] - begin;
         if (!backward_pass) {
-            experts_.forward(combine_recv_.data() + (n0 + begin) * d, shadow_acts(begin),
-                             shadow_x_.data() + begin * d, shadow_weights(i), rows, shape);
+            experts_.forward(rows_.combine_recv.data() + (n0 + begin) * d, shadow_.acts(begin, f),
+                             shadow_.x.data() + begin * d, shadow_weights(i), rows, shape);
             stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
         } else {
-            const float* dy = send_buf_.data() + (n0 + begin) * d;
-            experts_.backward_data(return_buf_.data() + (n0 + begin) * d, dy, shadow_acts(begin),
+            const float* dy = rows_.send.data() + (n0 + begin) * d;
+            experts_.backward_data(rows_.return_rows.data() + (n0 + begin) * d, dy, shadow_.acts(begin, f),
                                    shadow_weights(i), rows, shape);
-            std::fill(shadow_grads_.begin() + i * expert_floats_,
-                      shadow_grads_.begin() + (i + 1) * expert_floats_, 0.0f);
-            experts_.backward_weights(shadow_grads(i), dy, shadow_x_.data() + begin * d, shadow_acts(begin),
-                                      rows, shape);
+            std::fill(shadow_.grads.begin() + i * expert_floats_,
+                      shadow_.grads.begin() + (i + 1) * expert_floats_, 0.0f);
+            experts_.backward_weights(shadow_grads(i), dy, shadow_.x.data() + begin * d,
+                                      shadow_.acts(begin, f), rows, shape);
             stats_.expert_flops += 2.0 * expert_ffn_forward_flops(rows, shape);
         }
     }
 }
 
-// Exchange rows to the owners, compute, return the results: send_buf_ rows out, results back into
-// combine_recv_ (forward) or return_buf_ (backward), in send order. plain and hierarchical do it in
-// three steps; pairwise pipelines it stage by stage (FasterMoE smart scheduling): the next stage's
-// sends and receives are posted before the current stage's compute, and each stage's results are
-// returned as soon as they are done.
-void MoeLayer::run_experts(bool backward_pass, double* wait_in_s, double* compute_s, double* wait_out_s) {
-    const DispatchHandle& h = handle_;
-    const int P = num_ranks(), me = rank();
-    const int64_t d = config_.d_model;
-    float* results = backward_pass ? return_buf_.data() : combine_recv_.data();
-    if (config_.schedule != ScheduleKind::pairwise) {
-        double t0 = now_s();
-        exchange(send_buf_.data(), recv_buf_.data(), false);
-        double t1 = now_s();
-        compute_shadows(backward_pass);
-        for (int src = 0; src < P; ++src) compute_source(src, backward_pass);
-        double t2 = now_s();
-        exchange(recv_buf_.data(), results, true);
-        *wait_in_s = t1 - t0;
-        *compute_s = t2 - t1;
-        *wait_out_s = now_s() - t2;
-        return;
-    }
-    constexpr int kTagTokens = 7001, kTagResults = 7002;
-    const auto& stages = exchange_->stages();
-    const int num_stages = static_cast<int>(stages.size());
-    const double t_start = now_s();
-    double compute = 0, wait_in = 0;
-    comm_.clear_requests();
-    // Results come back into disjoint slices of `results`: post all their receives up front.
-    for (int r = 0; r < P; ++r)
-        if (r != me && h.send_rows[r] > 0)
-            comm_.post_recv_rows(results + h.send_offsets[r] * d, h.send_rows[r], d, r, kTagResults);
-    auto post_stage = [&](int s) {
-        stage_first_[s] = comm_.num_posted();
-        for (int dst : stages[s].send_to) {
-            if (dst == me) {
-                std::memcpy(recv_buf_.data() + h.recv_offsets[me] * d,
-                            send_buf_.data() + h.send_offsets[me] * d, sizeof(float) * h.send_rows[me] * d);
-            } else if (h.send_rows[dst] > 0) {
-                comm_.post_send_rows(send_buf_.data() + h.send_offsets[dst] * d, h.send_rows[dst], d, dst,
-                                     kTagTokens);
-            }
-        }
-        for (int src : stages[s].recv_from)
-            if (src != me && h.recv_rows[src] > 0)
-                comm_.post_recv_rows(recv_buf_.data() + h.recv_offsets[src] * d, h.recv_rows[src], d, src,
-                                     kTagTokens);
-        stage_count_[s] = comm_.num_posted() - stage_first_[s];
-    };
-    post_stage(0);
-    double t = now_s();
-    compute_shadows(backward_pass);  // overlaps the first stage's transfers
-    compute += now_s() - t;
-    for (int s = 0; s < num_stages; ++s) {
-        t = now_s();
-        comm_.wait_requests(stage_first_[s], stage_count_[s]);
-        if (s + 1 < num_stages) post_stage(s + 1);
-        wait_in += now_s() - t;
-        for (int src : stages[s].recv_from) {
-            t = now_s();
-            compute_source(src, backward_pass);
-            compute += now_s() - t;
-            const float* out = recv_buf_.data() + h.recv_offsets[src] * d;
-            if (src == me)
-                std::memcpy(results + h.send_offsets[me] * d, out, sizeof(float) * h.recv_rows[me] * d);
-            else if (h.recv_rows[src] > 0)
-                comm_.post_send_rows(out, h.recv_rows[src], d, src, kTagResults);
-        }
-    }
-    t = now_s();
-    comm_.wait_requests(0, comm_.num_posted());
-    comm_.clear_requests();
-    const double t_end = now_s();
-    *wait_in_s = wait_in;
-    *compute_s = compute;
-    *wait_out_s = t_end - t;
-    stats_.alltoallv_s += (t_end - t_start) - compute;
-    // Bytes: the same end-to-end traffic as plain, each row crossing one link.
-    for (bool reverse : {false, true}) {
-        count_bytes(reverse);
-        for (int r = 0; r < P; ++r) {
-            if (r == me) continue;
-            const int64_t bytes =
-                (reverse ? h.recv_rows[r] : h.send_rows[r]) * d * static_cast<int64_t>(sizeof(float));
-            (cluster_.nodes.same_node(me, r) ? stats_.bytes_intra_node : stats_.bytes_inter_node) += bytes;
-        }
-    }
-}
+class MoeLayer::ExpertWork : public RowWork {
+   public:
+    ExpertWork(MoeLayer& layer, bool backward_pass) : layer_(layer), backward_pass_(backward_pass) {}
+    void compute_local() override { layer_.compute_shadows(backward_pass_); }
+    void compute_source(int src) override { layer_.compute_source(src, backward_pass_); }
 
-void MoeLayer::combine(float* y) {
-    const int64_t T = config_.tokens_per_rank, d = config_.d_model, k = config_.top_k;
-    // y[t] = Σ_j w_j · out_j over kept slots, in slot order (the same order at any rank count).
-    for (int64_t t = 0; t < T; ++t) {
-        float* out = y + t * d;
-        std::fill(out, out + d, 0.0f);
-        for (int64_t j = 0; j < k; ++j) {
-            const int64_t row = slot_row_[t * k + j];
-            if (row < 0) continue;
-            const float w = slot_weight_[t * k + j];
-            const float* expert_out = combine_recv_.data() + row * d;
-            for (int64_t i = 0; i < d; ++i) out[i] += w * expert_out[i];
-        }
-    }
+   private:
+    MoeLayer& layer_;
+    bool backward_pass_;
+};
+
+// rows_.send out to the owners, the expert blocks there, results back into combine_recv (forward) or
+// return_rows (backward), in send order: one round trip through the schedule (schedule.h).
+void MoeLayer::run_experts(bool backward_pass, RoundTripTimes* times) {
+    ExpertWork work(*this, backward_pass);
+    float* results = backward_pass ? rows_.return_rows.data() : rows_.combine_recv.data();
+    exchange_->round_trip(rows_.send.data(), rows_.recv.data(), results, layout_.rows.data(), work, times);
+    stats_.alltoallv_s += times->exchange_s();
+    stats_.bytes_intra_node += exchange_->last_bytes_intra_node();
+    stats_.bytes_inter_node += exchange_->last_bytes_inter_node();
+    count_bytes(false);
+    count_bytes(true);
 }
 
 // ------------------------------------------------------------------------------------------------
 // Backward
 
+// Phases: combine = the combine's backward + waiting for the dy rows to arrive; expert = the expert blocks
+// (data gradients during the round trip, then weight gradients once per expert, and the shadow gradient
+// reduce); dispatch = waiting for the dx rows to come back + the pack's backward; route = the gate.
 void MoeLayer::backward(float* dx, const float* dy) {
-    const int64_t T = config_.tokens_per_rank, d = config_.d_model, k = config_.top_k;
+    const int64_t T = config_.tokens_per_rank, d = config_.d_model, f = config_.d_ff, k = config_.top_k;
     const int64_t P = num_ranks(), EL = num_local_experts_;
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
+    const DispatchLayout& h = layout_;
+    GateBuffers& g = gate_buffers_;
 
-    // Combine backward: dL/dw = dy·out per kept slot; each expert gets w·dy as its output gradient.
-    double t0 = now_s();
-    for (int64_t s = 0; s < T * k; ++s) {
-        const int64_t row = slot_row_[s];
-        dslot_weight_[s] = 0.0f;
-        if (row < 0) continue;
-        const float* g = dy + (s / k) * d;
-        const float* out = combine_recv_.data() + row * d;
-        float* send = send_buf_.data() + row * d;
-        const float w = slot_weight_[s];
-        double dot = 0;
-        for (int64_t i = 0; i < d; ++i) {
-            dot += static_cast<double>(g[i]) * out[i];
-            send[i] = w * g[i];
-        }
-        dslot_weight_[s] = static_cast<float>(dot);
-    }
-    double t1 = now_s();
-    double wait_in = 0, compute = 0, wait_out = 0;
-    run_experts(true, &wait_in, &compute, &wait_out);
+    const double t0 = now_s();
+    // dL/dw = dy·out per kept slot; each expert gets w·dy as its output gradient.
+    combine_backward(rows_.send.data(), g.dslot_weight.data(), dy, rows_.combine_recv.data(),
+                     h.slot_row.data(), g.slot_weight.data(), T, k, d);
+    const double t1 = now_s();
+    RoundTripTimes times;
+    run_experts(true, &times);
     // Weight gradients once per expert over all its rows, in block order: the same GEMMs for every schedule.
-    double t2 = now_s();
+    const double t2 = now_s();
     for (int64_t le = 0; le < EL; ++le) {
-        const int64_t begin = expert_row_begin_[le], rows = expert_row_begin_[le + 1] - begin;
-        experts_.backward_weights(expert_grads(le), expert_dy_.data() + begin * d,
-                                  expert_x_.data() + begin * d, expert_acts(begin), rows, shape);
+        const int64_t begin = h.expert_row_begin[le], rows = h.expert_row_begin[le + 1] - begin;
+        experts_.backward_weights(expert_grads(le), rows_.expert_dy.data() + begin * d,
+                                  rows_.expert_x.data() + begin * d, rows_.acts(begin, f), rows, shape);
         stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
     }
     reduce_shadow_grads();
-    double t3 = now_s();
-    stats_.phase_s[kBwdCombine] = (t1 - t0) + wait_in;
-    stats_.phase_s[kBwdExpert] = compute + (t3 - t2);
-
-    // dx[t] = Σ_j dx rows of its kept slots, in slot order (the same order at any rank count).
-    for (int64_t t = 0; t < T; ++t) {
-        float* out = dx + t * d;
-        std::fill(out, out + d, 0.0f);
-        for (int64_t j = 0; j < k; ++j) {
-            const int64_t row = slot_row_[t * k + j];
-            if (row < 0) continue;
-            const float* g = return_buf_.data() + row * d;
-            for (int64_t i = 0; i < d; ++i) out[i] += g[i];
-        }
-    }
-    double t4 = now_s();
-    stats_.phase_s[kBwdDispatch] = wait_out + (t4 - t3);
+    const double t3 = now_s();
+    dispatch_pack_backward(dx, rows_.return_rows.data(), h.slot_row.data(), T, k, d);
+    const double t4 = now_s();
 
     const double T_global = static_cast<double>(P * T);
-    const GateLossGrads loss{aux_dprob_.data(), config_.z_loss_coef * 2.0 / T_global};
-    gate_backward(dx, grads_.router_w, grads_.router_noise_w, dlogits_.data(), dnoise_.data(),
-                  dslot_weight_.data(), gate_, gate_inputs_, loss, config_);
-    stats_.phase_s[kBwdRoute] = now_s() - t4;
+    const GateLossGrads loss{g.aux_dprob.data(), config_.z_loss_coef * 2.0 / T_global};
+    gate_backward(dx, grads_.router_w, grads_.router_noise_w, g.dlogits.data(), g.dnoise.data(),
+                  g.dslot_weight.data(), gate_, gate_inputs_, loss, config_);
+    const double t5 = now_s();
+    stats_.phase_s[kBwdCombine] = (t1 - t0) + times.wait_in_s;
+    stats_.phase_s[kBwdExpert] = times.compute_s + (t3 - t2);
+    stats_.phase_s[kBwdDispatch] = times.wait_out_s + (t4 - t3);
+    stats_.phase_s[kBwdRoute] = t5 - t4;
 }
 
 void MoeLayer::allreduce_router_grads() {

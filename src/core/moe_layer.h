@@ -10,6 +10,7 @@
 
 #include "comm.h"
 #include "config.h"
+#include "dispatch_layout.h"
 #include "expert_ffn.h"
 #include "gate.h"
 #include "node_map.h"
@@ -77,28 +78,9 @@ ShadowCostModel shadow_cost_model(double expert_flops_per_token,
 // FasterMoE's topology gate limit L = W_net / (M · W_local) · B assignments per rank, B = T_local · k.
 int64_t topology_gate_max_offnode(const LayerConfig& config, const LayerCluster& cluster);
 
-// What dispatch decided, kept for combine and the backward pass (DeepEP's "handle").
-struct DispatchHandle {
-    std::vector<int64_t> requested;  // [P, E] routed assignments per (source rank, expert), every rank
-    std::vector<int64_t> allowed;    // [P, E] kept assignments per (source rank, expert), every rank
-    std::vector<int64_t> sent;       // [P, E] allowed, less the shadowed experts (computed at the source)
-    std::vector<uint8_t> shadowed;   // [E] experts replicated this step
-    int num_shadowed = 0;
-    std::vector<int64_t> rows;       // [P, P] token rows from src to dst (the exchange's traffic)
-    int64_t capacity = 0;            // per (scope group, expert); dropless: largest real load
-    int64_t num_skipped = 0;         // gshard's unrouted second slots, all ranks
-    std::vector<uint8_t> kept;       // [T_local, k]
-    std::vector<int64_t> send_slot;  // [num_send + num_shadow_rows] assignment (t·k + j) of each row,
-                                     // expert-major: network rows first, then shadowed experts' rows
-    std::vector<int64_t> send_rows, send_offsets;  // [P] rows to / from each rank
-    std::vector<int64_t> recv_rows, recv_offsets;  // [P]
-    int64_t num_send = 0, num_recv = 0;
-    int64_t num_shadow_rows = 0;  // rows this rank computes itself on shadowed experts
-};
-
 struct LayerStepStats {
     double phase_s[kNumPhases] = {};   // seconds on this rank
-    double alltoallv_s = 0;            // seconds inside (or waiting on) the 4 token exchanges per step
+    double alltoallv_s = 0;            // seconds in the 4 token exchanges per step, expert work excluded
     int64_t alltoallv_bytes_sent = 0;  // token bytes this rank sent to *other* ranks (end to end)
     int64_t alltoallv_bytes_recv = 0;
     int64_t bytes_intra_node = 0;       // bytes this rank put on intra-node links (relays count per hop)
@@ -146,7 +128,7 @@ class MoeLayer {
     int num_ranks() const { return comm_.size(); }
     int rank() const { return comm_.rank(); }
     int64_t num_local_experts() const { return num_local_experts_; }
-    const DispatchHandle& handle() const { return handle_; }
+    const DispatchLayout& layout() const { return layout_; }
     const LayerStepStats& stats() const { return stats_; }
     const GateState& gate_state() const { return gate_; }
     LayerTensors params() const { return params_; }
@@ -160,27 +142,75 @@ class MoeLayer {
     int64_t max_offnode() const { return max_offnode_; }
 
    private:
+    class ExpertWork;  // the RowWork of a round trip: expert blocks in forward or backward
     void route(const float* x, int64_t step, uint64_t seed);
     void exchange_counts(int64_t step);
     void plan_layout();
     void select_probs_global();
     void update_selection_bias();
-    void choose_shadows();
     void broadcast_shadow_weights();
     void reduce_shadow_grads();
-    void pack_rows(const float* x);
-    void exchange(const float* send, float* recv, bool reverse);
-    void run_experts(bool backward_pass, double* wait_in_s, double* compute_s, double* wait_out_s);
+    void run_experts(bool backward_pass, RoundTripTimes* times);
     void compute_source(int src, bool backward_pass);
     void compute_shadows(bool backward_pass);
     void count_bytes(bool reverse);
-    void combine(float* y);
+    SlotRouting slot_routing() const;
     ExpertWeights expert_weights(int64_t le) const;
     ExpertGrads expert_grads(int64_t le) const;
-    ExpertActivations expert_acts(int64_t row_begin);
     ExpertWeights shadow_weights(int i) const;
     ExpertGrads shadow_grads(int i) const;
-    ExpertActivations shadow_acts(int64_t row_begin);
+
+    // The gate's arrays and its side of the count exchange, [T_local, E] / [T_local, k] / [E].
+    struct GateBuffers {
+        std::vector<float> logits, probs, lse, noise_logits, scores, dlogits, dnoise;
+        std::vector<int32_t> slot_expert;
+        std::vector<float> slot_weight, dslot_weight;
+        std::vector<uint8_t> slot_routed;
+        std::vector<float> selection, node_scratch;
+        std::vector<int64_t> order;
+        std::vector<double> prob_sum, aux_dprob;  // [E]
+        std::vector<int64_t> local_requested;     // [E]
+        std::vector<int64_t>
+            expert_load;  // [E] routed assignments per expert over all ranks (before capacity)
+        std::vector<int64_t> count_send,
+            count_recv;                          // [E + 3] per rank: counts, skipped, non-finite, redirected
+        std::vector<double> sum_send, sum_recv;  // [E + 1] per rank: prob sums, z sum
+        void resize(const LayerConfig& config, int num_ranks, int num_nodes);
+        GateState state();
+    };
+    // (probs, global) capacity: each overflowing expert's owner sees every source's keys.
+    struct Key {
+        float weight;
+        int32_t pad;  // the source rank, once received
+        int64_t global_slot;
+    };
+    struct KeyExchange {
+        std::vector<Key> send, recv, scratch;  // [T_local·k], [P·T_local·k], [P·T_local·k]
+        std::vector<int64_t> send_rows, send_offsets, recv_rows, recv_offsets;  // [P]
+        std::vector<int64_t> allowed_block, allowed_blocks;  // [E_local·P], [P·E_local·P]
+        void resize(const LayerConfig& config, int num_ranks);
+    };
+    // Token rows. Source-major buffers hold rows in the order ranks exchange them; expert-major ones hold
+    // each local expert's rows together, blocks ordered by source rank.
+    struct RowBuffers {
+        std::vector<float> send;       // [T_local·k, d] x rows out; then scaled dy rows out
+        std::vector<float> recv;       // [max_recv, d] source-major at the owner: x in, y out, dy in, dx out
+        std::vector<float> expert_x;   // [max_recv, d] expert-major inputs (kept for backward)
+        std::vector<float> expert_dy;  // [max_recv, d] expert-major output gradients
+        std::vector<float> h, g, a, dh;   // [max_recv, f] expert activations (g: swiglu only)
+        std::vector<float> combine_recv;  // [T_local·k, d] expert outputs back at the source, send order
+        std::vector<float> return_rows;   // [T_local·k, d] dx rows back at the source, send order
+        void resize(int64_t send_rows, int64_t max_recv_rows, int64_t d, int64_t f, bool swiglu);
+        ExpertActivations acts(int64_t row_begin, int64_t f);
+    };
+    // Shadowing: replicated experts' weights and gradients, and this rank's rows on them.
+    struct ShadowBuffers {
+        std::vector<float> params, grads;  // [shadow_max, expert_floats], packed w1, b1, w2, b2, w3
+        std::vector<float> x;              // [T_local·k, d]
+        std::vector<float> h, g, a, dh;    // [T_local·k, f]
+        void resize(int64_t slots, int64_t expert_floats, int64_t rows, int64_t d, int64_t f, bool swiglu);
+        ExpertActivations acts(int64_t row_begin, int64_t f);
+    };
 
     LayerConfig config_;
     Comm& comm_;
@@ -197,61 +227,17 @@ class MoeLayer {
 
     std::vector<float> param_memory_, grad_memory_;
     int64_t num_param_floats_ = 0;
+    int64_t expert_floats_ = 0;  // one expert's parameter count
     LayerTensors params_{}, grads_{};
     std::vector<float> router_bias_;  // [E] fixed skew bias
 
-    // Gate state and scratch, [T_local, E] / [T_local, k].
-    std::vector<float> logits_, probs_, lse_, noise_logits_, scores_, dlogits_, dnoise_;
-    std::vector<int32_t> slot_expert_;
-    std::vector<float> slot_weight_, dslot_weight_;
-    std::vector<uint8_t> slot_routed_;
-    std::vector<float> selection_, node_scratch_;
-    std::vector<int64_t> gate_order_;
+    GateBuffers gate_buffers_;
     GateState gate_{};
     GateInputs gate_inputs_{};
-    std::vector<double> prob_sum_, aux_dprob_;
-    std::vector<int64_t> local_requested_;
-    std::vector<int64_t> expert_load_;  // [E] routed assignments per expert over all ranks (before capacity)
-    std::vector<int64_t> count_send_,
-        count_recv_;                           // [E + 3] per rank: counts, skipped, non-finite, redirected
-    std::vector<double> sum_send_, sum_recv_;  // [E + 1] per rank: prob sums, z sum
-
-    // Layout scratch.
-    std::vector<int64_t> by_expert_, expert_begin_, expert_fill_;  // routed assignments sorted by expert
-    std::vector<int64_t> expert_row_begin_;  // [E_local + 1] expert-major row offsets at the owner
-    std::vector<int64_t> block_begin_;       // [E_local, P] expert-major row of block (local expert, source)
-    std::vector<int64_t> source_block_row_;  // [P, E_local] source-major row of the same block
-    std::vector<int> stage_first_, stage_count_;  // [stages] request ranges of the pairwise pipeline
-    // probs/global key exchange
-    struct Key {
-        float weight;
-        int32_t pad;
-        int64_t global_slot;
-    };
-    std::vector<Key> key_send_, key_recv_;
-    std::vector<int64_t> key_send_rows_, key_send_offsets_, key_recv_rows_, key_recv_offsets_;
-    std::vector<Key> key_scratch_;  // one expert's keys from all sources (pad holds the source rank)
-    std::vector<int64_t> allowed_block_, allowed_blocks_;  // [E_local·P], [P·E_local·P]
-
-    // Token rows. Source-major buffers hold rows in the order ranks exchange them; expert-major ones
-    // hold each local expert's rows together, blocks ordered by source rank.
-    std::vector<float> send_buf_;  // [T_local·k, d] x rows out; then scaled dy rows out
-    std::vector<float> recv_buf_;  // [max_recv, d] source-major rows at the owner: x in, y out, dy in, dx out
-    std::vector<float> expert_x_;  // [max_recv, d] expert-major inputs (kept for backward)
-    std::vector<float> expert_dy_;                       // [max_recv, d] expert-major output gradients
-    std::vector<float> act_h_, act_g_, act_a_, act_dh_;  // [max_recv, f]
-    std::vector<float> combine_recv_;  // [T_local·k, d] expert outputs back at the source, send order
-    std::vector<float> return_buf_;    // [T_local·k, d] dx rows back at the source, send order
-    // Shadowing: replicated experts' weights and gradients, and this rank's rows on them.
-    int64_t expert_floats_ = 0;                        // one expert's parameter count
-    std::vector<float> shadow_params_, shadow_grads_;  // [shadow_max, expert_floats]
-    std::vector<int64_t> shadow_expert_;               // [shadow_max] global expert of each slot
-    std::vector<int64_t> shadow_row_begin_;            // [shadow_max + 1] rows of each slot
-    std::vector<float> shadow_x_;                      // [T_local·k, d]
-    std::vector<float> shadow_h_, shadow_g_, shadow_a_, shadow_dh_;  // [T_local·k, f]
-    std::vector<int64_t> slot_row_;  // [T_local·k] send row of each slot t·k + j, -1 if not kept
-
-    DispatchHandle handle_;
+    KeyExchange keys_;
+    RowBuffers rows_;
+    ShadowBuffers shadow_;
+    DispatchLayout layout_;
     LayerStepStats stats_;
 };
 

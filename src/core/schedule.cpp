@@ -6,13 +6,15 @@
 #include <cstring>
 
 #include "check.h"
+#include "timer.h"
 
 namespace expar {
 
 namespace {
 // MPI guarantees tags up to 32767; the layout below stays under it for up to 16 379 ranks.
 constexpr int kMaxTag = 32767;
-constexpr int kTagPairwiseBase = 8;  // 2..5 are the hierarchical phases (schedule_hierarchical.cpp)
+constexpr int kTagPairwiseBase = 8;  // 2..5 are the hierarchical phases (schedule_hierarchical.cpp),
+                                     // 6..7 the pairwise round trip (schedule_pairwise.cpp)
 }  // namespace
 
 std::vector<PairwiseStage> pairwise_stages(const NodeMap& map, int group_size, int rank) {
@@ -76,7 +78,7 @@ TokenExchange::TokenExchange(ScheduleKind kind,
 
 TokenExchange::~TokenExchange() = default;
 
-void TokenExchange::alltoallv(const float* send, float* recv, const int64_t* rows, bool reverse) {
+void TokenExchange::plan_call(const int64_t* rows, bool reverse) {
     const int P = comm_.size(), me = comm_.rank();
     int64_t num_send = 0, num_recv = 0;
     for (int r = 0; r < P; ++r) {
@@ -90,6 +92,10 @@ void TokenExchange::alltoallv(const float* send, float* recv, const int64_t* row
     }
     // The buffers (the caller's and the relays) were sized for these bounds.
     EXPAR_ASSERT(num_send <= max_send_rows_ && num_recv <= max_recv_rows_);
+}
+
+void TokenExchange::alltoallv(const float* send, float* recv, const int64_t* rows, bool reverse) {
+    plan_call(rows, reverse);
     bytes_intra_ = 0;
     bytes_inter_ = 0;
     switch (kind_) {
@@ -103,6 +109,34 @@ void TokenExchange::alltoallv(const float* send, float* recv, const int64_t* row
             run_hierarchical(send, recv, rows, reverse);
             break;
     }
+}
+
+void TokenExchange::round_trip(const float* send,
+                               float* recv,
+                               float* results,
+                               const int64_t* rows,
+                               RowWork& work,
+                               RoundTripTimes* times) {
+    if (kind_ == ScheduleKind::pairwise) {
+        plan_call(rows, false);
+        bytes_intra_ = 0;
+        bytes_inter_ = 0;
+        run_pairwise_round_trip(send, recv, results, work, times);
+        return;
+    }
+    const double t0 = now_s();
+    alltoallv(send, recv, rows, false);
+    int64_t intra = bytes_intra_, inter = bytes_inter_;
+    const double t1 = now_s();
+    work.compute_local();
+    for (int src = 0; src < comm_.size(); ++src) work.compute_source(src);
+    const double t2 = now_s();
+    alltoallv(recv, results, rows, true);
+    bytes_intra_ += intra;
+    bytes_inter_ += inter;
+    times->wait_in_s = t1 - t0;
+    times->compute_s = t2 - t1;
+    times->wait_out_s = now_s() - t2;
 }
 
 void TokenExchange::copy_rows(float* to, const float* from, int64_t num_rows) const {

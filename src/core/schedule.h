@@ -29,6 +29,23 @@ struct PairwiseStage {
 // unless group_size divides the rank count.
 std::vector<PairwiseStage> pairwise_stages(const NodeMap& map, int group_size, int rank);
 
+// The expert work between the two exchanges of a round trip (TokenExchange::round_trip).
+class RowWork {
+   public:
+    virtual ~RowWork() = default;
+    // Work that needs no received rows (the shadowed experts' rows, computed at their source).
+    virtual void compute_local() = 0;
+    // The rows received from `src`, in place in the round trip's `recv` buffer.
+    virtual void compute_source(int src) = 0;
+};
+
+// Where a round trip's time went on this rank [s]: waiting for rows to arrive, in RowWork, and waiting
+// for the results to come back. Their sum is the round trip's wall time.
+struct RoundTripTimes {
+    double wait_in_s = 0, compute_s = 0, wait_out_s = 0;
+    double exchange_s() const { return wait_in_s + wait_out_s; }
+};
+
 // The traffic of one exchange, identical on every rank: rows[src * P + dst] rows from src to dst.
 // Layouts: a sender's rows are grouped by destination in rank order; a receiver's by source in rank order.
 class TokenExchange {
@@ -56,6 +73,19 @@ class TokenExchange {
     // reverse = true: the same traffic sent back (sends rows[dst][me], receives rows[me][src]).
     void alltoallv(const float* send, float* recv, const int64_t* rows, bool reverse);
 
+    // Rows out to their owners, work on them, results back: send → recv (at the owner, by source in rank
+    // order), work.compute_local() and work.compute_source(src) for every src, then recv → results (at
+    // the sender, in send order). plain and hierarchical run two whole exchanges around the work;
+    // pairwise pipelines it (FasterMoE's smart schedule): the next stage's transfers are posted before
+    // the current stage's compute, and each source's results are sent back as soon as they are done.
+    // The work sees the same blocks in the same order in every schedule. Bytes count both directions.
+    void round_trip(const float* send,
+                    float* recv,
+                    float* results,
+                    const int64_t* rows,
+                    RowWork& work,
+                    RoundTripTimes* times);
+
     // Bytes this rank put on the wire in the last alltoallv, split by link class (relayed rows count at
     // every hop). Rows a rank keeps for itself are not counted.
     int64_t last_bytes_intra_node() const { return bytes_intra_; }
@@ -73,6 +103,10 @@ class TokenExchange {
     void run_plain(const float* send, float* recv, const int64_t* rows, bool reverse);
     void run_pairwise(const float* send, float* recv, const int64_t* rows, bool reverse);
     void run_hierarchical(const float* send, float* recv, const int64_t* rows, bool reverse);
+    void plan_call(const int64_t* rows, bool reverse);  // per-peer rows and offsets of one call
+    void post_round_trip_stage(int stage, const float* send, float* recv);
+    void run_pairwise_round_trip(
+        const float* send, float* recv, float* results, RowWork& work, RoundTripTimes* times);
 
     ScheduleKind kind_;
     Comm& comm_;

@@ -3,8 +3,14 @@
 // waited for, so two stages are always in flight. Stage 0 (the own group) keeps self rows local.
 #include "check.h"
 #include "schedule.h"
+#include "timer.h"
 
 namespace expar {
+
+namespace {
+// One message per peer and direction in a round trip, so one tag per direction tells them apart.
+constexpr int kTagRoundTripRows = 6, kTagRoundTripResults = 7;
+}  // namespace
 
 // Reverse traffic runs each stage backwards: send to whom the forward stage received from.
 void TokenExchange::post_pairwise_stage(int stage, const float* send, float* recv, bool reverse) {
@@ -40,6 +46,73 @@ void TokenExchange::run_pairwise(const float* send, float* recv, const int64_t*,
         comm_.wait_requests(stage_first_request_[s], stage_num_requests_[s]);
     }
     comm_.clear_requests();
+}
+
+// The round trip's stage s: own rows copied at once (stage 0 holds the rank itself), the group's rows
+// posted out and in.
+void TokenExchange::post_round_trip_stage(int stage, const float* send, float* recv) {
+    const PairwiseStage& st = stages_[stage];
+    const int me = comm_.rank();
+    const int first = comm_.num_posted();
+    for (int dst : st.send_to) {
+        if (dst == me) {
+            copy_rows(recv + recv_offsets_[me] * row_width_, send + send_offsets_[me] * row_width_,
+                      send_rows_[me]);
+        } else if (send_rows_[dst] > 0) {
+            comm_.post_send_rows(send + send_offsets_[dst] * row_width_, send_rows_[dst], row_width_, dst,
+                                 kTagRoundTripRows);
+            count_sent(dst, send_rows_[dst]);
+        }
+    }
+    for (int src : st.recv_from)
+        if (src != me && recv_rows_[src] > 0)
+            comm_.post_recv_rows(recv + recv_offsets_[src] * row_width_, recv_rows_[src], row_width_, src,
+                                 kTagRoundTripRows);
+    stage_first_request_[stage] = first;
+    stage_num_requests_[stage] = comm_.num_posted() - first;
+}
+
+void TokenExchange::run_pairwise_round_trip(
+    const float* send, float* recv, float* results, RowWork& work, RoundTripTimes* times) {
+    EXPAR_ASSERT(comm_.num_posted() == 0);
+    const int P = comm_.size(), me = comm_.rank(), num_stages = static_cast<int>(stages_.size());
+    const int64_t W = row_width_;
+    const double t_start = now_s();
+    double compute = 0, wait_in = 0;
+    // Results come back into disjoint slices of `results`: post all their receives up front.
+    for (int r = 0; r < P; ++r)
+        if (r != me && send_rows_[r] > 0)
+            comm_.post_recv_rows(results + send_offsets_[r] * W, send_rows_[r], W, r, kTagRoundTripResults);
+    post_round_trip_stage(0, send, recv);
+    double t = now_s();
+    work.compute_local();  // overlaps the first stage's transfers
+    compute += now_s() - t;
+    for (int s = 0; s < num_stages; ++s) {
+        t = now_s();
+        comm_.wait_requests(stage_first_request_[s], stage_num_requests_[s]);
+        if (s + 1 < num_stages) post_round_trip_stage(s + 1, send, recv);
+        wait_in += now_s() - t;
+        for (int src : stages_[s].recv_from) {
+            t = now_s();
+            work.compute_source(src);
+            compute += now_s() - t;
+            const float* out = recv + recv_offsets_[src] * W;
+            if (src == me) {
+                copy_rows(results + send_offsets_[me] * W, out, recv_rows_[me]);
+            } else if (recv_rows_[src] > 0) {
+                comm_.post_send_rows(out, recv_rows_[src], W, src, kTagRoundTripResults);
+                count_sent(src, recv_rows_[src]);
+            }
+        }
+    }
+    t = now_s();
+    comm_.wait_requests(0, comm_.num_posted());
+    comm_.clear_requests();
+    times->wait_in_s = wait_in;
+    times->compute_s = compute;
+    times->wait_out_s = now_s() - t;
+    // Posting the transfers counts as waiting for rows, so the three parts add up to the wall time.
+    times->wait_in_s += (t - t_start) - wait_in - compute;
 }
 
 }  // namespace expar

@@ -17,14 +17,12 @@
 #include "expert_ffn.h"
 #include "gate.h"
 #include "schedule.h"
+#include "timer.h"
+#include "token_rows.h"
 
 namespace expar {
 
 namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 double median(std::vector<double> values) {
     if (values.empty()) return 0;
@@ -394,16 +392,19 @@ int64_t row_work_rows(const CalibrateOptions& o) {
 
 namespace {
 
-// The layer's own loops on its kept rows (moe_layer.cpp): pack (gather rows into the send buffer), combine
-// (a weighted sum of k returned rows per token), combine backward (dot product with dy, write w·dy) and dx
-// (sum of k returned rows), with k = 2. Returns bytes read + written per second, 9 row passes per row.
-// In a step each loop runs between other phases, so each starts after a stand-in for a step's caches
-// (step_footprint), untimed: its time is taken out by the rank's own-time share, as in router_rates.
+// The layer's own row loops (token_rows.h) on a step's kept rows: pack (gather rows into the send buffer),
+// combine (a weighted sum of k returned rows per token), combine backward (dot product with dy, write
+// w·dy) and the pack's backward (sum of k returned rows), with k = 2 and a scattered slot → row map.
+// Returns bytes read + written per second, 9 row passes per row. In a step each loop runs between other
+// phases, so each starts after a stand-in for a step's caches (step_footprint), untimed: its time is
+// taken out by the rank's own-time share, as in router_rates.
 double row_work_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm start) {
-    const int64_t n = row_work_rows(o), d = o.d_model, k = 2;
-    std::vector<float> x(n * d, 0.5f), send(n * d), recv(n * d, 0.25f), y(n / k * d), dy(n / k * d, 0.1f);
-    std::vector<int64_t> order(n);
-    for (int64_t i = 0; i < n; ++i) order[i] = (i * 7919) % n;  // a scattered, fixed permutation
+    const int64_t n = row_work_rows(o), d = o.d_model, k = 2, T = n / k;
+    std::vector<float> x(T * d, 0.5f), send(n * d), recv(n * d, 0.25f), y(T * d), dy(T * d, 0.1f);
+    std::vector<float> weight(n, 0.5f), dweight(n);
+    std::vector<int64_t> send_slot(n), slot_row(n);
+    for (int64_t i = 0; i < n; ++i) send_slot[i] = (i * 7919) % n;  // a scattered, fixed permutation
+    for (int64_t i = 0; i < n; ++i) slot_row[send_slot[i]] = i;
     ExpertBlocks footprint = step_footprint(o, num_local_experts);
     volatile double sink = 0;
     volatile float read_sink = 0;    // keeps the untimed read of just_read
@@ -428,44 +429,19 @@ double row_work_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_C
             work_s = other_s = 0;
         }
         stand_in(&x, nullptr);
-        for (int64_t i = 0; i < n; ++i)
-            std::copy(x.data() + (order[i] / k) * d, x.data() + (order[i] / k + 1) * d, send.data() + i * d);
+        dispatch_pack(send.data(), x.data(), send_slot.data(), n, k, d);
         end_timed_loop();
         stand_in(nullptr, &recv);
-        for (int64_t t = 0; t < n / k; ++t) {
-            float* out = y.data() + t * d;
-            std::fill(out, out + d, 0.0f);
-            for (int64_t j = 0; j < k; ++j) {
-                const float* row = recv.data() + order[t * k + j] * d;
-                for (int64_t c = 0; c < d; ++c) out[c] += 0.5f * row[c];
-            }
-        }
+        combine_forward(y.data(), recv.data(), slot_row.data(), weight.data(), T, k, d);
         end_timed_loop();
         stand_in(nullptr, nullptr);
-        double dots = 0;
-        for (int64_t s = 0; s < n; ++s) {
-            const float* g = dy.data() + (s / k) * d;
-            const float* row = recv.data() + order[s] * d;
-            float* o_row = send.data() + order[s] * d;
-            double dot = 0;
-            for (int64_t c = 0; c < d; ++c) {
-                dot += static_cast<double>(g[c]) * row[c];
-                o_row[c] = 0.5f * g[c];
-            }
-            dots += dot;
-        }
+        combine_backward(send.data(), dweight.data(), dy.data(), recv.data(), slot_row.data(), weight.data(),
+                         T, k, d);
         end_timed_loop();
         stand_in(nullptr, &send);
-        for (int64_t t = 0; t < n / k; ++t) {
-            float* out = y.data() + t * d;
-            std::fill(out, out + d, 0.0f);
-            for (int64_t j = 0; j < k; ++j) {
-                const float* row = send.data() + order[t * k + j] * d;
-                for (int64_t c = 0; c < d; ++c) out[c] += row[c];
-            }
-        }
+        dispatch_pack_backward(y.data(), send.data(), slot_row.data(), T, k, d);
         end_timed_loop();
-        sink = sink + dots + y[0];
+        sink = sink + dweight[0] + y[0];
     }
     const double work_elapsed_s = clock.elapsed_s() * work_s / (work_s + other_s);
     return 9.0 * n * d * sizeof(float) * o.repetitions / work_elapsed_s / 1e9;

@@ -369,17 +369,11 @@ RoutingModel::~RoutingModel() = default;
 
 RoutingStep RoutingModel::make_step() const {
     RoutingStep s;
-    const int64_t P = num_ranks_, E = num_experts_;
-    s.num_ranks = num_ranks_;
-    s.num_experts = E;
-    s.num_local_experts = E / P;
+    const int max_shadowed =
+        shadow_policy_ ? static_cast<int>(std::min<int64_t>(config_.shadow_max_experts, num_experts_)) : 0;
+    s.resize(num_ranks_, num_experts_, max_shadowed);
     s.tokens_per_rank = config_.tokens_per_rank;
-    s.requested.resize(P * E);
-    s.allowed.resize(P * E);
-    s.sent.resize(P * E);
-    s.shadowed.resize(E);
-    s.redirected.resize(P);
-    s.rows.resize(P * P);
+    s.redirected.resize(num_ranks_);
     return s;
 }
 
@@ -563,32 +557,15 @@ void RoutingModel::step(int64_t step, RoutingStep* out) {
 }
 
 // The decisions, by the MoE layer's own functions on the count matrix.
+// The layer's own count decisions (dispatch_layout.h), then the totals the simulator reports.
 void RoutingModel::decide(RoutingStep* out) {
-    const int64_t E = num_experts_, P = num_ranks_, EL = E / P;
-    out->capacity = capacity_of_step(config_, out->requested.data(), num_ranks_);
-    capacity_allowed_from_counts(out->allowed.data(), out->requested.data(), num_ranks_, config_);
-    std::copy(out->allowed.begin(), out->allowed.end(), out->sent.begin());
-    std::fill(out->shadowed.begin(), out->shadowed.end(), 0);
-    out->num_shadowed = 0;
-    if (shadow_policy_) {
-        const int max_shadowed = static_cast<int>(std::min<int64_t>(config_.shadow_max_experts, E));
-        out->num_shadowed = shadow_policy_->select(out->shadowed.data(), out->allowed.data(), max_shadowed);
-        for (int64_t e = 0; e < E; ++e)
-            if (out->shadowed[e])
-                for (int64_t r = 0; r < P; ++r) out->sent[r * E + e] = 0;
-    }
+    const int64_t E = num_experts_, P = num_ranks_;
+    plan_counts(out, config_, shadow_policy_.get());
     out->num_requested = 0;
     out->num_allowed = 0;
-    for (int64_t src = 0; src < P; ++src) {
-        for (int64_t dst = 0; dst < P; ++dst) {
-            int64_t n = 0;
-            for (int64_t le = 0; le < EL; ++le) n += out->sent[src * E + dst * EL + le];
-            out->rows[src * P + dst] = n;
-        }
-        for (int64_t e = 0; e < E; ++e) {
-            out->num_requested += out->requested[src * E + e];
-            out->num_allowed += out->allowed[src * E + e];
-        }
+    for (int64_t i = 0; i < P * E; ++i) {
+        out->num_requested += out->requested[i];
+        out->num_allowed += out->allowed[i];
     }
 }
 

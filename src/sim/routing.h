@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config.h"
+#include "dispatch_layout.h"
 #include "gate.h"
 #include "moe_layer.h"
 #include "shadow_policy.h"
@@ -41,30 +42,16 @@ struct RoutingSpec {
     uint64_t seed = 1;
 };
 
-// One simulated step's decisions, as the timing engine consumes them. P ranks, E experts, EL = E / P
-// per rank; expert e lives on rank e / EL. Sized once by RoutingModel; step() overwrites.
-struct RoutingStep {
+// One simulated step's decisions, as the timing engine consumes them: the layer's count decisions
+// (DispatchCounts, made by the same plan_counts) plus what the simulator reports. Sized once by
+// RoutingModel; step() overwrites.
+struct RoutingStep : DispatchCounts {
     int64_t step = 0;
-    int num_ranks = 0;
-    int64_t num_experts = 0;
-    int64_t num_local_experts = 0;
     int64_t tokens_per_rank = 0;
-    int64_t capacity = 0;            // capacity_of_step: per (scope group, expert); dropless: largest load
-    std::vector<int64_t> requested;  // [P, E] assignments routed by source rank to expert
-    std::vector<int64_t> allowed;    // [P, E] of those, kept by capacity (capacity_allowed_from_counts)
-    std::vector<int64_t> sent;       // [P, E] allowed, less the shadowed experts' columns (never travel)
-    std::vector<uint8_t> shadowed;   // [E] experts ShadowPolicy replicated this step
-    int num_shadowed = 0;
     std::vector<int64_t> redirected;  // [P] assignments the topology gate moved on-node, per source rank
-    std::vector<int64_t> rows;        // [P, P] token rows src → dst: Σ over dst's local experts of sent
     int64_t num_requested = 0, num_allowed = 0, num_redirected = 0;  // totals over ranks
 
     int64_t num_dropped() const { return num_requested - num_allowed; }
-    // Rows expert `local_expert` of rank `owner` receives from `src` (the (rank, local expert, source)
-    // block of the expert computation).
-    int64_t block_tokens(int owner, int64_t local_expert, int src) const {
-        return sent[src * num_experts + owner * num_local_experts + local_expert];
-    }
     // Tokens `rank` computes itself with its shadow copy of `expert` (0 unless the expert is shadowed).
     int64_t shadow_tokens(int rank, int64_t expert) const {
         return shadowed[expert] ? allowed[rank * num_experts + expert] : 0;

@@ -33,7 +33,7 @@ const char* sim_phase_name(int phase);  // "forward/gate", ...
 // What one step moves and computes, as decided by the real routing code (gates, capacity, shadowing).
 struct LayerWork {
     int num_ranks = 0;
-    // [P, P] token rows src → dst of the dispatch exchange (DispatchHandle::rows: kept rows, shadowed
+    // [P, P] token rows src → dst of the dispatch exchange (DispatchLayout::rows: kept rows, shadowed
     // experts' rows excluded). Combine returns the same rows (the reverse exchange), and the backward
     // pass repeats both. Must outlive build_layer_graph().
     const int64_t* rows = nullptr;

@@ -102,7 +102,7 @@ void TrainLog::append_step(int64_t step, const StepResult& r, double step_time_s
     const int64_t E = trainer_.config.moe.layer.num_experts;
     for (size_t m = 0; m < trainer_.moe.size(); ++m) {
         const MoeLayer& layer = trainer_.moe[m]->layer();
-        const DispatchHandle& h = layer.handle();
+        const DispatchLayout& h = layer.layout();
         for (int64_t e = 0; e < E; ++e) {
             int64_t requested = 0, allowed = 0;
             for (int src = 0; src < layer.num_ranks(); ++src) {
@@ -138,9 +138,9 @@ void TrainLog::append_step(int64_t step, const StepResult& r, double step_time_s
 
 void TrainLog::append_routing(int64_t step) {
     if (!root_ || trainer_.moe.empty()) return;
-    const size_t PE = trainer_.moe[0]->layer().handle().requested.size();
+    const size_t PE = trainer_.moe[0]->layer().layout().requested.size();
     for (size_t m = 0; m < trainer_.moe.size(); ++m) {
-        const std::vector<int64_t>& requested = trainer_.moe[m]->layer().handle().requested;
+        const std::vector<int64_t>& requested = trainer_.moe[m]->layer().layout().requested;
         std::copy(requested.begin(), requested.end(), routing_.begin() + m * PE);
     }
     tables_[kRoutingStep]->append(&step);

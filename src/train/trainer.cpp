@@ -106,7 +106,7 @@ void add_moe_stats(const Trainer& t, StepResult* r) {
         const MoeLayer& layer = block->layer();
         r->aux_loss += layer.stats().aux_loss;
         r->z_loss += layer.stats().z_loss;
-        const DispatchHandle& h = layer.handle();
+        const DispatchLayout& h = layer.layout();
         for (int64_t i = 0; i < layer.num_ranks() * E; ++i) {
             r->requested += h.requested[i];
             r->dropped += h.requested[i] - h.allowed[i];

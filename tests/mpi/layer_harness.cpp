@@ -72,7 +72,7 @@ GlobalResult run_distributed(const LayerConfig& config,
     gather(dx.data(), T_local * d, &out.dx);
     std::vector<float> experts_f(T_local * k), experts_global;
     for (int64_t s = 0; s < T_local * k; ++s)
-        experts_f[s] = layer.handle().kept[s] ? static_cast<float>(layer.gate_state().expert[s]) : -1.0f;
+        experts_f[s] = layer.layout().kept[s] ? static_cast<float>(layer.gate_state().expert[s]) : -1.0f;
     gather(experts_f.data(), T_local * k, &experts_global);
     out.expert.assign(experts_global.begin(), experts_global.end());
     gather(layer.gate_state().weight, T_local * k, &out.weight);
@@ -89,8 +89,8 @@ GlobalResult run_distributed(const LayerConfig& config,
     out.received.assign(E, 0);
     for (int r = 0; r < P; ++r)
         for (int64_t e = 0; e < E; ++e) {
-            out.requested[e] += layer.handle().requested[r * E + e];
-            out.received[e] += layer.handle().allowed[r * E + e];
+            out.requested[e] += layer.layout().requested[r * E + e];
+            out.received[e] += layer.layout().allowed[r * E + e];
         }
     out.aux = layer.stats().aux_loss;
     out.z = layer.stats().z_loss;

@@ -197,7 +197,7 @@ TEST(Routing, RouterBiasUpdateFollowsTheRule) {
         std::vector<int64_t> load(E, 0);
         int64_t total = 0;
         for (int r = 0; r < P; ++r)
-            for (int64_t e = 0; e < E; ++e) load[e] += layer.handle().requested[r * E + e];
+            for (int64_t e = 0; e < E; ++e) load[e] += layer.layout().requested[r * E + e];
         for (int64_t e = 0; e < E; ++e) total += load[e];
         for (int64_t e = 0; e < E; ++e) {
             if (load[e] * E > total) expected[e] -= 0.125f;

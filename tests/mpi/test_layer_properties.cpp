@@ -113,7 +113,7 @@ TEST(RankCountInvariance, LocalScopeWithDropsKeepsRoutingAndLocalCapacity) {
     synthetic_rows(x.data(), 3, 1, 0, comm.rank() * c.tokens_per_rank, c.tokens_per_rank, c.d_model);
     layer.forward(y.data(), x.data(), 0, 3);
     const int64_t cap = capacity_per_expert(c.capacity_factor, c.tokens_per_rank, c.top_k, c.num_experts);
-    const DispatchHandle& h = layer.handle();
+    const DispatchLayout& h = layer.layout();
     int64_t dropped = 0;
     for (int r = 0; r < P; ++r)
         for (int64_t e = 0; e < c.num_experts; ++e) {
@@ -146,22 +146,22 @@ TEST(RoundTrip, IdentityExpertsGiveWeightedSumOfKeptInputs) {
             for (int64_t i = 0; i < d; ++i) {
                 float want = 0;
                 for (int64_t j = 0; j < k; ++j)
-                    if (layer.handle().kept[t * k + j]) want += g.weight[t * k + j] * x[t * d + i];
+                    if (layer.layout().kept[t * k + j]) want += g.weight[t * k + j] * x[t * d + i];
                 ASSERT_EQ(y[t * d + i], want) << "token " << t << " element " << i;
             }
-        for (int64_t s = 0; s < T * k; ++s) kept += layer.handle().kept[s];
+        for (int64_t s = 0; s < T * k; ++s) kept += layer.layout().kept[s];
         // Conservation: every kept row left its source and arrived at the owner of its expert.
-        int64_t sent = layer.handle().num_send, received = layer.handle().num_recv;
+        int64_t sent = layer.layout().num_send, received = layer.layout().num_recv;
         MPI_Allreduce(MPI_IN_PLACE, &sent, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
         MPI_Allreduce(MPI_IN_PLACE, &received, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
         MPI_Allreduce(MPI_IN_PLACE, &kept, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
         EXPECT_EQ(sent, kept);
         EXPECT_EQ(received, kept);
         int64_t requested_total = 0, allowed_total = 0;
-        for (int64_t v : layer.handle().requested) requested_total += v;
-        for (int64_t v : layer.handle().allowed) allowed_total += v;
+        for (int64_t v : layer.layout().requested) requested_total += v;
+        for (int64_t v : layer.layout().allowed) allowed_total += v;
         EXPECT_EQ(allowed_total, kept);
-        EXPECT_EQ(requested_total + layer.handle().num_skipped, P * T * k);
+        EXPECT_EQ(requested_total + layer.layout().num_skipped, P * T * k);
         EXPECT_LT(kept, P * T * k) << "the skewed router should overflow some expert";
         // The backward reuses the handle; its exactness is checked against the reference elsewhere.
         for (float v : dx) ASSERT_TRUE(std::isfinite(v));

@@ -443,7 +443,7 @@ TEST(SimRouting, CapacityAndShadowingAreTheCoreFunctions) {
                 }
             for (int64_t v : s.rows) rows_total += v;
             EXPECT_EQ(rows_total, sent_total);
-            EXPECT_EQ(s.block_tokens(1, 0, 3), s.sent[3 * E + 2]);  // rank 1's first expert is expert 2
+            EXPECT_EQ(s.block_rows(1, 0, 3), s.sent[3 * E + 2]);  // rank 1's first expert is expert 2
         }
     }
 }
