@@ -430,19 +430,16 @@ TEST(SimRouting, CapacityAndShadowingAreTheCoreFunctions) {
                     EXPECT_EQ(s.allowed[i], std::min(s.requested[i], s.capacity));
             EXPECT_GT(s.num_dropped(), 0) << "Zipf 1.2 at cf 1 must overflow (else the test proves nothing)";
 
+            // The rest is the layer's own plan_counts (checked against brute force in test_dispatch_layout).
             ShadowPolicy policy_direct(P, E, cost);
-            std::vector<uint8_t> shadowed(E);
-            const int num = policy_direct.select(shadowed.data(), allowed.data(), 3);
-            EXPECT_EQ(s.num_shadowed, num);
-            EXPECT_EQ(s.shadowed, shadowed);
-            int64_t rows_total = 0, sent_total = 0;
-            for (int64_t src = 0; src < P; ++src)
-                for (int64_t e = 0; e < E; ++e) {
-                    EXPECT_EQ(s.sent[src * E + e], shadowed[e] ? 0 : allowed[src * E + e]);
-                    sent_total += s.sent[src * E + e];
-                }
-            for (int64_t v : s.rows) rows_total += v;
-            EXPECT_EQ(rows_total, sent_total);
+            DispatchCounts direct;
+            direct.resize(P, E, 3);
+            direct.requested = s.requested;
+            plan_counts(&direct, c, &policy_direct);
+            EXPECT_EQ(s.num_shadowed, direct.num_shadowed);
+            EXPECT_EQ(s.shadowed, direct.shadowed);
+            EXPECT_EQ(s.sent, direct.sent);
+            EXPECT_EQ(s.rows, direct.rows);
             EXPECT_EQ(s.block_rows(1, 0, 3), s.sent[3 * E + 2]);  // rank 1's first expert is expert 2
         }
     }
