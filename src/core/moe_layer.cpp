@@ -216,6 +216,19 @@ void MoeLayer::KeyExchange::resize(const LayerConfig& c, int num_ranks) {
     allowed_blocks.assign(P * EL * P, 0);
 }
 
+void MoeLayer::ActivationRows::resize(int64_t rows, int64_t d_ff, bool swiglu) {
+    f = d_ff;
+    h.assign(rows * f, 0.0f);
+    g.assign(swiglu ? rows * f : 0, 0.0f);
+    a.assign(rows * f, 0.0f);
+    dh.assign(rows * f, 0.0f);
+}
+
+ExpertActivations MoeLayer::ActivationRows::at(int64_t row_begin) {
+    return ExpertActivations{h.data() + row_begin * f, g.empty() ? nullptr : g.data() + row_begin * f,
+                             a.data() + row_begin * f, dh.data() + row_begin * f};
+}
+
 void MoeLayer::RowBuffers::resize(int64_t send_rows, int64_t max_recv, int64_t d, int64_t f, bool swiglu) {
     send.assign(send_rows * d, 0.0f);
     combine_recv.assign(send_rows * d, 0.0f);
@@ -223,15 +236,7 @@ void MoeLayer::RowBuffers::resize(int64_t send_rows, int64_t max_recv, int64_t d
     recv.assign(max_recv * d, 0.0f);
     expert_x.assign(max_recv * d, 0.0f);
     expert_dy.assign(max_recv * d, 0.0f);
-    h.assign(max_recv * f, 0.0f);
-    g.assign(swiglu ? max_recv * f : 0, 0.0f);
-    a.assign(max_recv * f, 0.0f);
-    dh.assign(max_recv * f, 0.0f);
-}
-
-ExpertActivations MoeLayer::RowBuffers::acts(int64_t row_begin, int64_t f) {
-    return ExpertActivations{h.data() + row_begin * f, g.empty() ? nullptr : g.data() + row_begin * f,
-                             a.data() + row_begin * f, dh.data() + row_begin * f};
+    acts.resize(max_recv, f, swiglu);
 }
 
 void MoeLayer::ShadowBuffers::resize(
@@ -239,15 +244,7 @@ void MoeLayer::ShadowBuffers::resize(
     params.assign(slots * expert_floats, 0.0f);
     grads.assign(slots * expert_floats, 0.0f);
     x.assign(rows * d, 0.0f);
-    h.assign(rows * f, 0.0f);
-    g.assign(swiglu ? rows * f : 0, 0.0f);
-    a.assign(rows * f, 0.0f);
-    dh.assign(rows * f, 0.0f);
-}
-
-ExpertActivations MoeLayer::ShadowBuffers::acts(int64_t row_begin, int64_t f) {
-    return ExpertActivations{h.data() + row_begin * f, g.empty() ? nullptr : g.data() + row_begin * f,
-                             a.data() + row_begin * f, dh.data() + row_begin * f};
+    acts.resize(rows, f, swiglu);
 }
 
 MoeLayer::~MoeLayer() = default;
@@ -588,7 +585,7 @@ void MoeLayer::count_bytes(bool reverse) {
 // Every schedule makes exactly these calls on exactly these blocks, so all schedules agree bit for
 // bit. Forward: x rows in rows_.recv -> y rows in their place. Backward: dy rows -> dx rows in place.
 void MoeLayer::compute_source(int src, bool backward_pass) {
-    const int64_t d = config_.d_model, f = config_.d_ff, EL = num_local_experts_, me = rank();
+    const int64_t d = config_.d_model, EL = num_local_experts_, me = rank();
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
     const DispatchLayout& h = layout_;
     for (int64_t le = 0; le < EL; ++le) {
@@ -598,11 +595,11 @@ void MoeLayer::compute_source(int src, bool backward_pass) {
         float* io = rows_.recv.data() + h.source_block_row[src * EL + le] * d;
         if (!backward_pass) {
             std::memcpy(rows_.expert_x.data() + begin * d, io, sizeof(float) * rows * d);
-            experts_.forward(io, rows_.acts(begin, f), rows_.expert_x.data() + begin * d, expert_weights(le),
+            experts_.forward(io, rows_.acts.at(begin), rows_.expert_x.data() + begin * d, expert_weights(le),
                              rows, shape);
         } else {
             std::memcpy(rows_.expert_dy.data() + begin * d, io, sizeof(float) * rows * d);
-            experts_.backward_data(io, rows_.expert_dy.data() + begin * d, rows_.acts(begin, f),
+            experts_.backward_data(io, rows_.expert_dy.data() + begin * d, rows_.acts.at(begin),
                                    expert_weights(le), rows, shape);
         }
         stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
@@ -612,22 +609,22 @@ void MoeLayer::compute_source(int src, bool backward_pass) {
 // Rows of shadowed experts, computed here with the broadcast weights. Outputs land after the network
 // rows of combine_recv (forward) or return_rows (backward), so combine reads every slot the same way.
 void MoeLayer::compute_shadows(bool backward_pass) {
-    const int64_t d = config_.d_model, f = config_.d_ff, n0 = layout_.num_send;
+    const int64_t d = config_.d_model, n0 = layout_.num_send;
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
     for (int i = 0; i < layout_.num_shadowed; ++i) {
         const int64_t begin = layout_.shadow_row_begin[i], rows = layout_.shadow_row_begin[i + 1] - begin;
         if (!backward_pass) {
-            experts_.forward(rows_.combine_recv.data() + (n0 + begin) * d, shadow_.acts(begin, f),
+            experts_.forward(rows_.combine_recv.data() + (n0 + begin) * d, shadow_.acts.at(begin),
                              shadow_.x.data() + begin * d, shadow_weights(i), rows, shape);
             stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
         } else {
             const float* dy = rows_.send.data() + (n0 + begin) * d;
-            experts_.backward_data(rows_.return_rows.data() + (n0 + begin) * d, dy, shadow_.acts(begin, f),
+            experts_.backward_data(rows_.return_rows.data() + (n0 + begin) * d, dy, shadow_.acts.at(begin),
                                    shadow_weights(i), rows, shape);
             std::fill(shadow_.grads.begin() + i * expert_floats_,
                       shadow_.grads.begin() + (i + 1) * expert_floats_, 0.0f);
             experts_.backward_weights(shadow_grads(i), dy, shadow_.x.data() + begin * d,
-                                      shadow_.acts(begin, f), rows, shape);
+                                      shadow_.acts.at(begin), rows, shape);
             stats_.expert_flops += 2.0 * expert_ffn_forward_flops(rows, shape);
         }
     }
@@ -664,7 +661,7 @@ void MoeLayer::run_experts(bool backward_pass, RoundTripTimes* times) {
 // (data gradients during the round trip, then weight gradients once per expert, and the shadow gradient
 // reduce); dispatch = waiting for the dx rows to come back + the pack's backward; route = the gate.
 void MoeLayer::backward(float* dx, const float* dy) {
-    const int64_t T = config_.tokens_per_rank, d = config_.d_model, f = config_.d_ff, k = config_.top_k;
+    const int64_t T = config_.tokens_per_rank, d = config_.d_model, k = config_.top_k;
     const int64_t P = num_ranks(), EL = num_local_experts_;
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
     const DispatchLayout& h = layout_;
@@ -682,7 +679,7 @@ void MoeLayer::backward(float* dx, const float* dy) {
     for (int64_t le = 0; le < EL; ++le) {
         const int64_t begin = h.expert_row_begin[le], rows = h.expert_row_begin[le + 1] - begin;
         experts_.backward_weights(expert_grads(le), rows_.expert_dy.data() + begin * d,
-                                  rows_.expert_x.data() + begin * d, rows_.acts(begin, f), rows, shape);
+                                  rows_.expert_x.data() + begin * d, rows_.acts.at(begin), rows, shape);
         stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
     }
     reduce_shadow_grads();

@@ -190,6 +190,13 @@ class MoeLayer {
         std::vector<int64_t> allowed_block, allowed_blocks;  // [E_local·P], [P·E_local·P]
         void resize(const LayerConfig& config, int num_ranks);
     };
+    // Expert activations of a run of rows, [rows, f] each (g: swiglu only).
+    struct ActivationRows {
+        int64_t f = 0;
+        std::vector<float> h, g, a, dh;
+        void resize(int64_t rows, int64_t d_ff, bool swiglu);
+        ExpertActivations at(int64_t row_begin);
+    };
     // Token rows. Source-major buffers hold rows in the order ranks exchange them; expert-major ones hold
     // each local expert's rows together, blocks ordered by source rank.
     struct RowBuffers {
@@ -197,19 +204,17 @@ class MoeLayer {
         std::vector<float> recv;       // [max_recv, d] source-major at the owner: x in, y out, dy in, dx out
         std::vector<float> expert_x;   // [max_recv, d] expert-major inputs (kept for backward)
         std::vector<float> expert_dy;  // [max_recv, d] expert-major output gradients
-        std::vector<float> h, g, a, dh;   // [max_recv, f] expert activations (g: swiglu only)
+        ActivationRows acts;           // [max_recv] rows
         std::vector<float> combine_recv;  // [T_local·k, d] expert outputs back at the source, send order
         std::vector<float> return_rows;   // [T_local·k, d] dx rows back at the source, send order
         void resize(int64_t send_rows, int64_t max_recv_rows, int64_t d, int64_t f, bool swiglu);
-        ExpertActivations acts(int64_t row_begin, int64_t f);
     };
     // Shadowing: replicated experts' weights and gradients, and this rank's rows on them.
     struct ShadowBuffers {
         std::vector<float> params, grads;  // [shadow_max, expert_floats], packed w1, b1, w2, b2, w3
         std::vector<float> x;              // [T_local·k, d]
-        std::vector<float> h, g, a, dh;    // [T_local·k, f]
+        ActivationRows acts;               // [T_local·k] rows
         void resize(int64_t slots, int64_t expert_floats, int64_t rows, int64_t d, int64_t f, bool swiglu);
-        ExpertActivations acts(int64_t row_begin, int64_t f);
     };
 
     LayerConfig config_;

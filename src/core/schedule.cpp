@@ -14,7 +14,7 @@ namespace {
 // MPI guarantees tags up to 32767; the layout below stays under it for up to 16 379 ranks.
 constexpr int kMaxTag = 32767;
 constexpr int kTagPairwiseBase = 8;  // 2..5 are the hierarchical phases (schedule_hierarchical.cpp),
-                                     // 6..7 the pairwise round trip (schedule_pairwise.cpp)
+                                     // 6 the pairwise round trip's results (schedule_pairwise.cpp)
 }  // namespace
 
 std::vector<PairwiseStage> pairwise_stages(const NodeMap& map, int group_size, int rank) {

@@ -104,7 +104,6 @@ class TokenExchange {
     void run_pairwise(const float* send, float* recv, const int64_t* rows, bool reverse);
     void run_hierarchical(const float* send, float* recv, const int64_t* rows, bool reverse);
     void plan_call(const int64_t* rows, bool reverse);  // per-peer rows and offsets of one call
-    void post_round_trip_stage(int stage, const float* send, float* recv);
     void run_pairwise_round_trip(
         const float* send, float* recv, float* results, RowWork& work, RoundTripTimes* times);
 

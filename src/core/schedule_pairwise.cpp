@@ -8,8 +8,9 @@
 namespace expar {
 
 namespace {
-// One message per peer and direction in a round trip, so one tag per direction tells them apart.
-constexpr int kTagRoundTripRows = 6, kTagRoundTripResults = 7;
+// Results go back as soon as each source's rows are done, in no stage order: one tag for them all (one
+// message per peer); the rows out travel with their stage's tag.
+constexpr int kTagRoundTripResults = 6;
 }  // namespace
 
 // Reverse traffic runs each stage backwards: send to whom the forward stage received from.
@@ -48,30 +49,6 @@ void TokenExchange::run_pairwise(const float* send, float* recv, const int64_t*,
     comm_.clear_requests();
 }
 
-// The round trip's stage s: own rows copied at once (stage 0 holds the rank itself), the group's rows
-// posted out and in.
-void TokenExchange::post_round_trip_stage(int stage, const float* send, float* recv) {
-    const PairwiseStage& st = stages_[stage];
-    const int me = comm_.rank();
-    const int first = comm_.num_posted();
-    for (int dst : st.send_to) {
-        if (dst == me) {
-            copy_rows(recv + recv_offsets_[me] * row_width_, send + send_offsets_[me] * row_width_,
-                      send_rows_[me]);
-        } else if (send_rows_[dst] > 0) {
-            comm_.post_send_rows(send + send_offsets_[dst] * row_width_, send_rows_[dst], row_width_, dst,
-                                 kTagRoundTripRows);
-            count_sent(dst, send_rows_[dst]);
-        }
-    }
-    for (int src : st.recv_from)
-        if (src != me && recv_rows_[src] > 0)
-            comm_.post_recv_rows(recv + recv_offsets_[src] * row_width_, recv_rows_[src], row_width_, src,
-                                 kTagRoundTripRows);
-    stage_first_request_[stage] = first;
-    stage_num_requests_[stage] = comm_.num_posted() - first;
-}
-
 void TokenExchange::run_pairwise_round_trip(
     const float* send, float* recv, float* results, RowWork& work, RoundTripTimes* times) {
     EXPAR_ASSERT(comm_.num_posted() == 0);
@@ -83,14 +60,16 @@ void TokenExchange::run_pairwise_round_trip(
     for (int r = 0; r < P; ++r)
         if (r != me && send_rows_[r] > 0)
             comm_.post_recv_rows(results + send_offsets_[r] * W, send_rows_[r], W, r, kTagRoundTripResults);
-    post_round_trip_stage(0, send, recv);
+    post_pairwise_stage(0, send, recv, false);
+    copy_rows(recv + recv_offsets_[me] * W, send + send_offsets_[me] * W,
+              send_rows_[me]);  // stage 0 holds me
     double t = now_s();
     work.compute_local();  // overlaps the first stage's transfers
     compute += now_s() - t;
     for (int s = 0; s < num_stages; ++s) {
         t = now_s();
         comm_.wait_requests(stage_first_request_[s], stage_num_requests_[s]);
-        if (s + 1 < num_stages) post_round_trip_stage(s + 1, send, recv);
+        if (s + 1 < num_stages) post_pairwise_stage(s + 1, send, recv, false);
         wait_in += now_s() - t;
         for (int src : stages_[s].recv_from) {
             t = now_s();
