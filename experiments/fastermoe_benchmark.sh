@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The FasterMoE issue's closing-note benchmark: P = 4 as 2 emulated nodes x 2 ranks, the foundation's
+# FasterMoE's schedules and shadowing on real ranks: P = 4 as 2 emulated nodes x 2 ranks, the reference
 # layer configuration (experiments/layer_benchmark.ini) with routing skew, every schedule with and
 # without shadowing; then the all-to-all table (experiments/alltoall.ini). Writes results/fastermoe_*.h5
 # and prints each run's summary. Run from the repository root after launch/setup.sh.

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Merges the three sweep logs of experiments/fastermoe_trevor.sh into one HDF5 file and prints, as markdown,
-the simulated results next to FasterMoE's published ones (He et al., PPoPP'22; ../shared/reference/fastermoe.md).
+the simulated results next to FasterMoE's published ones (He et al., "FasterMoE: Modeling and Optimizing
+Training of Large-Scale Dynamic Pre-Trained Models", PPoPP'22, doi:10.1145/3503221.3508418).
 
 usage: fastermoe_trevor.py SCHEDULE.h5 SHADOW.h5 GATE.h5 OUT.h5
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# FasterMoE's published direction on its trevor cluster, simulated (issue 5, sec. 8): an MoE-BERT-Wide-like
+# FasterMoE's published direction on its trevor cluster, simulated (experiments/fastermoe_trevor.md): an MoE-BERT-Wide-like
 # layer (experiments/fastermoe_trevor.ini) on topology/trevor.yaml, 64 experts on 64 simulated ranks:
 #   (a) smart scheduling (pairwise) against plain, next to its bound;
 #   (b) shadowing under Zipf skew, alone and with the smart schedule;

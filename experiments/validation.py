@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The simulator against measured `expar layer` runs (experiments/validation.sh; issue 5, sec. 6).
+"""The simulator against measured `expar layer` runs (experiments/validation.sh; experiments/validation.md).
 
   validation.py replay MEASURED.h5 OUT.h5
       OUT.h5:/counts [S, 1, E] = the measured run's /experts/requested (summed over ranks), for

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The simulator against measured `expar layer` runs on this machine (issue 5, sec. 6).
+# The simulator against measured `expar layer` runs on this machine (docs/simulator.md, "Validation on this
+# machine"; results and their history: experiments/validation.md).
 #   (a) before each round of a case's runs, `expar calibrate` at its rank count and ranks per node (2, 4, 8 ranks on this
 #       machine's 2 cores: the GEMM rate, the links, the all-to-all efficiency and the row work all depend
 #       on how many ranks share the cores, and on what else runs), GEMM on the case's rows per expert; no

@@ -451,10 +451,14 @@ void print_steps(const SimulateRun& run) {
     }
 }
 
-// How far to trust the answer: where the rates come from, how exact the graph was, what is not modelled
-// and how the model fared against measured runs (docs/simulator.md).
+// How far to trust the answer: where the rates come from, how exact the graph was, what is not modelled,
+// and what is known of the model's accuracy on this kind of topology (docs/simulator.md, "Validation on
+// this machine"). The validation measured CPU ranks on one shared-memory host, each prediction made from a
+// file `expar calibrate` wrote there, so its figures are printed only for a calibrated shared-memory file;
+// any other topology is said to be unvalidated.
 void print_trust(const SimulateRun& run, const Point& point) {
     const Topology& t = point.spec.topology;
+    const bool validated_kind = t.calibration && t.intra_fabric == IntraFabric::shared_memory;
     if (t.calibration)
         std::printf("# trust: rates calibrated (%s, on %s); ", t.calibration->when.c_str(),
                     t.calibration->measured_topology.c_str());
@@ -465,10 +469,17 @@ void print_trust(const SimulateRun& run, const Point& point) {
                                        : "exact graph (one flow per message)");
     std::printf("#        not modelled: contention outside the topology file, OS scheduling of ranks that\n");
     std::printf("#        outnumber cores, kernel launches and framework overheads\n");
-    std::printf(
-        "#        against measured expar layer runs on a 2-core VM: median error 4-13%% per layer, "
-        "20-22%%\n");
-    std::printf("#        per phase; run-to-run noise 18-34%% (docs/simulator.md, Validation)\n");
+    if (validated_kind) {
+        std::printf(
+            "#        against measured expar layer runs on a 2-core VM: median error 4-13%% per layer, "
+            "20-22%%\n");
+        std::printf("#        per phase; run-to-run noise 18-34%% (docs/simulator.md, Validation)\n");
+        return;
+    }
+    std::printf("#        accuracy: this topology has not been validated against measurements (%s)\n",
+                t.calibration ? "calibrated rates" : "nominal rates");
+    std::printf("#        (the validation covers calibrated CPU ranks on one shared-memory host only;\n");
+    std::printf("#        docs/simulator.md, Validation)\n");
 }
 
 void print_summary(const SimulateRun& run, const Point& point) {

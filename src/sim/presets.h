@@ -1,6 +1,6 @@
 // Published MoE models as presets for the simulator: Switch, GShard, Mixtral, DBRX, Arctic, DeepSeek,
-// Qwen2, OLMoE, Grok-1. Each figure carries its source in presets.cpp (../shared/reference/models.md;
-// figures that could not be confirmed against a primary source are marked unverified there).
+// Qwen2, OLMoE, Grok-1. Each figure carries its primary source in presets.cpp (the model's released
+// config file or paper); figures that could not be confirmed against a primary source are marked "(?)".
 #pragma once
 
 #include <string>

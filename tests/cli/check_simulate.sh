@@ -3,6 +3,8 @@
 # `expar simulate` end to end, checked by CLI_DIR/check_simulate.py:
 #  1. single runs on local-2x2 (4 simulated ranks, 2 steps): schema, bound <= step, phases adding up, the
 #     decisions and link bytes recomputed from the logged counts (plain with drops; pairwise dropless);
+#     the trust block: the validation's figures for a calibrated shared-memory file only, never for a
+#     nominal file or a DGX file (nominal or calibrated);
 #  2. a 4-point sweep under 2 MPI ranks gathered into one file, each point bitwise equal to the same
 #     configuration run alone;
 #  3. replay of a tiny `expar train` routing log (2 ranks, 2 MoE layers) at 4 simulated ranks.
@@ -22,8 +24,34 @@ small=(--topology "$topology_dir/local-2x2.yaml" --ranks 4 --steps 2 --experts 8
 echo "=== 1. single runs"
 "$launch" 1 "$expar" simulate "${small[@]}" --skew 1 --capacity-factor 1 --log "$scratch/plain.h5" | tee "$scratch/plain.txt"
 grep -q "^# mean over 2 steps: layer step" "$scratch/plain.txt" || { echo "FAIL: no summary line"; exit 1; }
-# local-2x2.yaml has no calibration block and 4 ranks build the exact graph: the trust line says both.
+# local-2x2.yaml has no calibration block and 4 ranks build the exact graph: the trust line says both, and
+# that the topology has not been validated (no validation figures for a nominal file).
 grep -q "^# trust: nominal rates .*; exact graph" "$scratch/plain.txt" || { echo "FAIL: no trust line"; exit 1; }
+trust_unvalidated() {  # trust_unvalidated FILE RATES: the unvalidated accuracy line, and no 2-core VM figures
+    grep -q "^#        accuracy: this topology has not been validated against measurements ($2)$" "$1" ||
+        { echo "FAIL: $1: no 'not validated ($2)' trust line"; exit 1; }
+    if grep -q "2-core VM\|median error" "$1"; then echo "FAIL: $1: validation figures printed"; exit 1; fi
+}
+trust_unvalidated "$scratch/plain.txt" "nominal rates"
+# The same file with a calibration block (CPU ranks on shared memory, the validated kind): the validation's
+# figures, as measured on the 2-core VM.
+cp "$topology_dir/local-2x2.yaml" "$scratch/calibrated.yaml"
+printf 'calibration:\n  when: 2026-01-01\n  how: test\n  topology: local-2x2\n' >>"$scratch/calibrated.yaml"
+"$launch" 1 "$expar" simulate --topology "$scratch/calibrated.yaml" "${small[@]:2}" --skew 1 >"$scratch/calibrated.txt"
+grep -q "^# trust: rates calibrated (2026-01-01, on local-2x2); exact graph" "$scratch/calibrated.txt" ||
+    { echo "FAIL: no calibrated trust line"; cat "$scratch/calibrated.txt"; exit 1; }
+grep -q "^#        against measured expar layer runs on a 2-core VM: median error 4-13% per layer, 20-22%$" \
+    "$scratch/calibrated.txt" || { echo "FAIL: no validation figures for a calibrated shared-memory file"; exit 1; }
+grep -q "^#        per phase; run-to-run noise 18-34% (docs/simulator.md, Validation)$" "$scratch/calibrated.txt" ||
+    { echo "FAIL: no run-to-run noise line"; exit 1; }
+# A DGX file, nominal and with a calibration block: never the 2-core VM's figures.
+dgx=(--ranks 16 --steps 1 --experts 16 --d-model 64 --d-ff 128 --tokens-per-rank 64)
+"$launch" 1 "$expar" simulate --topology "$topology_dir/dgx-h100.yaml" "${dgx[@]}" >"$scratch/dgx.txt"
+trust_unvalidated "$scratch/dgx.txt" "nominal rates"
+cp "$topology_dir/dgx-h100.yaml" "$scratch/dgx-calibrated.yaml"
+printf 'calibration:\n  when: 2026-01-01\n  how: test\n  topology: dgx-h100\n' >>"$scratch/dgx-calibrated.yaml"
+"$launch" 1 "$expar" simulate --topology "$scratch/dgx-calibrated.yaml" "${dgx[@]}" >"$scratch/dgx-calibrated.txt"
+trust_unvalidated "$scratch/dgx-calibrated.txt" "calibrated rates"
 "$python" "$cli_dir/check_simulate.py" run "$scratch/plain.h5" --expect-drops
 "$launch" 1 "$expar" simulate "${small[@]}" --skew 0.5 --capacity-factor 0 --schedule pairwise --group-size 2 \
     --log "$scratch/pairwise.h5" >/dev/null

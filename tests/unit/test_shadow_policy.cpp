@@ -1,5 +1,5 @@
 // FasterMoE Algorithm 1 (src/core/shadow_policy.h): the cost model against hand-computed latencies, and
-// the decisions the issue names: a skewed load shadows the hot expert, a balanced one shadows nothing.
+// the decisions it must make: a skewed load shadows the hot expert, a balanced one shadows nothing.
 #include <gtest/gtest.h>
 
 #include <vector>
