@@ -39,11 +39,11 @@ echo "train (2 ranks)"
 "$launch" 2 "$expar" train --config "$root/experiments/quickstart.ini" --steps 3 --eval-every 0 \
     --dump "$out/train_2.h5" >/dev/null
 
-sim() {  # sim NAME [options...]: the log and the table (less the wall-time line)
+sim() {  # sim NAME [options...]: the log and the table (less the wall time and the trust notes)
     local name=$1
     shift
     echo "simulate $name"
-    "$expar" simulate "$@" --log "$out/sim_$name.h5" | grep -v -e '^# simulation:' -e '^# log ' >"$out/sim_$name.txt"
+    "$expar" simulate "$@" --log "$out/sim_$name.h5" | sed -e '/^# simulation:/d' -e '/^# trust:/,$d' >"$out/sim_$name.txt"
 }
 sim h100_plain --topology "$topo/dgx-h100.yaml" --ranks 16 --experts 16 --steps 2
 sim h100_pairwise_zipf --topology "$topo/dgx-h100.yaml" --ranks 64 --experts 64 --top-k 2 --routing zipf --skew 1.0 --schedule pairwise --steps 2
