@@ -112,7 +112,7 @@ class MoeLayer {
     // x [T_local, d] -> y [T_local, d] (the MoE branch only). step and seed key gate randomness.
     void forward(float* y, const float* x, int64_t step, uint64_t seed);
     // dy [T_local, d] -> dx [T_local, d] (overwritten); parameter gradients accumulate.
-    // Uses the handle and activations of the last forward; x must still be alive.
+    // Uses the layout and activations of the last forward; x must still be alive.
     void backward(float* dx, const float* dy);
     // Sums the replicated router gradients over ranks (each rank holds its tokens' share).
     void allreduce_router_grads();

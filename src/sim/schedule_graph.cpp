@@ -367,7 +367,7 @@ struct Builder {
     }
 
     // -------------------------------------------------------------------------------------------
-    // run_experts (moe_layer.cpp): exchange → compute (shadow rows, then every source's blocks) →
+    // The round trip (TokenExchange::round_trip, schedule*.cpp): exchange → compute (shadow rows, then every source's blocks) →
     // exchange back; pairwise pipelines it stage by stage.
 
     double shadow_flops(int r, bool backward) const {
@@ -405,7 +405,7 @@ struct Builder {
         (void)phase_out;
     }
 
-    // Per rank and stage, as run_experts() does it: wait for stage s, post stage s + 1, compute each
+    // Per rank and stage, as the pairwise round trip does it: wait for stage s, post stage s + 1, compute each
     // source's blocks of stage s and send their results back at once (receives were posted up front).
     void pairwise_exact(const Tasks& ready,
                         bool backward,
@@ -844,7 +844,7 @@ struct Builder {
 
         Tasks cursor(P, counts);
         shadow_broadcasts(cursor, kSimFwdDispatch);
-        row_work(cursor, 2, kSimFwdDispatch);  // pack_rows: read x, write the send buffer
+        row_work(cursor, 2, kSimFwdDispatch);  // dispatch_pack: read x, write the send buffer
         exchange_wait(cursor, kSimFwdDispatch);
         run_experts(cursor, false, out.fwd_run_end, out.fwd_last_compute, out.fwd_expert_flops);
         exchange_wait(out.fwd_run_end, kSimFwdCombine);
@@ -862,7 +862,7 @@ struct Builder {
         row_work(out.bwd_run_end, 2, kSimBwdDispatch);  // dx: read each returned row, add into dx
         cursor.resize(P);
         for (int r = 0; r < P; ++r) {
-            const double weights = received_flops[r];  // one GEMM pass over all its rows, after run_experts
+            const double weights = received_flops[r];  // one GEMM pass over all its rows, after the round trip
             cursor[r] = g.add_compute(r, weights, kSimBwdExpert);
             dep(out.bwd_run_end[r], cursor[r]);
             out.rank_flops[r] += out.bwd_expert_flops[r] + weights;
