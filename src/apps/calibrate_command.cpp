@@ -25,7 +25,6 @@ namespace {
 
 struct CalibrateCommandOptions {
     CalibrateOptions measure;
-    std::string activation = "gelu";
     std::string out_path, base_path, name = "calibrated", config_file;
     int ranks_per_node = 0;
     int blas_threads = 1;
@@ -33,12 +32,9 @@ struct CalibrateCommandOptions {
 
 po::options_description calibrate_options_description(CalibrateCommandOptions* o) {
     CalibrateOptions& m = o->measure;
-    po::options_description general("General");
-    general.add_options()("help,h", "print this help and exit")(
-        "config", po::value<std::string>(&o->config_file)->default_value(""),
-        "INI file with any of these options as key = value (the command line wins)")(
-        "out", po::value<std::string>(&o->out_path)->default_value(""),
-        "topology file to write (FILE.yaml, docs/topology.md); empty = print it")(
+    po::options_description general = general_options(&o->config_file);
+    general.add_options()("out", po::value<std::string>(&o->out_path)->default_value(""),
+                          "topology file to write (FILE.yaml, docs/topology.md); empty = print it")(
         "base", po::value<std::string>(&o->base_path)->default_value(""),
         "topology file whose nodes, devices, fabric, links and rates are kept; only its calibration block "
         "is replaced. Empty = describe this run's ranks from the measurement")(
@@ -69,8 +65,7 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
     gemm.add_options()("d-model", po::value<int64_t>(&m.d_model)->default_value(m.d_model),
                        "model width d [elements]")("d-ff", po::value<int64_t>(&m.d_ff)->default_value(m.d_ff),
                                                    "expert hidden width f [elements]")(
-        "activation", po::value<std::string>(&o->activation)->default_value(o->activation),
-        "gelu | relu | silu | swiglu (3 matrices)")(
+        "activation", enum_value(&m.activation), ("expert activation: " + enum_help<Activation>()).c_str())(
         "gemm-tokens", po::value<int64_t>(&m.gemm_tokens)->default_value(m.gemm_tokens),
         "rows (tokens) of one expert block; each of the --experts / ranks local experts computes one "
         "[tokens]")(
@@ -143,7 +138,6 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
             print_help, &vm))
         return 0;
     validate(o);
-    o.measure.activation = parse_activation(o.activation);
     blas_set_num_threads(o.blas_threads);
     MpiComm comm(MPI_COMM_WORLD);
     const int P = comm.size(), me = comm.rank();

@@ -61,15 +61,16 @@ double measure_blas_gflops(int64_t n, const LayerConfig& c, int repeats) {
 
 // The node map (real or emulated) and the rates of the topology file, if one is given.
 LayerCluster make_cluster(const LayerRunOptions& options, int rank) {
-    NodeMap nodes = make_node_map(MPI_COMM_WORLD, options.ranks_per_node);
-    if (options.topology_path.empty()) return LayerCluster{std::move(nodes)};
-    const Topology topology = load_topology(options.topology_path);
+    NodeMap nodes = make_node_map(MPI_COMM_WORLD, options.cluster.ranks_per_node);
+    if (options.cluster.topology_path.empty()) return LayerCluster{std::move(nodes)};
+    const Topology topology = load_topology(options.cluster.topology_path);
     const LayerCluster cluster = cluster_with_topology_rates(std::move(nodes), topology, "fp32");
     if (rank == 0 && topology.devices_per_node != cluster.nodes.ranks_per_node)
         std::fprintf(stderr,
                      "expar: note: %s describes %d devices per node, this run has %d ranks per node; "
                      "its rates are used as given\n",
-                     options.topology_path.c_str(), topology.devices_per_node, cluster.nodes.ranks_per_node);
+                     options.cluster.topology_path.c_str(), topology.devices_per_node,
+                     cluster.nodes.ranks_per_node);
     return cluster;
 }
 
@@ -83,8 +84,8 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     const int P = comm.size(), rank = comm.rank();
     const LayerConfig& c = options.layer;
     validate(c, P);
-    require_output_paths(comm, {{"--log", options.log_path}, {"--dump", options.dump_path}});
-    blas_set_num_threads(options.blas_threads);
+    require_output_paths(comm, {{"--log", options.output.log_path}, {"--dump", options.output.dump_path}});
+    blas_set_num_threads(options.output.blas_threads);
 
     const LayerCluster cluster = make_cluster(options, rank);
     BlasExpertCompute experts;
@@ -93,7 +94,8 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     const int64_t T = c.tokens_per_rank, d = c.d_model, E = c.num_experts;
     std::vector<float> x(T * d), dy(T * d), y(T * d), dx(T * d);
     std::unique_ptr<LayerLog> log;
-    if (!options.log_path.empty()) log = std::make_unique<LayerLog>(comm, options.log_path, attributes, c);
+    if (!options.output.log_path.empty())
+        log = std::make_unique<LayerLog>(comm, options.output.log_path, attributes, c);
 
     const int64_t total_steps = options.warmup + options.steps;
     std::vector<double> step_s(options.steps), phase_s(options.steps * kNumPhases), a2a_s(options.steps);
@@ -115,8 +117,8 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         layer.backward(dx.data(), dy.data());
         layer.allreduce_router_grads();
         const double elapsed = now_s() - t0;
-        if (step == 0 && !options.dump_path.empty())
-            write_layer_dump(comm, options.dump_path, attributes, layer, x.data(), dy.data(), y.data(),
+        if (step == 0 && !options.output.dump_path.empty())
+            write_layer_dump(comm, options.output.dump_path, attributes, layer, x.data(), dy.data(), y.data(),
                              dx.data(), options.seed, step);
         if (options.learning_rate > 0) layer.sgd_update(static_cast<float>(options.learning_rate));
 
@@ -146,7 +148,7 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         const double rate = static_cast<double>(P * T) / step_time;
         if (log) {
             log->append(step, layer, elapsed, rate);
-            if ((step + 1) % options.log_flush_every == 0) log->flush();
+            if ((step + 1) % options.output.log_flush_every == 0) log->flush();
         }
         if (step < options.warmup) continue;
         const int64_t i = step - options.warmup;
@@ -200,7 +202,8 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         std::printf(", %d node%s x %d ranks%s", cluster.nodes.num_nodes,
                     cluster.nodes.num_nodes > 1 ? "s" : "", cluster.nodes.ranks_per_node,
                     cluster.nodes.emulated ? " (emulated)" : "");
-        if (!options.topology_path.empty()) std::printf(", topology %s", options.topology_path.c_str());
+        if (!options.cluster.topology_path.empty())
+            std::printf(", topology %s", options.cluster.topology_path.c_str());
         std::printf(", gate-topology %s, node-limit %d, router-bias %g, shadow %s\n",
                     to_string(c.gate_topology), c.node_limit, c.router_bias_rate, c.shadow ? "on" : "off");
         std::printf("\n%-24s %12s %8s\n", "phase", "time (ms)", "share");
@@ -237,8 +240,9 @@ int run_layer_command(int argc, char** argv, bool print_help) {
                 "redirected          %12.0f assignments per step moved on-node (limit L = %lld per rank)\n",
                 median(redirected), (long long)layer.max_offnode());
         if (c.shadow) std::printf("shadowed            %12.1f experts per step (median)\n", median(shadowed));
-        if (log) std::printf("log                 %s\n", options.log_path.c_str());
-        if (!options.dump_path.empty()) std::printf("dump                %s\n", options.dump_path.c_str());
+        if (log) std::printf("log                 %s\n", options.output.log_path.c_str());
+        if (!options.output.dump_path.empty())
+            std::printf("dump                %s\n", options.output.dump_path.c_str());
     }
     return 0;
 }

@@ -14,37 +14,50 @@ namespace po = boost::program_options;
 
 namespace expar {
 
-po::options_description layer_decision_options_description(LayerConfig* c, LayerOptionText* text) {
+po::options_description general_options(std::string* config_file) {
+    po::options_description general("General");
+    general.add_options()("help,h", "print this help and exit")(
+        "config", po::value<std::string>(config_file)->default_value(*config_file),
+        "INI file with any of these options as key = value (the command line wins)");
+    return general;
+}
+
+po::options_description moe_layer_options(LayerConfig* c, LayerInputs inputs) {
+    const bool standalone = inputs == LayerInputs::standalone;
     po::options_description layer("MoE layer");
-    layer.add_options()("experts", po::value<int64_t>(&c->num_experts)->default_value(c->num_experts),
-                        "number of experts E (global; E % ranks == 0)")(
-        "top-k", po::value<int>(&c->top_k)->default_value(c->top_k), "experts per token k")(
-        "gate", po::value<std::string>(&text->gate)->default_value(text->gate),
-        "topk | switch (top-1) | gshard (top-2, random 2nd) | noisy-topk")(
-        "capacity-factor", po::value<double>(&c->capacity_factor)->default_value(c->capacity_factor),
-        "capacity factor cf [1]; capacity = ceil(cf*tokens*k/E) tokens per expert; 0 = dropless")(
-        "capacity-scope", po::value<std::string>(&text->scope)->default_value(text->scope),
-        "local (tokens of one source rank) | global (all tokens of the step)")(
-        "drop-policy", po::value<std::string>(&text->policy)->default_value(text->policy),
-        "position (later tokens dropped first) | probs (lowest gate weight dropped first)")(
-        "d-model", po::value<int64_t>(&c->d_model)->default_value(c->d_model), "model width d [elements]")(
-        "d-ff", po::value<int64_t>(&c->d_ff)->default_value(c->d_ff), "expert hidden width f [elements]")(
-        "activation", po::value<std::string>(&text->activation)->default_value(text->activation),
-        "gelu | relu | silu | swiglu")(
-        "tokens-per-rank", po::value<int64_t>(&c->tokens_per_rank)->default_value(c->tokens_per_rank),
-        "tokens per rank per step [tokens]")(
-        "skew", po::value<double>(&c->skew)->default_value(c->skew),
-        "routing skew: Zipf exponent s of a fixed router bias -s*ln(e+1) [1]; 0 = none");
-    po::options_description fastermoe("Schedules, topology-aware routing, shadowing (docs/layer.md)");
-    fastermoe.add_options()(
-        "schedule", po::value<std::string>(&text->schedule)->default_value(text->schedule),
-        "token exchange: plain (one MPI_Alltoallv) | pairwise (FasterMoE, overlapped with "
-        "expert compute) | hierarchical (2D: intra-node, then inter-node)")(
-        "group-size", po::value<int>(&c->group_size)->default_value(c->group_size),
-        "pairwise: ranks per group [ranks]; clipped to the rank count, then must divide it")(
-        "gate-topology", po::value<std::string>(&text->gate_topology)->default_value(text->gate_topology),
-        "none | fastermoe: at most L = W_net/(M*W_local)*T*k assignments per rank leave the node; the "
-        "lowest-scoring others move to on-node experts (needs --topology)")(
+    auto add = layer.add_options();
+    add("experts", po::value<int64_t>(&c->num_experts)->default_value(c->num_experts),
+        "number of experts E (global; E % ranks == 0)");
+    add("top-k", po::value<int>(&c->top_k)->default_value(c->top_k), "experts per token k");
+    add("gate", enum_value(&c->gate), enum_help<GateKind>().c_str());
+    add("capacity-factor", po::value<double>(&c->capacity_factor)->default_value(c->capacity_factor),
+        "capacity factor cf [1]; capacity = ceil(cf*tokens*k/E) tokens per expert; 0 = dropless");
+    add("capacity-scope", enum_value(&c->capacity_scope), enum_help<CapacityScope>().c_str());
+    add("drop-policy", enum_value(&c->drop_policy), enum_help<DropPolicy>().c_str());
+    if (standalone)
+        add("d-model", po::value<int64_t>(&c->d_model)->default_value(c->d_model),
+            "model width d [elements]");
+    add("d-ff", po::value<int64_t>(&c->d_ff)->default_value(c->d_ff), "expert hidden width f [elements]");
+    add("activation", enum_value(&c->activation), ("expert activation: " + enum_help<Activation>()).c_str());
+    if (standalone) {
+        add("tokens-per-rank", po::value<int64_t>(&c->tokens_per_rank)->default_value(c->tokens_per_rank),
+            "tokens per rank per step [tokens]");
+        add("skew", po::value<double>(&c->skew)->default_value(c->skew),
+            "routing skew: Zipf exponent s of a fixed router bias -s*ln(e+1) [1]; 0 = none");
+    }
+    return layer;
+}
+
+po::options_description schedule_options(LayerConfig* c) {
+    po::options_description schedule("Schedules, topology-aware routing, shadowing (docs/layer.md)");
+    schedule.add_options()("schedule", enum_value(&c->schedule),
+                           ("token exchange: " + enum_help<ScheduleKind>()).c_str())(
+        "group-size", po::value<int>(&c->group_size)->default_value(c->group_size), kGroupSizeHelp)(
+        "gate-topology", enum_value(&c->gate_topology),
+        (enum_help<GateTopology>() +
+         ": at most L = W_net/(M*W_local)*T*k assignments per rank leave the node; the lowest-scoring others "
+         "move to on-node experts (needs --topology)")
+            .c_str())(
         "node-limit", po::value<int>(&c->node_limit)->default_value(c->node_limit),
         "DeepSeek-V3 node-limited routing: a token's experts lie on at most M nodes [nodes]; 0 = off")(
         "router-bias", po::value<double>(&c->router_bias_rate)->default_value(c->router_bias_rate),
@@ -53,42 +66,58 @@ po::options_description layer_decision_options_description(LayerConfig* c, Layer
                         "FasterMoE dynamic shadowing of hot experts (true|false; needs --topology)")(
         "shadow-max-experts", po::value<int>(&c->shadow_max_experts)->default_value(c->shadow_max_experts),
         "most experts shadowed in one step (buffers for their weights are kept) [experts]");
-    po::options_description all;
-    all.add(layer).add(fastermoe);
-    return all;
+    return schedule;
 }
 
-void apply_layer_option_text(const LayerOptionText& text, const po::variables_map& vm, LayerConfig* c) {
-    c->gate = parse_gate(text.gate);
-    c->activation = parse_activation(text.activation);
-    c->capacity_scope = parse_capacity_scope(text.scope);
-    c->drop_policy = parse_drop_policy(text.policy);
-    c->schedule = parse_schedule(text.schedule);
-    c->gate_topology = parse_gate_topology(text.gate_topology);
+po::options_description moe_training_options(LayerConfig* c) {
+    po::options_description training("MoE layer parameters and losses");
+    training.add_options()("renormalize", po::value<bool>(&c->renormalize)->default_value(c->renormalize),
+                           "topk: renormalise the kept top-k weights to sum to 1 (true|false)")(
+        "expert-bias", po::value<bool>(&c->expert_bias)->default_value(c->expert_bias),
+        "expert FFN biases b1, b2 (true|false)")(
+        "aux-loss-coef", po::value<double>(&c->aux_loss_coef)->default_value(c->aux_loss_coef),
+        "load-balancing loss coefficient [1]")(
+        "z-loss-coef", po::value<double>(&c->z_loss_coef)->default_value(c->z_loss_coef),
+        "router z-loss coefficient [1]");
+    return training;
+}
+
+po::options_description cluster_options(ClusterOptions* o) {
+    po::options_description cluster("Cluster");
+    cluster.add_options()(
+        "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
+        "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes (MPI shared-memory split)")(
+        "topology", po::value<std::string>(&o->topology_path)->default_value(o->topology_path),
+        "cluster file (topology/*.yaml, docs/topology.md): link bandwidths and compute rate for the "
+        "topology gate and shadowing");
+    return cluster;
+}
+
+po::options_description output_options(OutputOptions* o, const char* dump_contents) {
+    po::options_description output("Output");
+    output.add_options()("log", po::value<std::string>(&o->log_path)->default_value(o->log_path),
+                         "HDF5 log of every step (FILE.h5; empty = none); schema in docs/hdf5.md")(
+        "log-flush-every", po::value<int64_t>(&o->log_flush_every)->default_value(o->log_flush_every),
+        "flush the log every N steps [steps]")(
+        "dump", po::value<std::string>(&o->dump_path)->default_value(o->dump_path),
+        (std::string("HDF5 dump of the first step: ") + dump_contents + " (FILE.h5; empty = none)").c_str())(
+        "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
+        "BLAS threads per rank [threads]");
+    return output;
+}
+
+void validate(const OutputOptions& o) {
+    EXPAR_REQUIRE(o.log_flush_every > 0, "--log-flush-every must be positive");
+    EXPAR_REQUIRE(o.blas_threads > 0, "--blas-threads must be positive");
+}
+
+void finish_layer_options(const po::variables_map& vm, LayerConfig* c) {
     const auto top_k = vm.find("top-k");
     if (c->gate == GateKind::switch_top1 && (top_k == vm.end() || top_k->second.defaulted())) c->top_k = 1;
 }
 
-po::options_description layer_options_description(LayerRunOptions* o, LayerOptionText* text) {
+po::options_description layer_options_description(LayerRunOptions* o) {
     LayerConfig& c = o->layer;
-    po::options_description general("General");
-    general.add_options()("help,h", "print this help and exit")(
-        "config", po::value<std::string>(&text->config_file)->default_value(""),
-        "INI file with any of these options as key = value (the command line wins)");
-    po::options_description layer("MoE layer (run)");
-    layer.add_options()("renormalize", po::value<bool>(&c.renormalize)->default_value(c.renormalize),
-                        "topk: renormalise the kept top-k weights to sum to 1 (true|false)")(
-        "expert-bias", po::value<bool>(&c.expert_bias)->default_value(c.expert_bias),
-        "expert FFN biases b1, b2 (true|false)")(
-        "aux-loss-coef", po::value<double>(&c.aux_loss_coef)->default_value(c.aux_loss_coef),
-        "load-balancing loss coefficient [1]")(
-        "z-loss-coef", po::value<double>(&c.z_loss_coef)->default_value(c.z_loss_coef),
-        "router z-loss coefficient [1]")(
-        "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
-        "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes (MPI shared-memory split)")(
-        "topology", po::value<std::string>(&o->topology_path)->default_value(""),
-        "cluster file (topology/*.yaml, docs/topology.md): link bandwidths and compute rate for the "
-        "topology gate and shadowing");
     po::options_description run("Run");
     run.add_options()("steps", po::value<int64_t>(&o->steps)->default_value(o->steps),
                       "timed steps (forward + backward) [steps]")(
@@ -97,36 +126,32 @@ po::options_description layer_options_description(LayerRunOptions* o, LayerOptio
                                              "seed of tokens, parameters and gate randomness")(
         "lr", po::value<double>(&o->learning_rate)->default_value(o->learning_rate),
         "SGD learning rate applied after each step so routing moves [1]; 0 = no update")(
-        "log", po::value<std::string>(&o->log_path)->default_value(""),
-        "HDF5 log of every step (FILE.h5; empty = none); schema in docs/hdf5.md")(
-        "log-flush-every", po::value<int64_t>(&o->log_flush_every)->default_value(o->log_flush_every),
-        "flush the log every N steps [steps]")(
-        "dump", po::value<std::string>(&o->dump_path)->default_value(""),
-        "HDF5 dump of the first step: inputs, parameters, outputs, routing, gradients (FILE.h5)")(
-        "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
-        "BLAS threads per rank [threads]")(
         "inject-nan-step", po::value<int64_t>(&o->inject_nan_step)->default_value(o->inject_nan_step),
         "fault injection for tests: put a NaN into x at this step [step]; -1 = never");
     po::options_description all;
-    all.add(general).add(layer_decision_options_description(&c, text)).add(layer).add(run);
+    all.add(general_options(&o->config_file))
+        .add(moe_layer_options(&c, LayerInputs::standalone))
+        .add(schedule_options(&c))
+        .add(moe_training_options(&c))
+        .add(cluster_options(&o->cluster))
+        .add(run)
+        .add(output_options(&o->output, "inputs, parameters, outputs, routing, gradients"));
     return all;
 }
 
 bool parse_layer_options(
     int argc, char** argv, bool print_help, LayerRunOptions* out, Attributes* options_out) {
-    LayerOptionText text;
-    po::options_description description = layer_options_description(out, &text);
+    po::options_description description = layer_options_description(out);
     po::variables_map vm;
     const std::string usage =
         "usage: expar layer [options]\n\nRuns steps of one expert-parallel MoE layer (forward and "
         "backward) on synthetic tokens.\n";
     if (!parse_command_options(argc, argv, description, usage, print_help, &vm)) return false;
     LayerConfig& c = out->layer;
-    apply_layer_option_text(text, vm, &c);
+    finish_layer_options(vm, &c);
     EXPAR_REQUIRE(out->steps > 0, "--steps must be positive (got " << out->steps << ")");
     EXPAR_REQUIRE(out->warmup >= 0, "--warmup must be >= 0 (got " << out->warmup << ")");
-    EXPAR_REQUIRE(out->log_flush_every > 0, "--log-flush-every must be positive");
-    EXPAR_REQUIRE(out->blas_threads > 0, "--blas-threads must be positive");
+    validate(out->output);
     EXPAR_REQUIRE(std::isfinite(out->learning_rate) && out->learning_rate >= 0, "--lr must be >= 0");
     *options_out = options_as_attributes(vm);
     // The effective top-k (switch forces 1) is what the file should record.
@@ -178,6 +203,8 @@ void store_config_file(const po::options_description& description, po::variables
                                      }),
                       options.end());
         po::store(parsed, *vm);
+    } catch (const UnknownEnumName& error) {  // as on the command line: it names the option
+        EXPAR_FAIL(error.what());
     } catch (const po::error& error) {
         EXPAR_FAIL("config file '" << path << "': " << error.what());
     }
@@ -244,6 +271,8 @@ Attributes options_as_attributes(const po::variables_map& vm) {
             text << shortest_float_text(boost::any_cast<float>(any));
         else if (any.type() == typeid(bool))
             text << (boost::any_cast<bool>(any) ? "true" : "false");
+        else if (std::string name; enum_option_text(any, &name))
+            text << name;
         else if (any.type() == typeid(std::vector<std::string>)) {
             const auto& values = boost::any_cast<std::vector<std::string>>(any);
             for (size_t i = 0; i < values.size(); ++i) text << (i ? "\n" : "") << values[i];

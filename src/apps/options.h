@@ -8,9 +8,24 @@
 #include <vector>
 
 #include "config.h"
+#include "enum_option.h"
 #include "layer_io.h"
 
 namespace expar {
+
+// --log, --log-flush-every, --dump, --blas-threads of the commands that run layers (layer, train).
+struct OutputOptions {
+    std::string log_path;
+    int64_t log_flush_every = 1;
+    std::string dump_path;
+    int blas_threads = 1;
+};
+
+// The cluster of the commands that run on the MPI ranks (layer, train).
+struct ClusterOptions {
+    int ranks_per_node = 0;     // 0 = from MPI (shared-memory split)
+    std::string topology_path;  // empty = none
+};
 
 struct LayerRunOptions {
     LayerConfig layer;
@@ -18,34 +33,43 @@ struct LayerRunOptions {
     int64_t warmup = 2;
     uint64_t seed = 1;
     double learning_rate = 0.0;
-    std::string log_path;
-    int64_t log_flush_every = 1;
-    std::string dump_path;
-    int blas_threads = 1;
+    OutputOptions output;
     int64_t inject_nan_step = -1;
-    int ranks_per_node = 0;     // 0 = from MPI (shared-memory split)
-    std::string topology_path;  // empty = none
-};
-
-// Enum-valued options as text: converted after parsing so errors name the option.
-struct LayerOptionText {
-    std::string gate = "topk", activation = "gelu", scope = "local", policy = "position";
-    std::string schedule = "plain", gate_topology = "none";
+    ClusterOptions cluster;
     std::string config_file;
 };
 
-boost::program_options::options_description layer_options_description(LayerRunOptions* out,
-                                                                      LayerOptionText* text);
+// ---------------------------------------------------------------------------------------------------
+// Option groups, each option defined once and shared by every command that takes it. A group's defaults
+// are its targets' values when it is built, so a command that needs another default sets the target
+// first (and says why).
 
-// The layer options that decide who sends what (E, k, gate, capacity, widths, T, skew, schedule, group
-// size, topology gate, node limit, router bias, shadowing), shared by `expar layer` and `expar simulate`.
-boost::program_options::options_description layer_decision_options_description(LayerConfig* out,
-                                                                               LayerOptionText* text);
-// Converts the enum-valued options of text into *config (errors name the option); --gate switch forces
-// top-1 unless --top-k was given.
-void apply_layer_option_text(const LayerOptionText& text,
-                             const boost::program_options::variables_map& vm,
-                             LayerConfig* config);
+// --help and --config FILE (every command); add a command's own general options to the result.
+boost::program_options::options_description general_options(std::string* config_file);
+
+// Where the MoE layer's input comes from. A layer run alone (`expar layer`, `expar simulate`) has its own
+// --d-model, --tokens-per-rank and --skew; in `expar train` the width is the model's, the tokens are the
+// batch's and the routing follows the data, so those three are not layer options there.
+enum class LayerInputs { standalone, model };
+
+// The layer's shape and routing decisions (E, k, gate, capacity, widths, activation; with standalone
+// inputs also d, T and skew): layer, simulate, train.
+boost::program_options::options_description moe_layer_options(LayerConfig* out, LayerInputs inputs);
+// Schedule, topology-aware routing and shadowing: layer, simulate, train.
+boost::program_options::options_description schedule_options(LayerConfig* out);
+// The trained layer's parameters and losses (renormalize, expert bias, loss coefficients): layer, train.
+boost::program_options::options_description moe_training_options(LayerConfig* out);
+// --ranks-per-node and --topology of a run on the MPI ranks: layer, train.
+boost::program_options::options_description cluster_options(ClusterOptions* out);
+// --log, --log-flush-every, --dump (its contents named by dump_contents), --blas-threads: layer, train.
+boost::program_options::options_description output_options(OutputOptions* out, const char* dump_contents);
+// Throws an all-ranks expar::Error unless every value of *options is in range.
+void validate(const OutputOptions& options);
+
+// After parsing: --gate switch forces top-1 unless --top-k was given.
+void finish_layer_options(const boost::program_options::variables_map& vm, LayerConfig* config);
+
+boost::program_options::options_description layer_options_description(LayerRunOptions* out);
 
 // Parses `expar layer ...` (argv after the subcommand). Returns false if help was printed.
 // Throws an all-ranks expar::Error on any bad option. options_out receives every option as text.

@@ -31,13 +31,15 @@ namespace {
 
 struct SimulateCommandOptions {
     LayerConfig layer;
-    LayerOptionText text;  // enum-valued layer options and --config
+    std::string config_file;
     WorkloadOptions workload;
     RoutingOptions routing;
     std::string topology_path;
     int ranks = 0;
     int ranks_per_node = 0;
-    std::string precision = "fp32", nic_model = "per-port", aggregation = "auto";
+    std::string precision = "fp32";
+    NicModel nic_model = NicModel::per_port;
+    Aggregation aggregation = Aggregation::automatic;
     double rate_window = 0;
     int64_t steps = 2;
     uint64_t seed = 1;
@@ -48,22 +50,17 @@ struct SimulateCommandOptions {
 };
 
 po::options_description simulate_options_description(SimulateCommandOptions* o) {
-    po::options_description general("General");
-    general.add_options()("help,h", "print this help and exit")(
-        "config", po::value<std::string>(&o->text.config_file)->default_value(""),
-        "INI file with any of these options as key = value (the command line wins)")(
-        "topology", po::value<std::string>(&o->topology_path)->default_value(""),
-        "cluster file to simulate (topology/*.yaml, docs/topology.md); required")(
+    po::options_description general = general_options(&o->config_file);
+    general.add_options()("topology", po::value<std::string>(&o->topology_path)->default_value(""),
+                          "cluster file to simulate (topology/*.yaml, docs/topology.md); required")(
         "ranks", po::value<int>(&o->ranks)->default_value(o->ranks),
         "simulated ranks P (not the MPI size) [ranks]; 0 = the topology's nodes x devices per node")(
         "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
         "simulated ranks per node [ranks]; 0 = the topology's devices_per_node")(
         "precision", po::value<std::string>(&o->precision)->default_value(o->precision),
         "which dense_rate of the topology the expert and gate FLOPs run at (fp32, fp16, bf16, ...)")(
-        "nic-model", po::value<std::string>(&o->nic_model)->default_value(o->nic_model),
-        "per-port (each device on its NIC port) | pooled (one port per node with all NIC bandwidth)")(
-        "aggregation", po::value<std::string>(&o->aggregation)->default_value(o->aggregation),
-        "auto (node-pair bundles above 64 ranks) | none (every message a flow: exact) | node-pair")(
+        "nic-model", enum_value(&o->nic_model), enum_help<NicModel>().c_str())(
+        "aggregation", enum_value(&o->aggregation), enum_help<Aggregation>().c_str())(
         "rate-window", po::value<double>(&o->rate_window)->default_value(o->rate_window),
         "flow simulation: batch completions within this fraction of the interval [1]; 0 = exact max-min")(
         "steps", po::value<int64_t>(&o->steps)->default_value(o->steps), "simulated layer steps [steps]")(
@@ -79,7 +76,8 @@ po::options_description simulate_options_description(SimulateCommandOptions* o) 
         "value replaces the option's value; points are spread over the MPI ranks");
     po::options_description all;
     all.add(general)
-        .add(layer_decision_options_description(&o->layer, &o->text))
+        .add(moe_layer_options(&o->layer, LayerInputs::standalone))
+        .add(schedule_options(&o->layer))
         .add(workload_options_description(&o->workload))
         .add(routing_options_description(&o->routing));
     return all;
@@ -149,19 +147,6 @@ struct Point {
     int moe_layers = 1;
 };
 
-NicModel parse_nic_model(const std::string& name) {
-    if (name == "per-port") return NicModel::per_port;
-    if (name == "pooled") return NicModel::pooled;
-    EXPAR_FAIL("unknown --nic-model '" << name << "' (expected per-port or pooled)");
-}
-
-Aggregation parse_aggregation(const std::string& name) {
-    if (name == "auto") return Aggregation::automatic;
-    if (name == "none") return Aggregation::none;
-    if (name == "node-pair") return Aggregation::node_pair;
-    EXPAR_FAIL("unknown --aggregation '" << name << "' (expected auto, none or node-pair)");
-}
-
 // Parses the command line with the point's overrides first: the first stored value of an option wins, so
 // a swept value beats the command line, which beats --config.
 Point make_point(int argc, char** argv, const Overrides& overrides) {
@@ -196,8 +181,8 @@ Point make_point(int argc, char** argv, const Overrides& overrides) {
     spec.num_ranks = o.ranks > 0 ? o.ranks : spec.topology.num_nodes * spec.topology.devices_per_node;
     spec.precision = o.precision;
     spec.topology.device_flops_per_s(o.precision);  // an unknown precision fails here, naming it
-    spec.nic_model = parse_nic_model(o.nic_model);
-    spec.aggregation = parse_aggregation(o.aggregation);
+    spec.nic_model = o.nic_model;
+    spec.aggregation = o.aggregation;
     EXPAR_REQUIRE(o.rate_window >= 0 && o.rate_window < 1,
                   "--rate-window must be in [0, 1), got " << o.rate_window);
     spec.sim.rate_window = o.rate_window;
@@ -206,7 +191,7 @@ Point make_point(int argc, char** argv, const Overrides& overrides) {
     spec.backward = o.backward;
     EXPAR_REQUIRE(o.rank_detail_limit >= 0, "--rank-detail-limit must be >= 0, got " << o.rank_detail_limit);
     spec.rank_detail_limit = o.rank_detail_limit;
-    apply_layer_option_text(o.text, vm, &o.layer);
+    finish_layer_options(vm, &o.layer);
     spec.workload = make_workload(o.workload, vm, &o.layer);  // a preset fills E, k, d, f, activation
     spec.layer = o.layer;
     validate(spec.layer, spec.num_ranks);

@@ -36,15 +36,13 @@ double now_s() {
 struct TrainOptions {
     TrainConfig train;
     DataOptions data;
-    LayerOptionText text;  // gate, activation, scope, policy, schedule, gate_topology, config_file
-    std::string data_kind = "synthetic";
+    std::string config_file;
     int64_t tokens_per_rank = 0;  // 0 = B·S; otherwise it must equal B·S
     int64_t eval_every = 0, eval_windows = 0;
-    std::string log_path, dump_path;
-    int64_t log_flush_every = 10, log_routing_every = 10, print_every = 50;
-    int blas_threads = 1;
-    int ranks_per_node = 0;
-    std::string topology_path;
+    // Training runs many more steps than `expar layer`: the log is flushed every 10 by default, not 1.
+    OutputOptions output{"", 10, "", 1};
+    int64_t log_routing_every = 10, print_every = 50;
+    ClusterOptions cluster;
     // Checkpoints (src/train/checkpoint.h).
     int64_t save_every = 0;
     std::string checkpoint_path, resume_path;
@@ -57,13 +55,8 @@ po::options_description train_options_description(TrainOptions* o) {
     ModelConfig& m = t.model;
     LayerConfig& c = t.moe.layer;
     SyntheticLanguageConfig& s = o->data.synthetic;
-    LayerOptionText& text = o->text;
     // Training defaults differ from the layer benchmark's: a small model's experts.
     c.d_ff = 256;
-    po::options_description general("General");
-    general.add_options()("help,h", "print this help and exit")(
-        "config", po::value<std::string>(&text.config_file)->default_value(""),
-        "INI file with any of these options as key = value (the command line wins)");
     po::options_description model("Model (vocabulary size comes from the data)");
     model.add_options()("seq-len", po::value<int64_t>(&m.seq_len)->default_value(m.seq_len),
                         "sequence length S, also the learned positions [tokens]")(
@@ -77,55 +70,18 @@ po::options_description train_options_description(TrainOptions* o) {
         "every N-th block (N, 2N, ...) has an MoE FFN; 0 = dense model [blocks]")(
         "init-std", float_value(&m.init_std),
         "std of the N(0, s^2) init of matrices and embeddings (GPT-2) [1]");
-    po::options_description moe("MoE blocks (names as in `expar layer`)");
-    moe.add_options()("experts", po::value<int64_t>(&c.num_experts)->default_value(c.num_experts),
-                      "experts E per MoE block (global; E % ranks == 0)")(
-        "top-k", po::value<int>(&c.top_k)->default_value(c.top_k), "experts per token k")(
-        "gate", po::value<std::string>(&text.gate)->default_value(text.gate),
-        "topk | switch (top-1) | gshard (top-2, random 2nd) | noisy-topk")(
-        "renormalize", po::value<bool>(&c.renormalize)->default_value(c.renormalize),
-        "topk: renormalise the kept top-k weights to sum to 1 (true|false)")(
-        "capacity-factor", po::value<double>(&c.capacity_factor)->default_value(c.capacity_factor),
-        "training capacity factor cf [1]; capacity = ceil(cf*tokens*k/E) per expert; 0 = dropless")(
-        "eval-capacity-factor",
-        po::value<double>(&t.eval_capacity_factor)->default_value(t.eval_capacity_factor),
-        "capacity factor while evaluating (Switch: 2.0) [1]; 0 = dropless")(
-        "capacity-scope", po::value<std::string>(&text.scope)->default_value(text.scope),
-        "local (tokens of one source rank) | global (all tokens of the step)")(
-        "drop-policy", po::value<std::string>(&text.policy)->default_value(text.policy),
-        "position (later tokens dropped first) | probs (lowest gate weight dropped first)")(
-        "d-ff", po::value<int64_t>(&c.d_ff)->default_value(c.d_ff), "expert hidden width f [elements]")(
-        "activation", po::value<std::string>(&text.activation)->default_value(text.activation),
-        "expert activation: gelu | relu | silu | swiglu")(
-        "expert-bias", po::value<bool>(&c.expert_bias)->default_value(c.expert_bias),
-        "expert FFN biases b1, b2 (true|false)")(
-        "aux-loss-coef", po::value<double>(&c.aux_loss_coef)->default_value(c.aux_loss_coef),
-        "load-balancing loss coefficient [1]")(
-        "z-loss-coef", po::value<double>(&c.z_loss_coef)->default_value(c.z_loss_coef),
-        "router z-loss coefficient [1]")(
+    // The MoE layer's own options are those of `expar layer` (options.h); these are the MoE blocks' extras.
+    po::options_description moe("MoE blocks");
+    moe.add_options()("eval-capacity-factor",
+                      po::value<double>(&t.eval_capacity_factor)->default_value(t.eval_capacity_factor),
+                      "capacity factor while evaluating (Switch: 2.0) [1]; 0 = dropless")(
         "shared-experts", po::value<int64_t>(&t.moe.shared_experts)->default_value(0),
         "DeepSeekMoE/Qwen shared experts of width d-ff applied to every token, added to the MoE output")(
         "dense-branch-ff", po::value<int64_t>(&t.moe.dense_branch_ff)->default_value(0),
         "Arctic dense residual FFN beside the MoE, hidden width F [elements]; 0 = none")(
+        // Not the layer's --tokens-per-rank: here the batch decides the tokens, and this only checks them.
         "tokens-per-rank", po::value<int64_t>(&o->tokens_per_rank)->default_value(0),
-        "check: MoE tokens per rank, must equal batch-size*seq-len [tokens]; 0 = take that")(
-        "schedule", po::value<std::string>(&text.schedule)->default_value(text.schedule),
-        "token exchange: plain | pairwise | hierarchical")(
-        "group-size", po::value<int>(&c.group_size)->default_value(c.group_size),
-        "pairwise: ranks per group [ranks]")(
-        "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(0),
-        "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes")(
-        "topology", po::value<std::string>(&o->topology_path)->default_value(""),
-        "cluster file (topology/*.yaml) for --gate-topology and --shadow")(
-        "gate-topology", po::value<std::string>(&text.gate_topology)->default_value(text.gate_topology),
-        "none | fastermoe (needs --topology)")("node-limit",
-                                               po::value<int>(&c.node_limit)->default_value(c.node_limit),
-                                               "DeepSeek-V3 node-limited routing [nodes]; 0 = off")(
-        "router-bias", po::value<double>(&c.router_bias_rate)->default_value(c.router_bias_rate),
-        "DeepSeek-V3 auxiliary-loss-free balancing bias step [1]; 0 = off")(
-        "shadow", po::value<bool>(&c.shadow)->default_value(c.shadow), "FasterMoE shadowing (true|false)")(
-        "shadow-max-experts", po::value<int>(&c.shadow_max_experts)->default_value(c.shadow_max_experts),
-        "most experts shadowed in one step [experts]");
+        "check: MoE tokens per rank, must equal batch-size*seq-len [tokens]; 0 = take that");
     po::options_description training("Training");
     training.add_options()("batch-size", po::value<int64_t>(&t.batch_size)->default_value(t.batch_size),
                            "sequences per rank per step B [sequences]")(
@@ -144,8 +100,7 @@ po::options_description train_options_description(TrainOptions* o) {
         "seed", po::value<uint64_t>(&t.seed)->default_value(t.seed),
         "seed of parameters, gate randomness and training batches");
     po::options_description data("Data (docs/data.md)");
-    data.add_options()("data", po::value<std::string>(&o->data_kind)->default_value(o->data_kind),
-                       "synthetic | brown | bytes")(
+    data.add_options()("data", enum_value(&o->data.kind), enum_help<DataKind>().c_str())(
         "data-dir", po::value<std::string>(&o->data.data_dir)->default_value(o->data.data_dir),
         "brown: directory written by scripts/fetch_brown.sh")(
         "text-file", po::value<std::string>(&o->data.text_file)->default_value(""),
@@ -170,19 +125,13 @@ po::options_description train_options_description(TrainOptions* o) {
                          "validation perplexity every N steps [steps]; 0 = only at the end")(
         "eval-windows", po::value<int64_t>(&o->eval_windows)->default_value(0),
         "periodic validation: at most N windows of S tokens [windows]; 0 = all (the final valid and test "
-        "passes score every token)")("log", po::value<std::string>(&o->log_path)->default_value(""),
-                                     "HDF5 training log (FILE.h5; empty = none); schema in docs/hdf5.md")(
-        "log-flush-every", po::value<int64_t>(&o->log_flush_every)->default_value(o->log_flush_every),
-        "flush the log every N steps [steps]")(
+        "passes score every token)")(
         "log-routing-every", po::value<int64_t>(&o->log_routing_every)->default_value(o->log_routing_every),
         "log the [source rank x expert] routing counts every K steps [steps]; 0 = never")(
         "print-every", po::value<int64_t>(&o->print_every)->default_value(o->print_every),
         "progress line every N steps when stdout is not a terminal [steps]")(
-        "dump", po::value<std::string>(&o->dump_path)->default_value(""),
-        "HDF5 dump of step 0: parameters, batch, logits, losses, gradients (FILE.h5)")(
-        "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
-        "BLAS threads per rank [threads]")("save-every", po::value<int64_t>(&o->save_every)->default_value(0),
-                                           "write --checkpoint every N steps [steps]; 0 = only at the end")(
+        "save-every", po::value<int64_t>(&o->save_every)->default_value(0),
+        "write --checkpoint every N steps [steps]; 0 = only at the end")(
         "checkpoint", po::value<std::string>(&o->checkpoint_path)->default_value(""),
         "checkpoint file (FILE.h5), rewritten atomically every --save-every steps and at the end; empty = "
         "none")("resume", po::value<std::string>(&o->resume_path)->default_value(""),
@@ -191,14 +140,24 @@ po::options_description train_options_description(TrainOptions* o) {
         "stop after this step (checkpoint, no final evaluation), e.g. to fit a job's time limit; the "
         "learning-rate schedule still spans --steps [steps]; 0 = train to --steps");
     po::options_description all;
-    all.add(general).add(model).add(moe).add(training).add(data).add(output);
+    all.add(general_options(&o->config_file))
+        .add(model)
+        .add(moe_layer_options(&c, LayerInputs::model))
+        .add(moe_training_options(&c))
+        .add(moe)
+        .add(schedule_options(&c))
+        .add(cluster_options(&o->cluster))
+        .add(training)
+        .add(data)
+        .add(output)
+        .add(output_options(&o->output, "parameters, batch, logits, losses, gradients"));
     return all;
 }
 
 LayerCluster make_cluster(const TrainOptions& o) {
-    NodeMap nodes = make_node_map(MPI_COMM_WORLD, o.ranks_per_node);
-    if (o.topology_path.empty()) return LayerCluster{std::move(nodes)};
-    return cluster_with_topology_rates(std::move(nodes), load_topology(o.topology_path), "fp32");
+    NodeMap nodes = make_node_map(MPI_COMM_WORLD, o.cluster.ranks_per_node);
+    if (o.cluster.topology_path.empty()) return LayerCluster{std::move(nodes)};
+    return cluster_with_topology_rates(std::move(nodes), load_topology(o.cluster.topology_path), "fp32");
 }
 
 // One progress line on rank 0: rewritten in place on a terminal, a plain line every print_every steps
@@ -238,22 +197,14 @@ int run_train_command(int argc, char** argv, bool print_help) {
     const int P = comm.size(), rank = comm.rank();
     TrainConfig& tc = o.train;
     LayerConfig& lc = tc.moe.layer;
-    lc.gate = parse_gate(o.text.gate);
-    lc.activation = parse_activation(o.text.activation);
-    lc.capacity_scope = parse_capacity_scope(o.text.scope);
-    lc.drop_policy = parse_drop_policy(o.text.policy);
-    lc.schedule = parse_schedule(o.text.schedule);
-    lc.gate_topology = parse_gate_topology(o.text.gate_topology);
-    if (lc.gate == GateKind::switch_top1 && vm["top-k"].defaulted()) lc.top_k = 1;
+    finish_layer_options(vm, &lc);
     tc.learning_rate = o.learning_rate;
     tc.min_lr_ratio = o.min_lr_ratio;
     tc.adamw.weight_decay = o.weight_decay;
-    o.data.kind = data_kind_from_name(o.data_kind);
     EXPAR_REQUIRE(o.eval_every >= 0, "--eval-every must be >= 0 (got " << o.eval_every << ")");
     EXPAR_REQUIRE(o.eval_windows >= 0, "--eval-windows must be >= 0 (got " << o.eval_windows << ")");
-    EXPAR_REQUIRE(o.log_flush_every > 0, "--log-flush-every must be positive");
+    validate(o.output);
     EXPAR_REQUIRE(o.log_routing_every >= 0, "--log-routing-every must be >= 0");
-    EXPAR_REQUIRE(o.blas_threads > 0, "--blas-threads must be positive");
     EXPAR_REQUIRE(o.tokens_per_rank == 0 || o.tokens_per_rank == tc.batch_size * tc.model.seq_len,
                   "--tokens-per-rank " << o.tokens_per_rank << " does not match --batch-size "
                                        << tc.batch_size << " x --seq-len " << tc.model.seq_len << " = "
@@ -265,10 +216,10 @@ int run_train_command(int argc, char** argv, bool print_help) {
         o.stop_at == 0 || !o.checkpoint_path.empty(),
         "--stop-at needs --checkpoint FILE.h5 (to continue from with --resume; else the run is lost)");
     // --resume may name the --checkpoint file (continue and save in place); the outputs must differ.
-    require_output_paths(comm, {{"--log", o.log_path},
-                                {"--dump", o.dump_path},
+    require_output_paths(comm, {{"--log", o.output.log_path},
+                                {"--dump", o.output.dump_path},
                                 {"--checkpoint", o.checkpoint_path, /*staged=*/true}});
-    blas_set_num_threads(o.blas_threads);
+    blas_set_num_threads(o.output.blas_threads);
 
     TokenData data(o.data, tc.model.seq_len, tc.batch_size, rank, P, tc.seed);
     tc.model.vocab_size = data.vocab().size();
@@ -310,7 +261,8 @@ int run_train_command(int argc, char** argv, bool print_help) {
                                 std::to_string(language->entropy().optimal_lower(tc.model.seq_len)));
     }
     std::unique_ptr<TrainLog> log;
-    if (!o.log_path.empty()) log = std::make_unique<TrainLog>(comm, o.log_path, attributes, trainer);
+    if (!o.output.log_path.empty())
+        log = std::make_unique<TrainLog>(comm, o.output.log_path, attributes, trainer);
 
     const int64_t params_replicated = [&] {
         int64_t n = 0;
@@ -331,7 +283,7 @@ int run_train_command(int argc, char** argv, bool print_help) {
             "k=%d "
             "f=%lld cf=%g (%s), shared %lld, dense branch %lld; %lld+%lld parameters (replicated+experts); "
             "%lld tokens/step\n",
-            P, data_kind_name(o.data.kind), (long long)tc.model.vocab_size, (long long)tc.model.num_layers,
+            P, to_string(o.data.kind), (long long)tc.model.vocab_size, (long long)tc.model.num_layers,
             (long long)tc.model.d_model, (long long)tc.model.num_heads, (long long)tc.model.seq_len,
             (long long)tc.model.moe_every, (long long)lc.num_experts, lc.top_k, (long long)lc.d_ff,
             lc.capacity_factor, to_string(lc.capacity_scope), (long long)tc.moe.shared_experts,
@@ -356,7 +308,7 @@ int run_train_command(int argc, char** argv, bool print_help) {
             std::printf(
                 "%s%s at step %lld: loss %.4f, perplexity %.2f over %lld tokens, dropped %.2f%% (eval cf "
                 "%g)\n",
-                tty ? "\n" : "", split_name(split), (long long)step, r.loss, r.perplexity,
+                tty ? "\n" : "", to_string(split), (long long)step, r.loss, r.perplexity,
                 (long long)r.num_targets,
                 r.requested > 0 ? 100.0 * static_cast<double>(r.dropped) / r.requested : 0.0,
                 tc.eval_capacity_factor);
@@ -372,8 +324,9 @@ int run_train_command(int argc, char** argv, bool print_help) {
         const double t0 = now_s();
         data.train_batch(step, inputs.data(), targets.data());
         StepResult r;
-        if (step == first_step && !o.dump_path.empty()) {
-            r = write_train_dump(trainer, o.dump_path, attributes, step, inputs.data(), targets.data());
+        if (step == first_step && !o.output.dump_path.empty()) {
+            r = write_train_dump(trainer, o.output.dump_path, attributes, step, inputs.data(),
+                                 targets.data());
             trainer_update(trainer, step, &r);
         } else {
             r = trainer_step(trainer, step, inputs.data(), targets.data());
@@ -387,7 +340,7 @@ int run_train_command(int argc, char** argv, bool print_help) {
         if (log) {
             log->append_step(step, r, step_s, tokens_per_s);
             if (o.log_routing_every > 0 && step % o.log_routing_every == 0) log->append_routing(step);
-            if ((step + 1) % o.log_flush_every == 0) log->flush();
+            if ((step + 1) % o.output.log_flush_every == 0) log->flush();
         }
         if (rank == 0) print_progress(tty, step, tc.steps, o.print_every, r, tokens_per_s, seconds_per_step);
         if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < tc.steps) save(step + 1);
@@ -405,7 +358,7 @@ int run_train_command(int argc, char** argv, bool print_help) {
     evaluate(tc.steps, Split::valid, data.has_tags(), 0);
     evaluate(tc.steps, Split::test, false, 0);
     if (log) log->flush();
-    if (rank == 0 && log) std::printf("log: %s\n", o.log_path.c_str());
+    if (rank == 0 && log) std::printf("log: %s\n", o.output.log_path.c_str());
     return 0;
 }
 

@@ -6,98 +6,6 @@
 
 namespace expar {
 
-GateKind parse_gate(const std::string& name) {
-    if (name == "topk") return GateKind::topk;
-    if (name == "switch") return GateKind::switch_top1;
-    if (name == "gshard") return GateKind::gshard;
-    if (name == "noisy-topk") return GateKind::noisy_topk;
-    EXPAR_FAIL("unknown --gate '" << name << "' (expected topk, switch, gshard or noisy-topk)");
-}
-
-Activation parse_activation(const std::string& name) {
-    if (name == "gelu") return Activation::gelu;
-    if (name == "relu") return Activation::relu;
-    if (name == "silu") return Activation::silu;
-    if (name == "swiglu") return Activation::swiglu;
-    EXPAR_FAIL("unknown --activation '" << name << "' (expected gelu, relu, silu or swiglu)");
-}
-
-CapacityScope parse_capacity_scope(const std::string& name) {
-    if (name == "local") return CapacityScope::local;
-    if (name == "global") return CapacityScope::global;
-    EXPAR_FAIL("unknown --capacity-scope '" << name << "' (expected local or global)");
-}
-
-DropPolicy parse_drop_policy(const std::string& name) {
-    if (name == "position") return DropPolicy::position;
-    if (name == "probs") return DropPolicy::probs;
-    EXPAR_FAIL("unknown --drop-policy '" << name << "' (expected position or probs)");
-}
-
-ScheduleKind parse_schedule(const std::string& name) {
-    if (name == "plain") return ScheduleKind::plain;
-    if (name == "pairwise") return ScheduleKind::pairwise;
-    if (name == "hierarchical") return ScheduleKind::hierarchical;
-    EXPAR_FAIL("unknown --schedule '" << name << "' (expected plain, pairwise or hierarchical)");
-}
-
-GateTopology parse_gate_topology(const std::string& name) {
-    if (name == "none") return GateTopology::none;
-    if (name == "fastermoe") return GateTopology::fastermoe;
-    EXPAR_FAIL("unknown --gate-topology '" << name << "' (expected none or fastermoe)");
-}
-
-const char* to_string(ScheduleKind kind) {
-    switch (kind) {
-        case ScheduleKind::plain:
-            return "plain";
-        case ScheduleKind::pairwise:
-            return "pairwise";
-        case ScheduleKind::hierarchical:
-            return "hierarchical";
-    }
-    return "?";
-}
-
-const char* to_string(GateTopology kind) {
-    return kind == GateTopology::none ? "none" : "fastermoe";
-}
-
-const char* to_string(GateKind gate) {
-    switch (gate) {
-        case GateKind::topk:
-            return "topk";
-        case GateKind::switch_top1:
-            return "switch";
-        case GateKind::gshard:
-            return "gshard";
-        case GateKind::noisy_topk:
-            return "noisy-topk";
-    }
-    return "?";
-}
-
-const char* to_string(Activation activation) {
-    switch (activation) {
-        case Activation::gelu:
-            return "gelu";
-        case Activation::relu:
-            return "relu";
-        case Activation::silu:
-            return "silu";
-        case Activation::swiglu:
-            return "swiglu";
-    }
-    return "?";
-}
-
-const char* to_string(CapacityScope scope) {
-    return scope == CapacityScope::local ? "local" : "global";
-}
-const char* to_string(DropPolicy policy) {
-    return policy == DropPolicy::position ? "position" : "probs";
-}
-
 void validate(const LayerConfig& c, int num_ranks) {
     EXPAR_REQUIRE(num_ranks > 0, "number of ranks must be positive");
     EXPAR_REQUIRE(c.num_experts > 0, "--experts must be positive (got " << c.num_experts << ")");
@@ -117,7 +25,7 @@ void validate(const LayerConfig& c, int num_ranks) {
     EXPAR_REQUIRE(std::isfinite(c.aux_loss_coef) && c.aux_loss_coef >= 0, "--aux-loss-coef must be >= 0");
     EXPAR_REQUIRE(std::isfinite(c.z_loss_coef) && c.z_loss_coef >= 0, "--z-loss-coef must be >= 0");
     EXPAR_REQUIRE(std::isfinite(c.skew) && c.skew >= 0, "--skew must be >= 0 (got " << c.skew << ")");
-    EXPAR_REQUIRE(c.group_size > 0, "--group-size must be positive (got " << c.group_size << ")");
+    EXPAR_REQUIRE(c.group_size >= 0, "--group-size must be >= 0 (0 = automatic), got " << c.group_size);
     const int g = effective_group_size(c, num_ranks);
     EXPAR_REQUIRE(c.schedule != ScheduleKind::pairwise || num_ranks % g == 0,
                   "--group-size " << g << " does not divide the " << num_ranks << " ranks");

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "enum_names.h"
+
 namespace expar {
 
 enum class GateKind { topk, switch_top1, gshard, noisy_topk };
@@ -14,18 +16,45 @@ enum class DropPolicy { position, probs };
 enum class ScheduleKind { plain, pairwise, hierarchical };
 enum class GateTopology { none, fastermoe };
 
-GateKind parse_gate(const std::string& name);
-Activation parse_activation(const std::string& name);
-CapacityScope parse_capacity_scope(const std::string& name);
-DropPolicy parse_drop_policy(const std::string& name);
-ScheduleKind parse_schedule(const std::string& name);
-GateTopology parse_gate_topology(const std::string& name);
-const char* to_string(GateKind gate);
-const char* to_string(Activation activation);
-const char* to_string(CapacityScope scope);
-const char* to_string(DropPolicy policy);
-const char* to_string(ScheduleKind kind);
-const char* to_string(GateTopology kind);
+// Option names (enum_names.h): to_string, --help and option parsing read these tables.
+inline const auto& enum_names(GateKind) {
+    static constexpr EnumName<GateKind> names[] = {{GateKind::topk, "topk"},
+                                                   {GateKind::switch_top1, "switch", "top-1"},
+                                                   {GateKind::gshard, "gshard", "top-2, random 2nd"},
+                                                   {GateKind::noisy_topk, "noisy-topk"}};
+    return names;
+}
+inline const auto& enum_names(Activation) {
+    static constexpr EnumName<Activation> names[] = {{Activation::gelu, "gelu"},
+                                                     {Activation::relu, "relu"},
+                                                     {Activation::silu, "silu"},
+                                                     {Activation::swiglu, "swiglu", "3 matrices"}};
+    return names;
+}
+inline const auto& enum_names(CapacityScope) {
+    static constexpr EnumName<CapacityScope> names[] = {
+        {CapacityScope::local, "local", "tokens of one source rank"},
+        {CapacityScope::global, "global", "all tokens of the step"}};
+    return names;
+}
+inline const auto& enum_names(DropPolicy) {
+    static constexpr EnumName<DropPolicy> names[] = {
+        {DropPolicy::position, "position", "later tokens dropped first"},
+        {DropPolicy::probs, "probs", "lowest gate weight dropped first"}};
+    return names;
+}
+inline const auto& enum_names(ScheduleKind) {
+    static constexpr EnumName<ScheduleKind> names[] = {
+        {ScheduleKind::plain, "plain", "one MPI_Alltoallv"},
+        {ScheduleKind::pairwise, "pairwise", "FasterMoE, overlapped with expert compute"},
+        {ScheduleKind::hierarchical, "hierarchical", "2D: intra-node, then inter-node"}};
+    return names;
+}
+inline const auto& enum_names(GateTopology) {
+    static constexpr EnumName<GateTopology> names[] = {{GateTopology::none, "none"},
+                                                       {GateTopology::fastermoe, "fastermoe"}};
+    return names;
+}
 
 struct LayerConfig {
     int64_t num_experts = 8;  // E, global
@@ -46,7 +75,7 @@ struct LayerConfig {
 
     // FasterMoE-era options (docs/layer.md, "Routing constraints", "Schedules", "Shadowing").
     ScheduleKind schedule = ScheduleKind::plain;
-    int group_size = 4;  // pairwise: ranks per group; clipped to P, then must divide P
+    int group_size = 4;  // pairwise: ranks per group; 0 = automatic (effective_group_size)
     GateTopology gate_topology = GateTopology::none;
     int node_limit = 0;             // DeepSeek-V3 node-limited routing: max nodes per token; 0 = off
     double router_bias_rate = 0.0;  // DeepSeek-V3 aux-loss-free balancing: bias step gamma; 0 = off
@@ -54,10 +83,23 @@ struct LayerConfig {
     int shadow_max_experts = 2;     // shadow buffers hold this many experts' weights (memory bound)
 };
 
-// The pairwise group size actually used: --group-size clipped to the rank count.
-inline int effective_group_size(const LayerConfig& c, int num_ranks) {
-    return c.group_size < num_ranks ? c.group_size : num_ranks;
+// --group-size G of the pairwise schedule, the same in every command that runs it (layer, train, simulate,
+// alltoall): 0 = the largest divisor of the P ranks up to 4; otherwise G clipped to P, which must then
+// divide P (validate()).
+inline int effective_group_size(int group_size, int num_ranks) {
+    if (group_size > 0) return group_size < num_ranks ? group_size : num_ranks;
+    int g = 1;
+    for (int d = 1; d <= 4 && d <= num_ranks; ++d)
+        if (num_ranks % d == 0) g = d;
+    return g;
 }
+inline int effective_group_size(const LayerConfig& c, int num_ranks) {
+    return effective_group_size(c.group_size, num_ranks);
+}
+// One --help text for --group-size in every command.
+constexpr const char* kGroupSizeHelp =
+    "pairwise: ranks per group [ranks]; clipped to the rank count, then must divide it; 0 = the largest "
+    "divisor of the rank count up to 4";
 
 // Throws an all-ranks expar::Error naming the offending option.
 void validate(const LayerConfig& config, int num_ranks);

@@ -148,20 +148,18 @@ Link read_link(const MapReader& link) {
 
 IntraFabric read_intra_fabric(const MapReader& fabric) {
     const std::string name = fabric.text("intra");
-    if (name == "nvswitch") return IntraFabric::nvswitch;
-    if (name == "ring") return IntraFabric::ring;
-    if (name == "pcie") return IntraFabric::pcie;
-    if (name == "shared_memory") return IntraFabric::shared_memory;
-    EXPAR_FAIL(fabric.where("intra") << ": unknown fabric '" << name
-                                     << "' (expected nvswitch, ring, pcie or shared_memory)");
+    IntraFabric value{};
+    if (parse_enum_name(name, &value)) return value;
+    EXPAR_FAIL(fabric.where("intra") << ": unknown fabric '" << name << "' (expected "
+                                     << enum_name_list<IntraFabric>() << ")");
 }
 
 InterFabric read_inter_fabric(const MapReader& fabric) {
     const std::string name = fabric.text("inter");
-    if (name == "single_switch") return InterFabric::single_switch;
-    if (name == "fat_tree") return InterFabric::fat_tree;
-    EXPAR_FAIL(fabric.where("inter") << ": unknown fabric '" << name
-                                     << "' (expected single_switch or fat_tree)");
+    InterFabric value{};
+    if (parse_enum_name(name, &value)) return value;
+    EXPAR_FAIL(fabric.where("inter") << ": unknown fabric '" << name << "' (expected "
+                                     << enum_name_list<InterFabric>() << ")");
 }
 
 Calibration read_calibration(const MapReader& block) {
@@ -245,30 +243,6 @@ Calibration read_calibration(const MapReader& block) {
 }
 
 }  // namespace
-
-const char* to_string(IntraFabric fabric) {
-    switch (fabric) {
-        case IntraFabric::nvswitch:
-            return "nvswitch";
-        case IntraFabric::ring:
-            return "ring";
-        case IntraFabric::pcie:
-            return "pcie";
-        case IntraFabric::shared_memory:
-            return "shared_memory";
-    }
-    return "?";
-}
-
-const char* to_string(InterFabric fabric) {
-    switch (fabric) {
-        case InterFabric::single_switch:
-            return "single_switch";
-        case InterFabric::fat_tree:
-            return "fat_tree";
-    }
-    return "?";
-}
 
 double Topology::net_GBps_per_device() const {
     return nics_per_node * nic.bandwidth_GBps / devices_per_node / oversubscription;

@@ -9,13 +9,26 @@
 #include <utility>
 #include <vector>
 
+#include "enum_names.h"
+
 namespace expar {
 
 enum class IntraFabric { nvswitch, ring, pcie, shared_memory };
 enum class InterFabric { single_switch, fat_tree };
 
-const char* to_string(IntraFabric fabric);
-const char* to_string(InterFabric fabric);
+// The names in topology files (fabric: intra, inter).
+inline const auto& enum_names(IntraFabric) {
+    static constexpr EnumName<IntraFabric> names[] = {{IntraFabric::nvswitch, "nvswitch"},
+                                                      {IntraFabric::ring, "ring"},
+                                                      {IntraFabric::pcie, "pcie"},
+                                                      {IntraFabric::shared_memory, "shared_memory"}};
+    return names;
+}
+inline const auto& enum_names(InterFabric) {
+    static constexpr EnumName<InterFabric> names[] = {{InterFabric::single_switch, "single_switch"},
+                                                      {InterFabric::fat_tree, "fat_tree"}};
+    return names;
+}
 
 // One link class, one direction.
 struct Link {

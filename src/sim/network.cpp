@@ -9,18 +9,6 @@
 
 namespace expar {
 
-const char* to_string(LinkClass link_class) {
-    switch (link_class) {
-        case LinkClass::intra:
-            return "intra";
-        case LinkClass::nic:
-            return "nic";
-        case LinkClass::core:
-            return "core";
-    }
-    return "?";
-}
-
 NodeMap sim_node_map(const Topology& topology, int num_ranks) {
     EXPAR_REQUIRE(num_ranks > 0, "the simulated rank count must be positive, got " << num_ranks);
     const int M = topology.devices_per_node;

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "enum_names.h"
 #include "node_map.h"
 #include "topology.h"
 
@@ -17,7 +18,11 @@ namespace expar {
 // nic: a node's NIC port, one direction; core: the shared core of an oversubscribed fat tree.
 enum class LinkClass : uint8_t { intra, nic, core };
 constexpr int kNumLinkClasses = 3;
-const char* to_string(LinkClass link_class);
+inline const auto& enum_names(LinkClass) {
+    static constexpr EnumName<LinkClass> names[] = {
+        {LinkClass::intra, "intra"}, {LinkClass::nic, "nic"}, {LinkClass::core, "core"}};
+    return names;
+}
 
 struct NetLink {
     double capacity_Bps;  // one direction [bytes/s]
@@ -28,6 +33,12 @@ struct NetLink {
 // port l % ports (rail-aligned when nics == devices); pooled = one port per node with every NIC's
 // bandwidth (exact when the node's inter-node traffic is spread evenly over its devices).
 enum class NicModel { per_port, pooled };
+inline const auto& enum_names(NicModel) {
+    static constexpr EnumName<NicModel> names[] = {
+        {NicModel::per_port, "per-port", "each device on its NIC port"},
+        {NicModel::pooled, "pooled", "one port per node with all NIC bandwidth"}};
+    return names;
+}
 
 class Network {
    public:

@@ -10,6 +10,7 @@
 #include "apportion.h"
 #include "capacity.h"
 #include "check.h"
+#include "enum_option.h"
 #include "network.h"
 #include "rng.h"
 
@@ -109,50 +110,6 @@ class QuietHdf5 {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
-
-RoutingKind parse_routing(const std::string& name) {
-    if (name == "uniform") return RoutingKind::uniform;
-    if (name == "zipf") return RoutingKind::zipf;
-    if (name == "dirichlet") return RoutingKind::dirichlet;
-    if (name == "drift") return RoutingKind::drift;
-    if (name == "replay") return RoutingKind::replay;
-    EXPAR_FAIL("unknown --routing '" << name << "' (expected uniform, zipf, dirichlet, drift or replay)");
-}
-
-RoutingPath parse_routing_path(const std::string& name) {
-    if (name == "auto") return RoutingPath::automatic;
-    if (name == "count") return RoutingPath::count;
-    if (name == "gate") return RoutingPath::gate;
-    EXPAR_FAIL("unknown --routing-path '" << name << "' (expected auto, count or gate)");
-}
-
-const char* to_string(RoutingKind kind) {
-    switch (kind) {
-        case RoutingKind::uniform:
-            return "uniform";
-        case RoutingKind::zipf:
-            return "zipf";
-        case RoutingKind::dirichlet:
-            return "dirichlet";
-        case RoutingKind::drift:
-            return "drift";
-        case RoutingKind::replay:
-            return "replay";
-    }
-    return "?";
-}
-
-const char* to_string(RoutingPath path) {
-    switch (path) {
-        case RoutingPath::automatic:
-            return "auto";
-        case RoutingPath::count:
-            return "count";
-        case RoutingPath::gate:
-            return "gate";
-    }
-    return "?";
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Replay
@@ -573,11 +530,7 @@ void RoutingModel::decide(RoutingStep* out) {
 
 po::options_description routing_options_description(RoutingOptions* o) {
     po::options_description routing("Routing (docs/simulator.md, \"Routing\")");
-    routing.add_options()(
-        "routing", po::value<std::string>(&o->routing)->default_value(o->routing),
-        "uniform | zipf (expert of hotness j drawn ~ (j+1)^-s, s = --skew) | dirichlet (each rank its own "
-        "weights ~ Dirichlet(alpha)) | drift (zipf whose hottest expert moves --drift-rate experts per "
-        "step) | replay (--replay)")(
+    routing.add_options()("routing", enum_value(&o->routing), enum_help<RoutingKind>().c_str())(
         "dirichlet-alpha", po::value<double>(&o->dirichlet_alpha)->default_value(o->dirichlet_alpha),
         "dirichlet: concentration alpha per expert; small = each rank prefers few experts [1]")(
         "drift-rate", po::value<double>(&o->drift_rate)->default_value(o->drift_rate),
@@ -590,17 +543,14 @@ po::options_description routing_options_description(RoutingOptions* o) {
         "[layer index]")(
         "sim-tokens", po::value<int64_t>(&o->sim_tokens)->default_value(o->sim_tokens),
         "tokens per rank actually routed each step, their counts then scaled to --tokens-per-rank "
-        "[tokens]; 0 = all")(
-        "routing-path", po::value<std::string>(&o->path)->default_value(o->path),
-        "auto | count (draw experts per token directly) | gate (synthetic scores through the real gate; "
-        "auto picks it for --gate-topology, --node-limit, --router-bias, gshard and noisy-topk)");
+        "[tokens]; 0 = all")("routing-path", enum_value(&o->path), enum_help<RoutingPath>().c_str());
     return routing;
 }
 
 RoutingSpec make_routing_spec(const RoutingOptions& o, double skew, uint64_t seed) {
     RoutingSpec spec;
-    spec.kind = parse_routing(o.routing);
-    spec.path = parse_routing_path(o.path);
+    spec.kind = o.routing;
+    spec.path = o.path;
     spec.zipf_s = skew;
     spec.dirichlet_alpha = o.dirichlet_alpha;
     spec.drift_rate = o.drift_rate;
@@ -609,7 +559,7 @@ RoutingSpec make_routing_spec(const RoutingOptions& o, double skew, uint64_t see
     spec.sim_tokens = o.sim_tokens;
     spec.seed = seed;
     EXPAR_REQUIRE(skew == 0 || spec.kind == RoutingKind::zipf || spec.kind == RoutingKind::drift,
-                  "--skew " << skew << " applies to --routing zipf or drift, not " << o.routing);
+                  "--skew " << skew << " applies to --routing zipf or drift, not " << to_string(o.routing));
     EXPAR_REQUIRE(spec.kind == RoutingKind::replay || o.replay.empty(), "--replay needs --routing replay");
     EXPAR_REQUIRE(spec.kind != RoutingKind::replay || !o.replay.empty(),
                   "--routing replay needs --replay FILE.h5:/dataset");

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "dispatch_layout.h"
+#include "enum_names.h"
 #include "gate.h"
 #include "moe_layer.h"
 #include "shadow_policy.h"
@@ -25,10 +26,24 @@ enum class RoutingKind { uniform, zipf, dirichlet, drift, replay };
 // gate: route synthetic scores through gate_forward; automatic: gate only when the configuration needs it.
 enum class RoutingPath { automatic, count, gate };
 
-RoutingKind parse_routing(const std::string& name);
-RoutingPath parse_routing_path(const std::string& name);
-const char* to_string(RoutingKind kind);
-const char* to_string(RoutingPath path);
+inline const auto& enum_names(RoutingKind) {
+    static constexpr EnumName<RoutingKind> names[] = {
+        {RoutingKind::uniform, "uniform"},
+        {RoutingKind::zipf, "zipf", "expert of hotness j drawn ~ (j+1)^-s, s = --skew"},
+        {RoutingKind::dirichlet, "dirichlet", "each rank its own weights ~ Dirichlet(alpha)"},
+        {RoutingKind::drift, "drift", "zipf whose hottest expert moves --drift-rate experts per step"},
+        {RoutingKind::replay, "replay", "--replay"}};
+    return names;
+}
+inline const auto& enum_names(RoutingPath) {
+    static constexpr EnumName<RoutingPath> names[] = {
+        {RoutingPath::automatic, "auto"},
+        {RoutingPath::count, "count", "draw experts per token directly"},
+        {RoutingPath::gate, "gate",
+         "synthetic scores through the real gate; auto picks it for --gate-topology, --node-limit, "
+         "--router-bias, gshard and noisy-topk"}};
+    return names;
+}
 
 struct RoutingSpec {
     RoutingKind kind = RoutingKind::uniform;
@@ -162,13 +177,13 @@ class RoutingModel {
 // exponent is the layer's --skew, and the seed the command's --seed.
 
 struct RoutingOptions {
-    std::string routing = "uniform";
+    RoutingKind routing = RoutingKind::uniform;
     double dirichlet_alpha = 1.0;
     double drift_rate = 1.0;
     std::string replay;
     int64_t replay_layer = 0;
     int64_t sim_tokens = 0;
-    std::string path = "auto";
+    RoutingPath path = RoutingPath::automatic;
 };
 
 boost::program_options::options_description routing_options_description(RoutingOptions* out);

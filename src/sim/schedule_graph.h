@@ -10,6 +10,7 @@
 
 #include "bound.h"
 #include "config.h"
+#include "enum_names.h"
 #include "network.h"
 #include "task_graph.h"
 
@@ -61,6 +62,13 @@ struct LayerWork {
 // per-link shares (task_graph.h); pairwise stages are followed per group instead of per rank.
 // automatic: none up to 64 ranks, node_pair above.
 enum class Aggregation { automatic, none, node_pair };
+inline const auto& enum_names(Aggregation) {
+    static constexpr EnumName<Aggregation> names[] = {
+        {Aggregation::automatic, "auto", "node-pair bundles above 64 ranks"},
+        {Aggregation::none, "none", "every message a flow: exact"},
+        {Aggregation::node_pair, "node-pair"}};
+    return names;
+}
 
 struct ScheduleSpec {
     ScheduleKind kind = ScheduleKind::plain;

@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
                 w.count_bytes = 8.0 * P;
                 for (const std::string& name : split(schedules)) {
                     expar::ScheduleSpec spec;
-                    spec.kind = expar::parse_schedule(name);
+                    spec.kind = expar::parse_enum<expar::ScheduleKind>(name, "schedule");
                     spec.group_size = net.ranks_per_node();
                     expar::SimOptions options;
                     options.rate_window = window;

@@ -20,30 +20,6 @@ namespace expar {
 // ------------------------------------------------------------------------------------------------
 // Names, fingerprints, positions
 
-DataKind data_kind_from_name(const std::string& name) {
-    if (name == "synthetic") return DataKind::synthetic;
-    if (name == "brown") return DataKind::brown;
-    if (name == "bytes") return DataKind::bytes;
-    EXPAR_FAIL("unknown --data '" << name << "' (synthetic, brown or bytes)");
-}
-
-const char* data_kind_name(DataKind kind) {
-    switch (kind) {
-        case DataKind::synthetic:
-            return "synthetic";
-        case DataKind::brown:
-            return "brown";
-        case DataKind::bytes:
-            return "bytes";
-    }
-    return "?";
-}
-
-const char* split_name(Split split) {
-    static const char* names[] = {"train", "valid", "test"};
-    return names[static_cast<int>(split)];
-}
-
 uint64_t vocab_fingerprint(const std::vector<std::string>& words) {
     uint64_t h = kFnvOffset;
     for (const std::string& w : words) h = fnv1a64("\n", 1, fnv1a64(w, h));
@@ -342,7 +318,7 @@ TokenData::TokenData(const DataOptions& options,
                   "'" << dir << "/tags.txt' has " << tag_names_.size() << " tags, meta.txt says " << num_tags
                       << "; rerun scripts/fetch_brown.sh");
     for (Split split : {Split::train, Split::valid, Split::test}) {
-        const std::string name = split_name(split);
+        const std::string name = to_string(split);
         const int64_t n = meta_int(meta, dir, name + "_tokens");
         const std::string path = dir + "/" + name + ".bin", tag_path = dir + "/" + name + ".tags.bin";
         for (auto [file, bytes] : {std::pair<std::string, int64_t>{path, 4 * n}, {tag_path, 2 * n}}) {

@@ -8,18 +8,26 @@
 #include <string>
 #include <vector>
 
+#include "enum_names.h"
 #include "synthetic_language.h"
 
 namespace expar {
 
 // S = sequence length (targets per sequence), B = sequences per rank, P = ranks, G = P·B global batch.
 
-enum class DataKind { synthetic, brown, bytes };
-DataKind data_kind_from_name(const std::string& name);  // --data; throws on an unknown name
-const char* data_kind_name(DataKind kind);
+enum class DataKind { synthetic, brown, bytes };  // --data
+inline const auto& enum_names(DataKind) {
+    static constexpr EnumName<DataKind> names[] = {
+        {DataKind::synthetic, "synthetic"}, {DataKind::brown, "brown"}, {DataKind::bytes, "bytes"}};
+    return names;
+}
 
 enum class Split { train = 0, valid = 1, test = 2 };
-const char* split_name(Split split);
+inline const auto& enum_names(Split) {
+    static constexpr EnumName<Split> names[] = {
+        {Split::train, "train"}, {Split::valid, "valid"}, {Split::test, "test"}};
+    return names;
+}
 
 // What the trainer's options set. Suggested option names in brackets.
 struct DataOptions {

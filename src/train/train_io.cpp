@@ -163,7 +163,7 @@ void TrainLog::write_tag_counts(const EvalResult& r, const std::vector<std::stri
     if (!root_ || trainer_.moe.empty()) return;
     const hsize_t M = trainer_.moe.size(), E = trainer_.config.moe.layer.num_experts, G = tag_names.size();
     EXPAR_ASSERT(r.tag_counts.size() == M * E * G);
-    const std::string path = std::string("/pos/") + split_name(r.split) + "_counts";
+    const std::string path = std::string("/pos/") + to_string(r.split) + "_counts";
     file_->write(path, {M, E, G}, r.tag_counts.data());
     file_->attr("units", std::string("routed assignments"), path);
     std::string names;  // newline-separated: Brown's tags include ',' and '.'

@@ -248,8 +248,8 @@ TEST(TokenData, TrainBatchesIndependentOfRankCount) {
             const auto reference = global_train_batch(o, S, G, 1, step);
             for (int P : {2, 4}) {
                 const auto batch = global_train_batch(o, S, G, P, step);
-                EXPECT_EQ(batch.first, reference.first) << data_kind_name(o.kind) << " P=" << P;
-                EXPECT_EQ(batch.second, reference.second) << data_kind_name(o.kind) << " P=" << P;
+                EXPECT_EQ(batch.first, reference.first) << to_string(o.kind) << " P=" << P;
+                EXPECT_EQ(batch.second, reference.second) << to_string(o.kind) << " P=" << P;
             }
             // Targets are the inputs shifted by one; corpus windows are contiguous runs of the split.
             const auto& [inputs, targets] = reference;
@@ -513,7 +513,8 @@ TEST(TokenDataErrors, BadBytesAndKindOptions) {
     std::ofstream(dir + "/small.txt") << "tiny text";
     o.text_file = dir + "/small.txt";
     expect_error([&] { TokenData d(o, 16, 1, 0, 1, 1); }, "has 9 bytes: too few");
-    expect_error([] { data_kind_from_name("wiki"); }, "unknown --data 'wiki' (synthetic, brown or bytes)");
+    expect_error([] { parse_enum<DataKind>("wiki", "--data"); },
+                 "unknown --data 'wiki' (expected synthetic, brown or bytes)");
 }
 
 }  // namespace

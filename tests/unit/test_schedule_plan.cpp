@@ -134,9 +134,9 @@ TEST(PairwiseStages, GroupSizeMustDivideTheRanks) {
 
 TEST(ScheduleNames, RoundTripAndUnknownName) {
     for (ScheduleKind kind : {ScheduleKind::plain, ScheduleKind::pairwise, ScheduleKind::hierarchical})
-        EXPECT_EQ(parse_schedule(to_string(kind)), kind);
+        EXPECT_EQ(parse_enum<ScheduleKind>(to_string(kind), "--schedule"), kind);
     try {
-        parse_schedule("ring");
+        parse_enum<ScheduleKind>("ring", "--schedule");
         ADD_FAILURE() << "'ring' accepted";
     } catch (const Error& e) {
         EXPECT_TRUE(e.all_ranks());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "check.h"
+#include "enum_option.h"
 #include "presets.h"
 #include "workload.h"
 
@@ -65,15 +66,14 @@ void parse(Parsed* p, std::vector<std::string> args) {
     d.add_options()("experts", po::value<int64_t>(&p->layer.num_experts)->default_value(8))(
         "top-k", po::value<int>(&p->layer.top_k)->default_value(2))(
         "d-model", po::value<int64_t>(&p->layer.d_model)->default_value(512))(
-        "d-ff", po::value<int64_t>(&p->layer.d_ff)->default_value(2048))(
-        "activation", po::value<std::string>()->default_value("gelu"))(
+        "d-ff", po::value<int64_t>(&p->layer.d_ff)->default_value(2048))("activation",
+                                                                         enum_value(&p->layer.activation))(
         "tokens-per-rank", po::value<int64_t>(&p->layer.tokens_per_rank)->default_value(4096));
     d.add(workload_options_description(&p->options));
     std::vector<const char*> argv = {"x"};
     for (const std::string& a : args) argv.push_back(a.c_str());
     po::store(po::parse_command_line(static_cast<int>(argv.size()), argv.data(), d), p->vm);
     po::notify(p->vm);
-    p->layer.activation = parse_activation(p->vm["activation"].as<std::string>());
 }
 
 TEST(SimWorkload, PresetFillsOnlyWhatTheCommandLineLeftAtItsDefault) {
