@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -23,6 +22,7 @@
 #include "rng.h"
 #include "schedule.h"
 #include "text_file.h"
+#include "timer.h"
 
 namespace po = boost::program_options;
 
@@ -227,10 +227,6 @@ int64_t count_wrong(const float* recv, const int64_t* rows, int P, int me, int64
             for (int64_t c = 0; c < width; ++c) wrong += *recv++ != row_value(key, c);
         }
     return wrong;
-}
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 double median(std::vector<double> values) {

@@ -1,7 +1,6 @@
 #include "layer_command.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -17,15 +16,12 @@
 #include "output_paths.h"
 #include "rng.h"
 #include "synthetic.h"
+#include "timer.h"
 #include "topology.h"
 
 namespace expar {
 
 namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 double median(std::vector<double> values) {
     if (values.empty()) return 0;
