@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -17,12 +16,14 @@
 #include "comm.h"
 #include "git_revision.h"
 #include "h5_file.h"
+#include "h5_log_table.h"
 #include "layer_io.h"
 #include "node_map.h"
 #include "options.h"
 #include "rng.h"
 #include "schedule.h"
 #include "text_file.h"
+#include "timer.h"
 
 namespace po = boost::program_options;
 
@@ -226,17 +227,61 @@ int64_t count_wrong(const float* recv, const int64_t* rows, int P, int me, int64
     return wrong;
 }
 
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 double median(std::vector<double> values) {
     std::sort(values.begin(), values.end());
     const size_t n = values.size();
     return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
-// The HDF5 table of --log (docs/hdf5.md): one row per (pattern, size, schedule), written by rank 0.
+// One row of --log: a (pattern, size, schedule) of the sweep. intra, inter: [P] bytes per rank.
+struct AlltoallRow {
+    int64_t pattern, schedule, size_bytes, count_rows;
+    double time_us, algbw, busbw;
+    int64_t num_wrong;
+    const int64_t* intra;
+    const int64_t* inter;
+};
+
+std::string joined_names(const char* const* names, int count) {
+    std::string joined;
+    for (int i = 0; i < count; ++i) joined += std::string(i ? "," : "") + names[i];
+    return joined;
+}
+
+// The datasets of --log (docs/hdf5.md, "The all-to-all benchmark log"): one row per (pattern, size,
+// schedule).
+std::vector<H5LogField<AlltoallRow>> alltoall_log_fields(int P) {
+    using Row = AlltoallRow;
+    const hsize_t P_ = static_cast<hsize_t>(P);
+    return {
+        {"/alltoall/pattern",
+         {},
+         "",
+         [](const Row& r, int64_t* v) { *v = r.pattern; },
+         {{"names", joined_names(kPatternNames, kNumPatterns)}}},
+        {"/alltoall/schedule",
+         {},
+         "",
+         [](const Row& r, int64_t* v) { *v = r.schedule; },
+         {{"names", joined_names(kScheduleNames, kNumSchedules)}}},
+        {"/alltoall/size_bytes", {}, "bytes", [](const Row& r, int64_t* v) { *v = r.size_bytes; }},
+        {"/alltoall/count_rows", {}, "rows", [](const Row& r, int64_t* v) { *v = r.count_rows; }},
+        {"/alltoall/time_us", {}, "us", [](const Row& r, double* v) { *v = r.time_us; }},
+        {"/alltoall/algbw_GBps", {}, "GB/s", [](const Row& r, double* v) { *v = r.algbw; }},
+        {"/alltoall/busbw_GBps", {}, "GB/s", [](const Row& r, double* v) { *v = r.busbw; }},
+        {"/alltoall/num_wrong", {}, "floats", [](const Row& r, int64_t* v) { *v = r.num_wrong; }},
+        {"/alltoall/bytes_intra_node",
+         {P_},
+         "bytes",
+         [P](const Row& r, int64_t* v) { std::copy(r.intra, r.intra + P, v); }},
+        {"/alltoall/bytes_inter_node",
+         {P_},
+         "bytes",
+         [P](const Row& r, int64_t* v) { std::copy(r.inter, r.inter + P, v); }},
+    };
+}
+
+// The HDF5 table of --log: written by rank 0, flushed after every row.
 class AlltoallLog {
    public:
     AlltoallLog(Comm& comm, const std::string& path, const Attributes& options, const NodeMap& map) {
@@ -247,57 +292,19 @@ class AlltoallLog {
         file_->attr("ranks_per_node", static_cast<int64_t>(map.ranks_per_node));
         file_->attr("node_map",
                     std::string(map.emulated ? "emulated by --ranks-per-node" : "MPI shared memory"));
-        const hsize_t P = map.num_ranks;
-        auto table = [&](const char* name, std::vector<hsize_t> dims, hid_t type, const char* units) {
-            return std::make_unique<H5Table>(*file_, std::string("/alltoall/") + name, dims, type, units);
-        };
-        pattern_ = table("pattern", {}, H5T_NATIVE_INT64, "");
-        schedule_ = table("schedule", {}, H5T_NATIVE_INT64, "");
-        size_ = table("size_bytes", {}, H5T_NATIVE_INT64, "bytes");
-        count_ = table("count_rows", {}, H5T_NATIVE_INT64, "rows");
-        time_ = table("time_us", {}, H5T_NATIVE_DOUBLE, "us");
-        algbw_ = table("algbw_GBps", {}, H5T_NATIVE_DOUBLE, "GB/s");
-        busbw_ = table("busbw_GBps", {}, H5T_NATIVE_DOUBLE, "GB/s");
-        wrong_ = table("num_wrong", {}, H5T_NATIVE_INT64, "floats");
-        intra_ = table("bytes_intra_node", {P}, H5T_NATIVE_INT64, "bytes");
-        inter_ = table("bytes_inter_node", {P}, H5T_NATIVE_INT64, "bytes");
-        std::string names;
-        for (int i = 0; i < kNumPatterns; ++i) names += std::string(i ? "," : "") + kPatternNames[i];
-        file_->attr("names", names, "/alltoall/pattern");
-        names.clear();
-        for (int i = 0; i < kNumSchedules; ++i) names += std::string(i ? "," : "") + kScheduleNames[i];
-        file_->attr("names", names, "/alltoall/schedule");
+        table_ = std::make_unique<H5LogTable<AlltoallRow>>(file_.get(), alltoall_log_fields(map.num_ranks));
         file_->flush();
     }
-    // Rank 0 only (no-op elsewhere). bytes: [2, P] intra then inter per rank.
-    void append(int64_t pattern,
-                int64_t schedule,
-                int64_t size,
-                int64_t count,
-                double time_us,
-                double algbw,
-                double busbw,
-                int64_t wrong,
-                const int64_t* intra,
-                const int64_t* inter) {
+    // Rank 0 only (no-op elsewhere).
+    void append(const AlltoallRow& row) {
         if (!file_) return;
-        pattern_->append(&pattern);
-        schedule_->append(&schedule);
-        size_->append(&size);
-        count_->append(&count);
-        time_->append(&time_us);
-        algbw_->append(&algbw);
-        busbw_->append(&busbw);
-        wrong_->append(&wrong);
-        intra_->append(intra);
-        inter_->append(inter);
+        table_->append(row);
         file_->flush();
     }
 
    private:
-    std::unique_ptr<H5File> file_;  // rank 0 only
-    std::unique_ptr<H5Table> pattern_, schedule_, size_, count_, time_, algbw_, busbw_, wrong_, intra_,
-        inter_;
+    std::unique_ptr<H5File> file_;  // rank 0 only, as is the table
+    std::unique_ptr<H5LogTable<AlltoallRow>> table_;
 };
 
 }  // namespace
@@ -491,8 +498,8 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
                                 (long long)*std::max_element(intra.begin(), intra.end()),
                                 (long long)*std::max_element(inter.begin(), inter.end()));
                 if (log)
-                    log->append(patterns[p], j, size_bytes, sizes[k], time_s * 1e6, algbw, busbw, wrong_sum,
-                                intra.data(), inter.data());
+                    log->append(AlltoallRow{patterns[p], j, size_bytes, sizes[k], time_s * 1e6, algbw, busbw,
+                                            wrong_sum, intra.data(), inter.data()});
             }
         }
         if (me == 0) {

@@ -1,7 +1,6 @@
 #include "layer_command.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -11,21 +10,19 @@
 #include "blas.h"
 #include "check.h"
 #include "comm.h"
+#include "expert_ffn.h"
 #include "layer_io.h"
 #include "moe_layer.h"
 #include "options.h"
 #include "output_paths.h"
 #include "rng.h"
 #include "synthetic.h"
+#include "timer.h"
 #include "topology.h"
 
 namespace expar {
 
 namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 double median(std::vector<double> values) {
     if (values.empty()) return 0;
@@ -34,29 +31,32 @@ double median(std::vector<double> values) {
     return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
-// GFLOP/s of the BLAS calls an expert makes (forward and backward) on n rows, measured in isolation.
-double measure_blas_gflops(int64_t n, const LayerConfig& c, int repeats) {
-    const int64_t d = c.d_model, f = c.d_ff;
+// GFLOP/s the expert GEMMs achieve on n rows in isolation: one expert's forward, backward_data and
+// backward_weights through `experts` (the layer's own expert compute: GEMMs, bias and activation, no
+// exchange), best of `repeats`. FLOPs as the layer counts them: expert_ffn_forward_flops, backward twice.
+double measure_expert_gflops(ExpertCompute& experts, int64_t n, const LayerConfig& c, int repeats) {
     if (n <= 0) return 0;
-    std::vector<float> x(n * d, 0.5f), w1(d * f, 0.01f), w2(f * d, 0.01f), h(n * f), y(n * d), dw1(d * f),
-        dw2(f * d);
-    const bool swiglu = c.activation == Activation::swiglu;
+    const int64_t d = c.d_model, f = c.d_ff;
+    const ExpertShape shape{d, f, c.activation};
+    const bool gated = has_gate_matrix(c.activation), bias = c.expert_bias;
+    std::vector<float> x(n * d, 0.5f), dy(n * d, 0.5f), y(n * d), dx(n * d);
+    std::vector<float> w1(d * f, 0.01f), b1(bias ? f : 0, 0.01f), w2(f * d, 0.01f), b2(bias ? d : 0, 0.01f),
+        w3(gated ? d * f : 0, 0.01f);
+    std::vector<float> dw1(d * f), db1(b1.size()), dw2(f * d), db2(b2.size()), dw3(w3.size());
+    std::vector<float> h(n * f), g(gated ? n * f : 0), a(n * f), dh(n * f);
+    auto or_null = [](std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
+    const ExpertWeights w{w1.data(), or_null(b1), w2.data(), or_null(b2), or_null(w3)};
+    const ExpertGrads grads{dw1.data(), or_null(db1), dw2.data(), or_null(db2), or_null(dw3)};
+    const ExpertActivations acts{h.data(), or_null(g), a.data(), dh.data()};
     double best = std::numeric_limits<double>::max();
     for (int r = 0; r < repeats; ++r) {
         const double t0 = now_s();
-        for (int m = 0; m < (swiglu ? 2 : 1); ++m)
-            gemm(false, false, n, f, d, 1.0f, x.data(), w1.data(), 0.0f, h.data());
-        gemm(false, false, n, d, f, 1.0f, h.data(), w2.data(), 0.0f, y.data());
-        gemm(true, false, f, d, n, 1.0f, h.data(), y.data(), 1.0f, dw2.data());
-        gemm(false, true, n, f, d, 1.0f, y.data(), w2.data(), 0.0f, h.data());
-        for (int m = 0; m < (swiglu ? 2 : 1); ++m) {
-            gemm(true, false, d, f, n, 1.0f, x.data(), h.data(), 1.0f, dw1.data());
-            gemm(false, true, n, d, f, 1.0f, h.data(), w1.data(), 0.0f, y.data());
-        }
+        experts.forward(y.data(), acts, x.data(), w, n, shape);
+        experts.backward_data(dx.data(), dy.data(), acts, w, n, shape);
+        experts.backward_weights(grads, dy.data(), x.data(), acts, n, shape);
         best = std::min(best, now_s() - t0);
     }
-    const double matrices = swiglu ? 3.0 : 2.0;
-    return 3.0 * 2.0 * matrices * n * d * f / best / 1e9;
+    return 3.0 * expert_ffn_forward_flops(n, shape) / best / 1e9;
 }
 
 // The node map (real or emulated) and the rates of the topology file, if one is given.
@@ -181,12 +181,11 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     }
     if (log) log->flush();
 
-    // The BLAS rate on the same shapes: rows per expert of a balanced step.
+    // The expert FFN alone on the same shapes: rows per expert of a balanced step.
     const int64_t rows_per_expert =
         std::max<int64_t>(1, static_cast<int64_t>(std::llround(median(load_mean))));
-    const double blas_gflops = measure_blas_gflops(rows_per_expert, c, 3);
-    double blas_min = blas_gflops;
-    comm.allreduce_min_f64(&blas_min, 1);
+    double alone_gflops = measure_expert_gflops(experts, rows_per_expert, c, 3);
+    comm.allreduce_min_f64(&alone_gflops, 1);
 
     if (rank == 0) {
         const double step_median = median(step_s);
@@ -225,10 +224,10 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         std::printf("expert load         %12.0f min / %.0f mean / %.0f max tokens received per step\n",
                     median(load_min), median(load_mean), median(load_max));
         std::printf(
-            "expert GEMM rate    %12.1f GFLOP/s per rank (slowest rank), BLAS on the same shapes %.1f "
-            "GFLOP/s "
-            "(%.0f%%)\n",
-            median(expert_gflops), blas_min, 100.0 * median(expert_gflops) / std::max(blas_min, 1e-12));
+            "expert GEMM rate    %12.1f GFLOP/s per rank (slowest rank); the expert FFN alone (forward + "
+            "backward, %lld rows) %.1f GFLOP/s (%.0f%%)\n",
+            median(expert_gflops), (long long)rows_per_expert, alone_gflops,
+            100.0 * median(expert_gflops) / std::max(alone_gflops, 1e-12));
         std::printf(
             "token exchange      %12.2f GB/s per rank (bytes sent to other ranks / time in or waiting on the "
             "exchange, slowest rank; %.3f ms per step over 4 exchanges)\n",

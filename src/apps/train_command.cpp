@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +18,7 @@
 #include "git_revision.h"
 #include "options.h"
 #include "output_paths.h"
+#include "timer.h"
 #include "topology.h"
 #include "train_io.h"
 #include "trainer.h"
@@ -28,10 +28,6 @@ namespace po = boost::program_options;
 namespace expar {
 
 namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 struct TrainOptions {
     TrainConfig train;

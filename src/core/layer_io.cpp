@@ -11,38 +11,20 @@ namespace expar {
 
 namespace {
 
-enum TableIndex {
-    kStep,
-    kPhaseUs,
-    kStepUs,
-    kA2aUs,
-    kA2aBytes,
-    kTokensPerS,
-    kAux,
-    kZ,
-    kCapacity,
-    kDropFraction,
-    kRequested,
-    kReceived,
-    kDropped,
-    kSchedule,
-    kRedirected,
-    kShadowed,
-    kBytesIntra,
-    kBytesInter,
-    kNumTables
-};
+// Assignments to expert e summed over source ranks: counts[src * E + e] (DispatchLayout's requested or
+// allowed).
+int64_t expert_total(const std::vector<int64_t>& counts, int num_ranks, int64_t E, int64_t e) {
+    int64_t total = 0;
+    for (int r = 0; r < num_ranks; ++r) total += counts[r * E + e];
+    return total;
+}
 
-// Per-rank values gathered each step, after the phase times.
-enum RankValue {
-    kRankStepUs,
-    kRankA2aUs,
-    kRankA2aBytes,
-    kRankRedirected,
-    kRankBytesIntra,
-    kRankBytesInter,
-    kNumRankValues
-};
+std::string phase_names() {
+    std::string phases;
+    for (int p = 0; p < kNumPhases; ++p)
+        phases += std::string(p ? "," : "") + phase_name(static_cast<Phase>(p));
+    return phases;
+}
 
 }  // namespace
 
@@ -70,137 +52,135 @@ void write_common_attributes(H5File& file, const Attributes& options, int num_ra
     file.attr("blas", blas_description());
 }
 
-LayerLog::LayerLog(Comm& comm, const std::string& path, const Attributes& options, const LayerConfig& config)
-    : comm_(comm), num_experts_(config.num_experts) {
-    const int P = comm_.size();
-    const int64_t E = num_experts_;
-    rank_row_.resize(kNumPhases + kNumRankValues);
-    all_rows_.resize(comm_.rank() == 0 ? P * rank_row_.size() : 0);
-    phase_us_.resize(P * kNumPhases);
-    a2a_us_.resize(P);
-    a2a_bytes_.resize(P);
-    step_us_.resize(P);
-    requested_.resize(E);
-    received_.resize(E);
-    dropped_.resize(E);
-    redirected_.resize(P);
-    bytes_intra_.resize(P);
-    bytes_inter_.resize(P);
-    shadowed_.resize(E);
-    file_ = create_on_root(comm_, path);
-    if (comm_.rank() != 0) return;
-    write_common_attributes(*file_, options, P);
-    std::string phases;
-    for (int p = 0; p < kNumPhases; ++p)
-        phases += std::string(p ? "," : "") + phase_name(static_cast<Phase>(p));
-    const hsize_t P_ = static_cast<hsize_t>(P), E_ = static_cast<hsize_t>(E);
-    tables_.resize(kNumTables);
-    tables_[kStep] =
-        std::make_unique<H5Table>(*file_, "/steps/step", std::vector<hsize_t>{}, H5T_NATIVE_INT64, "");
-    tables_[kPhaseUs] = std::make_unique<H5Table>(
-        *file_, "/steps/phase_time_us", std::vector<hsize_t>{P_, kNumPhases}, H5T_NATIVE_DOUBLE, "us");
-    file_->attr("phases", phases, "/steps/phase_time_us");
-    tables_[kStepUs] = std::make_unique<H5Table>(*file_, "/steps/step_time_us", std::vector<hsize_t>{P_},
-                                                 H5T_NATIVE_DOUBLE, "us");
-    tables_[kA2aUs] = std::make_unique<H5Table>(*file_, "/steps/alltoallv_time_us", std::vector<hsize_t>{P_},
-                                                H5T_NATIVE_DOUBLE, "us");
-    tables_[kA2aBytes] = std::make_unique<H5Table>(*file_, "/steps/alltoallv_bytes_sent",
-                                                   std::vector<hsize_t>{P_}, H5T_NATIVE_DOUBLE, "bytes");
-    tables_[kTokensPerS] = std::make_unique<H5Table>(*file_, "/steps/tokens_per_s", std::vector<hsize_t>{},
-                                                     H5T_NATIVE_DOUBLE, "tokens/s");
-    tables_[kAux] =
-        std::make_unique<H5Table>(*file_, "/steps/aux_loss", std::vector<hsize_t>{}, H5T_NATIVE_DOUBLE, "1");
-    tables_[kZ] =
-        std::make_unique<H5Table>(*file_, "/steps/z_loss", std::vector<hsize_t>{}, H5T_NATIVE_DOUBLE, "1");
-    tables_[kCapacity] = std::make_unique<H5Table>(*file_, "/steps/capacity", std::vector<hsize_t>{},
-                                                   H5T_NATIVE_INT64, "tokens per expert per scope group");
-    tables_[kDropFraction] =
-        std::make_unique<H5Table>(*file_, "/steps/dropped_fraction", std::vector<hsize_t>{},
-                                  H5T_NATIVE_DOUBLE, "fraction of routed assignments");
-    tables_[kRequested] = std::make_unique<H5Table>(*file_, "/experts/requested", std::vector<hsize_t>{E_},
-                                                    H5T_NATIVE_INT64, "tokens");
-    tables_[kReceived] = std::make_unique<H5Table>(*file_, "/experts/received", std::vector<hsize_t>{E_},
-                                                   H5T_NATIVE_INT64, "tokens");
-    tables_[kDropped] = std::make_unique<H5Table>(*file_, "/experts/dropped", std::vector<hsize_t>{E_},
-                                                  H5T_NATIVE_INT64, "tokens");
-    tables_[kSchedule] = std::make_unique<H5Table>(*file_, "/steps/schedule", std::vector<hsize_t>{},
-                                                   H5T_NATIVE_INT64, "index into the names attribute");
-    file_->attr("names", std::string("plain,pairwise,hierarchical"), "/steps/schedule");
-    tables_[kRedirected] = std::make_unique<H5Table>(*file_, "/steps/redirected", std::vector<hsize_t>{P_},
-                                                     H5T_NATIVE_INT64, "assignments moved on-node per rank");
-    tables_[kShadowed] = std::make_unique<H5Table>(*file_, "/experts/shadowed", std::vector<hsize_t>{E_},
-                                                   H5T_NATIVE_INT64, "1 if replicated this step");
-    tables_[kBytesIntra] = std::make_unique<H5Table>(
-        *file_, "/steps/bytes_intra_node", std::vector<hsize_t>{P_}, H5T_NATIVE_INT64, "bytes sent per rank");
-    tables_[kBytesInter] = std::make_unique<H5Table>(
-        *file_, "/steps/bytes_inter_node", std::vector<hsize_t>{P_}, H5T_NATIVE_INT64, "bytes sent per rank");
-    file_->flush();
+struct LayerLog::Row {
+    int64_t step;
+    const MoeLayer& layer;
+    double step_time_s;  // this rank's
+    double tokens_per_s;
+};
+
+namespace {
+
+// The log's datasets (docs/hdf5.md, "The log"). Per-rank fields come from each rank's layer stats; the
+// others from rank 0's, whose dispatch layout holds every rank's counts.
+std::vector<H5LogField<LayerLog::Row>> layer_log_fields(int P, int64_t E) {
+    using Row = LayerLog::Row;
+    const hsize_t E_ = static_cast<hsize_t>(E);
+    // Assignments summed over all experts and source ranks: counts = requested or allowed.
+    auto all_experts = [P, E](const std::vector<int64_t>& counts) {
+        int64_t sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += expert_total(counts, P, E, e);
+        return sum;
+    };
+    return {
+        {"/steps/step", {}, "", [](const Row& r, int64_t* v) { *v = r.step; }},
+        {kPerRank,
+         "/steps/phase_time_us",
+         {kNumPhases},
+         "us",
+         [](const Row& r, double* v) {
+             for (int p = 0; p < kNumPhases; ++p) v[p] = r.layer.stats().phase_s[p] * 1e6;
+         },
+         {{"phases", phase_names()}}},
+        {kPerRank,
+         "/steps/step_time_us",
+         {},
+         "us",
+         [](const Row& r, double* v) { *v = r.step_time_s * 1e6; }},
+        {kPerRank,
+         "/steps/alltoallv_time_us",
+         {},
+         "us",
+         [](const Row& r, double* v) { *v = r.layer.stats().alltoallv_s * 1e6; }},
+        {kPerRank,
+         "/steps/alltoallv_bytes_sent",
+         {},
+         "bytes",
+         [](const Row& r, double* v) { *v = static_cast<double>(r.layer.stats().alltoallv_bytes_sent); }},
+        {"/steps/tokens_per_s", {}, "tokens/s", [](const Row& r, double* v) { *v = r.tokens_per_s; }},
+        {"/steps/aux_loss", {}, "1", [](const Row& r, double* v) { *v = r.layer.stats().aux_loss; }},
+        {"/steps/z_loss", {}, "1", [](const Row& r, double* v) { *v = r.layer.stats().z_loss; }},
+        {"/steps/capacity",
+         {},
+         "tokens per expert per scope group",
+         [](const Row& r, int64_t* v) { *v = r.layer.layout().capacity; }},
+        {"/steps/dropped_fraction",
+         {},
+         "fraction of routed assignments",
+         [all_experts](const Row& r, double* v) {
+             const DispatchLayout& h = r.layer.layout();
+             const int64_t requested = all_experts(h.requested), dropped = requested - all_experts(h.allowed);
+             *v = requested ? static_cast<double>(dropped) / requested : 0.0;
+         }},
+        {"/experts/requested",
+         {E_},
+         "tokens",
+         [P, E](const Row& r, int64_t* v) {
+             for (int64_t e = 0; e < E; ++e) v[e] = expert_total(r.layer.layout().requested, P, E, e);
+         }},
+        {"/experts/received",
+         {E_},
+         "tokens",
+         [P, E](const Row& r, int64_t* v) {
+             for (int64_t e = 0; e < E; ++e) v[e] = expert_total(r.layer.layout().allowed, P, E, e);
+         }},
+        {"/experts/dropped",
+         {E_},
+         "tokens",
+         [P, E](const Row& r, int64_t* v) {
+             const DispatchLayout& h = r.layer.layout();
+             for (int64_t e = 0; e < E; ++e)
+                 v[e] = expert_total(h.requested, P, E, e) - expert_total(h.allowed, P, E, e);
+         }},
+        {"/steps/schedule",
+         {},
+         "index into the names attribute",
+         [](const Row& r, int64_t* v) { *v = static_cast<int64_t>(r.layer.config().schedule); },
+         {{"names", "plain,pairwise,hierarchical"}}},
+        {kPerRank,
+         "/steps/redirected",
+         {},
+         "assignments moved on-node per rank",
+         [](const Row& r, int64_t* v) { *v = r.layer.stats().num_redirected; }},
+        {"/experts/shadowed",
+         {E_},
+         "1 if replicated this step",
+         [E](const Row& r, int64_t* v) {
+             for (int64_t e = 0; e < E; ++e) v[e] = r.layer.layout().shadowed[e];
+         }},
+        {kPerRank,
+         "/steps/bytes_intra_node",
+         {},
+         "bytes sent per rank",
+         [](const Row& r, int64_t* v) { *v = r.layer.stats().bytes_intra_node; }},
+        {kPerRank,
+         "/steps/bytes_inter_node",
+         {},
+         "bytes sent per rank",
+         [](const Row& r, int64_t* v) { *v = r.layer.stats().bytes_inter_node; }},
+    };
+}
+
+}  // namespace
+
+LayerLog::LayerLog(Comm& comm,
+                   const std::string& path,
+                   const Attributes& options,
+                   const LayerConfig& config) {
+    file_ = create_on_root(comm, path);
+    if (file_) write_common_attributes(*file_, options, comm.size());
+    table_ = std::make_unique<H5LogTable<Row>>(file_.get(), layer_log_fields(comm.size(), config.num_experts),
+                                               &comm);
+    if (file_) file_->flush();
 }
 
 LayerLog::~LayerLog() {
-    tables_.clear();
+    table_.reset();
     file_.reset();
 }
 
 void LayerLog::append(int64_t step, const MoeLayer& layer, double step_time_s, double tokens_per_s) {
-    const LayerStepStats& stats = layer.stats();
-    const int P = comm_.size();
-    const size_t width = rank_row_.size();
-    for (int p = 0; p < kNumPhases; ++p) rank_row_[p] = stats.phase_s[p] * 1e6;
-    rank_row_[kNumPhases + kRankStepUs] = step_time_s * 1e6;
-    rank_row_[kNumPhases + kRankA2aUs] = stats.alltoallv_s * 1e6;
-    rank_row_[kNumPhases + kRankA2aBytes] = static_cast<double>(stats.alltoallv_bytes_sent);
-    // Counts travel as doubles: exact below 2^53.
-    rank_row_[kNumPhases + kRankRedirected] = static_cast<double>(stats.num_redirected);
-    rank_row_[kNumPhases + kRankBytesIntra] = static_cast<double>(stats.bytes_intra_node);
-    rank_row_[kNumPhases + kRankBytesInter] = static_cast<double>(stats.bytes_inter_node);
-    comm_.gather_f64(rank_row_.data(), all_rows_.data(), static_cast<int64_t>(width), 0);
-    if (comm_.rank() != 0) return;
-
-    const DispatchLayout& h = layer.layout();
-    const int64_t E = num_experts_;
-    int64_t total_requested = 0, total_dropped = 0;
-    for (int64_t e = 0; e < E; ++e) {
-        requested_[e] = received_[e] = 0;
-        for (int r = 0; r < P; ++r) {
-            requested_[e] += h.requested[r * E + e];
-            received_[e] += h.allowed[r * E + e];
-        }
-        dropped_[e] = requested_[e] - received_[e];
-        total_requested += requested_[e];
-        total_dropped += dropped_[e];
-    }
-    for (int r = 0; r < P; ++r) {
-        for (int p = 0; p < kNumPhases; ++p) phase_us_[r * kNumPhases + p] = all_rows_[r * width + p];
-        const double* row = all_rows_.data() + r * width + kNumPhases;
-        step_us_[r] = row[kRankStepUs];
-        a2a_us_[r] = row[kRankA2aUs];
-        a2a_bytes_[r] = row[kRankA2aBytes];
-        redirected_[r] = static_cast<int64_t>(row[kRankRedirected]);
-        bytes_intra_[r] = static_cast<int64_t>(row[kRankBytesIntra]);
-        bytes_inter_[r] = static_cast<int64_t>(row[kRankBytesInter]);
-    }
-    for (int64_t e = 0; e < E; ++e) shadowed_[e] = h.shadowed[e];
-    const int64_t schedule = static_cast<int64_t>(layer.config().schedule);
-    const double drop_fraction = total_requested ? static_cast<double>(total_dropped) / total_requested : 0.0;
-    tables_[kStep]->append(&step);
-    tables_[kPhaseUs]->append(phase_us_.data());
-    tables_[kStepUs]->append(step_us_.data());
-    tables_[kA2aUs]->append(a2a_us_.data());
-    tables_[kA2aBytes]->append(a2a_bytes_.data());
-    tables_[kTokensPerS]->append(&tokens_per_s);
-    tables_[kSchedule]->append(&schedule);
-    tables_[kRedirected]->append(redirected_.data());
-    tables_[kShadowed]->append(shadowed_.data());
-    tables_[kBytesIntra]->append(bytes_intra_.data());
-    tables_[kBytesInter]->append(bytes_inter_.data());
-    tables_[kAux]->append(&stats.aux_loss);
-    tables_[kZ]->append(&stats.z_loss);
-    tables_[kCapacity]->append(&h.capacity);
-    tables_[kDropFraction]->append(&drop_fraction);
-    tables_[kRequested]->append(requested_.data());
-    tables_[kReceived]->append(received_.data());
-    tables_[kDropped]->append(dropped_.data());
+    table_->append(Row{step, layer, step_time_s, tokens_per_s});
 }
 
 void LayerLog::flush() {

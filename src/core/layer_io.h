@@ -9,6 +9,7 @@
 
 #include "comm.h"
 #include "h5_file.h"
+#include "h5_log_table.h"
 #include "moe_layer.h"
 
 namespace expar {
@@ -31,15 +32,11 @@ class LayerLog {
     void append(int64_t step, const MoeLayer& layer, double step_time_s, double tokens_per_s);
     void flush();
 
+    struct Row;  // one step, as append gets it (layer_io.cpp)
+
    private:
-    Comm& comm_;
-    int64_t num_experts_;
-    std::vector<double> rank_row_, all_rows_;  // per-rank values, gathered to rank 0
-    std::vector<double> phase_us_, a2a_us_, a2a_bytes_, step_us_;
-    std::vector<int64_t> requested_, received_, dropped_, shadowed_;  // [E]
-    std::vector<int64_t> redirected_, bytes_intra_, bytes_inter_;     // [P]
-    std::unique_ptr<H5File> file_;                                    // rank 0 only
-    std::vector<std::unique_ptr<H5Table>> tables_;
+    std::unique_ptr<H5File> file_;  // rank 0 only
+    std::unique_ptr<H5LogTable<Row>> table_;
 };
 
 // Collective. Writes x, dy, y, dx, routing, losses, all parameters and all gradients in global order.

@@ -1,19 +1,11 @@
 #include "simulate.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "check.h"
+#include "timer.h"
 
 namespace expar {
-
-namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 const char* bound_term_name(int term) {
     static const char* const kNames[kNumBoundTerms] = {"nic_send", "nic_recv", "intra",

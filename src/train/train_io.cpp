@@ -7,43 +7,129 @@
 
 namespace expar {
 
+struct TrainLog::StepRow {
+    int64_t step;
+    const StepResult& result;
+    double step_time_s;
+    double tokens_per_s;
+};
+
+struct TrainLog::RoutingRow {
+    int64_t step;
+};
+
+struct TrainLog::EvalRow {
+    int64_t step;
+    const EvalResult& result;
+};
+
 namespace {
 
-enum Table {
-    kStep,
-    kLoss,
-    kAux,
-    kZ,
-    kTotal,
-    kLr,
-    kGradNorm,
-    kTokensPerS,
-    kStepTime,
-    kPhaseUs,
-    kMoePhaseUs,
-    kDropFraction,
-    kLoad,
-    kDropped,
-    kRoutingStep,
-    kRouting,
-    kEvalStep,
-    kEvalSplit,
-    kEvalLoss,
-    kEvalPerplexity,
-    kEvalTargets,
-    kEvalRequested,
-    kEvalDropped,
-    kNumTables
-};
+std::string joined_names(int count, const char* (*name)(int)) {
+    std::string names;
+    for (int i = 0; i < count; ++i) names += std::string(i ? "," : "") + name(i);
+    return names;
+}
+
+// Per step (docs/hdf5.md, "Training log"): every value is global; expert loads and drops summed over
+// source ranks from each MoE block's dispatch layout.
+std::vector<H5LogField<TrainLog::StepRow>> step_fields(const Trainer& trainer) {
+    using Row = TrainLog::StepRow;
+    const hsize_t M = trainer.moe.size(), E = trainer.config.moe.layer.num_experts;
+    std::vector<H5LogField<Row>> fields = {
+        {"/train/step", {}, "", [](const Row& r, int64_t* v) { *v = r.step; }},
+        {"/train/loss", {}, "nats", [](const Row& r, double* v) { *v = r.result.loss; }},
+        {"/train/aux_loss", {}, "1", [](const Row& r, double* v) { *v = r.result.aux_loss; }},
+        {"/train/z_loss", {}, "1", [](const Row& r, double* v) { *v = r.result.z_loss; }},
+        {"/train/total_loss", {}, "nats", [](const Row& r, double* v) { *v = r.result.total_loss; }},
+        {"/train/lr", {}, "1", [](const Row& r, double* v) { *v = r.result.learning_rate; }},
+        {"/train/grad_norm", {}, "1", [](const Row& r, double* v) { *v = r.result.grad_norm; }},
+        {"/train/tokens_per_s", {}, "tokens/s", [](const Row& r, double* v) { *v = r.tokens_per_s; }},
+        {"/train/step_time_us", {}, "us", [](const Row& r, double* v) { *v = r.step_time_s * 1e6; }},
+        {"/train/phase_time_us",
+         {kNumTrainPhases},
+         "us",
+         [](const Row& r, double* v) {
+             for (int p = 0; p < kNumTrainPhases; ++p) v[p] = r.result.phase_s[p] * 1e6;
+         },
+         {{"phases", joined_names(kNumTrainPhases, [](int p) { return train_phase_name(TrainPhase(p)); })}}},
+        {"/train/moe_phase_time_us",
+         {kNumPhases},
+         "us",
+         [](const Row& r, double* v) {
+             for (int p = 0; p < kNumPhases; ++p) v[p] = r.result.moe_phase_s[p] * 1e6;
+         },
+         {{"phases", joined_names(kNumPhases, [](int p) { return phase_name(Phase(p)); })}}},
+        {"/train/dropped_fraction",
+         {},
+         "fraction of routed assignments",
+         [](const Row& r, double* v) {
+             *v = r.result.requested > 0 ? static_cast<double>(r.result.dropped) / r.result.requested : 0.0;
+         }},
+    };
+    if (M == 0) return fields;
+    // counts[src * E + e] summed over source ranks, for every block: [M, E].
+    auto per_expert = [&trainer, E](int64_t* v, bool dropped) {
+        for (size_t m = 0; m < trainer.moe.size(); ++m) {
+            const MoeLayer& layer = trainer.moe[m]->layer();
+            const DispatchLayout& h = layer.layout();
+            for (hsize_t e = 0; e < E; ++e) {
+                int64_t requested = 0, allowed = 0;
+                for (int src = 0; src < layer.num_ranks(); ++src) {
+                    requested += h.requested[src * E + e];
+                    allowed += h.allowed[src * E + e];
+                }
+                v[m * E + e] = dropped ? requested - allowed : requested;
+            }
+        }
+    };
+    fields.push_back(
+        {"/experts/load", {M, E}, "tokens", [per_expert](const Row&, int64_t* v) { per_expert(v, false); }});
+    fields.push_back({"/experts/dropped", {M, E}, "tokens", [per_expert](const Row&, int64_t* v) {
+                          per_expert(v, true);
+                      }});
+    return fields;
+}
+
+// Every K steps, with MoE blocks: each block's [P, E] requested-count matrix.
+std::vector<H5LogField<TrainLog::RoutingRow>> routing_fields(const Trainer& trainer, hsize_t P) {
+    using Row = TrainLog::RoutingRow;
+    const hsize_t M = trainer.moe.size(), E = trainer.config.moe.layer.num_experts;
+    return {
+        {"/routing/step", {}, "", [](const Row& r, int64_t* v) { *v = r.step; }},
+        {"/routing/counts",
+         {M, P, E},
+         "tokens",
+         [&trainer](const Row&, int64_t* v) {
+             for (const auto& block : trainer.moe) {
+                 const std::vector<int64_t>& requested = block->layer().layout().requested;
+                 v = std::copy(requested.begin(), requested.end(), v);
+             }
+         }},
+    };
+}
+
+std::vector<H5LogField<TrainLog::EvalRow>> eval_fields() {
+    using Row = TrainLog::EvalRow;
+    return {
+        {"/eval/step", {}, "", [](const Row& r, int64_t* v) { *v = r.step; }},
+        {"/eval/split",
+         {},
+         "index into the names attribute",
+         [](const Row& r, int64_t* v) { *v = static_cast<int64_t>(r.result.split); },
+         {{"names", "train,valid,test"}}},
+        {"/eval/loss", {}, "nats", [](const Row& r, double* v) { *v = r.result.loss; }},
+        {"/eval/perplexity", {}, "1", [](const Row& r, double* v) { *v = r.result.perplexity; }},
+        {"/eval/num_targets", {}, "tokens", [](const Row& r, int64_t* v) { *v = r.result.num_targets; }},
+        {"/eval/requested", {}, "assignments", [](const Row& r, int64_t* v) { *v = r.result.requested; }},
+        {"/eval/dropped", {}, "assignments", [](const Row& r, int64_t* v) { *v = r.result.dropped; }},
+    };
+}
 
 }  // namespace
 
 TrainLog::TrainLog(Comm& comm, const std::string& path, const Attributes& attributes, const Trainer& trainer)
     : trainer_(trainer), root_(comm.rank() == 0) {
-    const hsize_t M = trainer.moe.size(), E = trainer.config.moe.layer.num_experts, P = comm.size();
-    load_.assign(M * E, 0);
-    dropped_.assign(M * E, 0);
-    routing_.assign(M * P * E, 0);
     file_ = create_on_root(comm, path);
     if (!root_) return;
     write_common_attributes(*file_, attributes, comm.size());
@@ -51,112 +137,31 @@ TrainLog::TrainLog(Comm& comm, const std::string& path, const Attributes& attrib
     for (const auto& block : trainer.moe)
         blocks += (blocks.empty() ? "" : ",") + std::to_string(block->block());
     file_->attr("moe_blocks", blocks);
-    tables_.resize(kNumTables);
-    auto table = [&](Table index, const char* name, std::vector<hsize_t> dims, hid_t type,
-                     const char* units) {
-        tables_[index] = std::make_unique<H5Table>(*file_, name, dims, type, units);
-    };
-    const hid_t F = H5T_NATIVE_DOUBLE, I = H5T_NATIVE_INT64;
-    table(kStep, "/train/step", {}, I, "");
-    table(kLoss, "/train/loss", {}, F, "nats");
-    table(kAux, "/train/aux_loss", {}, F, "1");
-    table(kZ, "/train/z_loss", {}, F, "1");
-    table(kTotal, "/train/total_loss", {}, F, "nats");
-    table(kLr, "/train/lr", {}, F, "1");
-    table(kGradNorm, "/train/grad_norm", {}, F, "1");
-    table(kTokensPerS, "/train/tokens_per_s", {}, F, "tokens/s");
-    table(kStepTime, "/train/step_time_us", {}, F, "us");
-    table(kPhaseUs, "/train/phase_time_us", {kNumTrainPhases}, F, "us");
-    table(kMoePhaseUs, "/train/moe_phase_time_us", {kNumPhases}, F, "us");
-    table(kDropFraction, "/train/dropped_fraction", {}, F, "fraction of routed assignments");
-    std::string phases, moe_phases;
-    for (int p = 0; p < kNumTrainPhases; ++p)
-        phases += std::string(p ? "," : "") + train_phase_name(TrainPhase(p));
-    for (int p = 0; p < kNumPhases; ++p) moe_phases += std::string(p ? "," : "") + phase_name(Phase(p));
-    file_->attr("phases", phases, "/train/phase_time_us");
-    file_->attr("phases", moe_phases, "/train/moe_phase_time_us");
-    if (M > 0) {
-        table(kLoad, "/experts/load", {M, E}, I, "tokens");
-        table(kDropped, "/experts/dropped", {M, E}, I, "tokens");
-        table(kRoutingStep, "/routing/step", {}, I, "");
-        table(kRouting, "/routing/counts", {M, P, E}, I, "tokens");
-    }
-    table(kEvalStep, "/eval/step", {}, I, "");
-    table(kEvalSplit, "/eval/split", {}, I, "index into the names attribute");
-    file_->attr("names", std::string("train,valid,test"), "/eval/split");
-    table(kEvalLoss, "/eval/loss", {}, F, "nats");
-    table(kEvalPerplexity, "/eval/perplexity", {}, F, "1");
-    table(kEvalTargets, "/eval/num_targets", {}, I, "tokens");
-    table(kEvalRequested, "/eval/requested", {}, I, "assignments");
-    table(kEvalDropped, "/eval/dropped", {}, I, "assignments");
+    steps_ = std::make_unique<H5LogTable<StepRow>>(file_.get(), step_fields(trainer));
+    if (!trainer.moe.empty())
+        routing_ =
+            std::make_unique<H5LogTable<RoutingRow>>(file_.get(), routing_fields(trainer, comm.size()));
+    eval_ = std::make_unique<H5LogTable<EvalRow>>(file_.get(), eval_fields());
     file_->flush();
 }
 
 TrainLog::~TrainLog() {
-    tables_.clear();
+    steps_.reset();
+    routing_.reset();
+    eval_.reset();
     file_.reset();
 }
 
 void TrainLog::append_step(int64_t step, const StepResult& r, double step_time_s, double tokens_per_s) {
-    if (!root_) return;
-    const int64_t E = trainer_.config.moe.layer.num_experts;
-    for (size_t m = 0; m < trainer_.moe.size(); ++m) {
-        const MoeLayer& layer = trainer_.moe[m]->layer();
-        const DispatchLayout& h = layer.layout();
-        for (int64_t e = 0; e < E; ++e) {
-            int64_t requested = 0, allowed = 0;
-            for (int src = 0; src < layer.num_ranks(); ++src) {
-                requested += h.requested[src * E + e];
-                allowed += h.allowed[src * E + e];
-            }
-            load_[m * E + e] = requested;
-            dropped_[m * E + e] = requested - allowed;
-        }
-    }
-    double phase_us[kNumTrainPhases], moe_us[kNumPhases];
-    for (int p = 0; p < kNumTrainPhases; ++p) phase_us[p] = r.phase_s[p] * 1e6;
-    for (int p = 0; p < kNumPhases; ++p) moe_us[p] = r.moe_phase_s[p] * 1e6;
-    const double lr = r.learning_rate, step_us = step_time_s * 1e6;
-    const double drop_fraction = r.requested > 0 ? static_cast<double>(r.dropped) / r.requested : 0.0;
-    tables_[kStep]->append(&step);
-    tables_[kLoss]->append(&r.loss);
-    tables_[kAux]->append(&r.aux_loss);
-    tables_[kZ]->append(&r.z_loss);
-    tables_[kTotal]->append(&r.total_loss);
-    tables_[kLr]->append(&lr);
-    tables_[kGradNorm]->append(&r.grad_norm);
-    tables_[kTokensPerS]->append(&tokens_per_s);
-    tables_[kStepTime]->append(&step_us);
-    tables_[kPhaseUs]->append(phase_us);
-    tables_[kMoePhaseUs]->append(moe_us);
-    tables_[kDropFraction]->append(&drop_fraction);
-    if (!trainer_.moe.empty()) {
-        tables_[kLoad]->append(load_.data());
-        tables_[kDropped]->append(dropped_.data());
-    }
+    if (root_) steps_->append(StepRow{step, r, step_time_s, tokens_per_s});
 }
 
 void TrainLog::append_routing(int64_t step) {
-    if (!root_ || trainer_.moe.empty()) return;
-    const size_t PE = trainer_.moe[0]->layer().layout().requested.size();
-    for (size_t m = 0; m < trainer_.moe.size(); ++m) {
-        const std::vector<int64_t>& requested = trainer_.moe[m]->layer().layout().requested;
-        std::copy(requested.begin(), requested.end(), routing_.begin() + m * PE);
-    }
-    tables_[kRoutingStep]->append(&step);
-    tables_[kRouting]->append(routing_.data());
+    if (routing_) routing_->append(RoutingRow{step});
 }
 
 void TrainLog::append_eval(int64_t step, const EvalResult& r) {
-    if (!root_) return;
-    const int64_t split = static_cast<int64_t>(r.split);
-    tables_[kEvalStep]->append(&step);
-    tables_[kEvalSplit]->append(&split);
-    tables_[kEvalLoss]->append(&r.loss);
-    tables_[kEvalPerplexity]->append(&r.perplexity);
-    tables_[kEvalTargets]->append(&r.num_targets);
-    tables_[kEvalRequested]->append(&r.requested);
-    tables_[kEvalDropped]->append(&r.dropped);
+    if (root_) eval_->append(EvalRow{step, r});
 }
 
 void TrainLog::write_tag_counts(const EvalResult& r, const std::vector<std::string>& tag_names) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "h5_file.h"
+#include "h5_log_table.h"
 #include "layer_io.h"
 #include "trainer.h"
 
@@ -28,12 +29,18 @@ class TrainLog {
     void write_tag_counts(const EvalResult& result, const std::vector<std::string>& tag_names);
     void flush();
 
+    // What append_step, append_routing and append_eval get (train_io.cpp).
+    struct StepRow;
+    struct RoutingRow;
+    struct EvalRow;
+
    private:
     const Trainer& trainer_;
     bool root_;
-    std::unique_ptr<H5File> file_;
-    std::vector<std::unique_ptr<H5Table>> tables_;
-    std::vector<int64_t> load_, dropped_, routing_;  // [M, E], [M, E], [M, P, E]
+    std::unique_ptr<H5File> file_;  // rank 0 only, as are the tables
+    std::unique_ptr<H5LogTable<StepRow>> steps_;
+    std::unique_ptr<H5LogTable<RoutingRow>> routing_;  // with MoE blocks only
+    std::unique_ptr<H5LogTable<EvalRow>> eval_;
 };
 
 // Collective. Runs one forward (logits) and trainer_compute_grads on this batch, then writes the batch

@@ -1,21 +1,13 @@
 #include "trainer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <sstream>
 
 #include "check.h"
+#include "timer.h"
 
 namespace expar {
-
-namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 void finalize(TrainConfig& c, int num_ranks) {
     validate(c.model);
