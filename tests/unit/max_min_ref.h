@@ -1,6 +1,6 @@
 // Test-only twin of FlowSim (src/sim/flow_sim.h): weighted max-min fair rates by textbook progressive
 // filling, recomputed from scratch with plain loops, and the finish times of flows that start at given
-// times, stepped from event to event. Owns nothing; shares no code with the production solver.
+// times, stepped from event to event. Owns nothing; shares only the FlowHop type with the production code.
 #pragma once
 
 #include <algorithm>
