@@ -4,31 +4,15 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <new>
+#include <optional>
 
+#include "allocation_counter.h"
 #include "capacity.h"
 #include "layer_harness.h"
 #include "mpi_world.h"
 #include "synthetic.h"
-
-// Counts every operator new in this binary (the layer is C++; MPI and BLAS allocate with malloc, which
-// a steady-state step must not need either, but is outside what this counter sees).
-static std::atomic<long> g_num_allocations{0};
-void* operator new(size_t size) {
-    ++g_num_allocations;
-    if (void* p = std::malloc(size ? size : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, size_t) noexcept {
-    std::free(p);
-}
 
 namespace expar::test {
 namespace {
@@ -215,9 +199,9 @@ TEST(SteadyState, NoHeapAllocationAfterTheFirstSteps) {
             layer.init_params(1);
             const int64_t T = c.tokens_per_rank, d = c.d_model;
             std::vector<float> x(T * d), dy(T * d), y(T * d), dx(T * d);
-            long before = 0;
+            std::optional<AllocationCounter> counter;  // from the third step on
             for (int step = 0; step < 5; ++step) {
-                if (step == 2) before = g_num_allocations.load();
+                if (step == 2) counter.emplace();
                 synthetic_rows(x.data(), 1, 1, step, comm.rank() * T, T, d);
                 synthetic_rows(dy.data(), 1, 2, step, comm.rank() * T, T, d);
                 layer.zero_grads();
@@ -226,7 +210,7 @@ TEST(SteadyState, NoHeapAllocationAfterTheFirstSteps) {
                 layer.allreduce_router_grads();
                 layer.sgd_update(0.05f);
             }
-            EXPECT_EQ(g_num_allocations.load() - before, 0) << to_string(scope) << "/" << to_string(policy);
+            EXPECT_EQ(counter->count(), 0) << to_string(scope) << "/" << to_string(policy);
         }
     }
 }
@@ -251,10 +235,10 @@ TEST(SteadyState, NoHeapAllocationWithSchedulesAndShadowing) {
         layer.init_params(1);
         const int64_t T = c.tokens_per_rank, d = c.d_model;
         std::vector<float> x(T * d), dy(T * d), y(T * d), dx(T * d);
-        long before = 0;
+        std::optional<AllocationCounter> counter;  // from the third step on
         int num_shadowed = 0;
         for (int step = 0; step < 5; ++step) {
-            if (step == 2) before = g_num_allocations.load();
+            if (step == 2) counter.emplace();
             synthetic_rows(x.data(), 1, 1, step, comm.rank() * T, T, d);
             synthetic_rows(dy.data(), 1, 2, step, comm.rank() * T, T, d);
             layer.zero_grads();
@@ -264,7 +248,7 @@ TEST(SteadyState, NoHeapAllocationWithSchedulesAndShadowing) {
             layer.sgd_update(0.05f);
             num_shadowed += layer.stats().num_shadowed;
         }
-        EXPECT_EQ(g_num_allocations.load() - before, 0) << to_string(schedule);
+        EXPECT_EQ(counter->count(), 0) << to_string(schedule);
         if (P > 1) EXPECT_GT(num_shadowed, 0) << "the skewed steps should shadow";
     }
 }

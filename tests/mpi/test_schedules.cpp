@@ -6,31 +6,15 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 #include <vector>
 
+#include "allocation_counter.h"
 #include "comm.h"
 #include "node_map.h"
 #include "rng.h"
 #include "schedule.h"
-
-// Counts every operator new in this binary: an exchange must not allocate once constructed.
-static std::atomic<long> g_num_allocations{0};
-void* operator new(size_t size) {
-    ++g_num_allocations;
-    if (void* p = std::malloc(size ? size : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, size_t) noexcept {
-    std::free(p);
-}
 
 namespace expar {
 namespace {
@@ -186,9 +170,9 @@ TEST(Schedules, NoAllocationInsideAnExchange) {
         for (ScheduleKind kind : {ScheduleKind::plain, ScheduleKind::pairwise, ScheduleKind::hierarchical}) {
             TokenExchange x(kind, comm, map, 1, bound, bound, width);
             x.alltoallv(send.data(), recv.data(), rows.data(), false);  // warm: MPI datatypes, lazy state
-            const long before = g_num_allocations.load();
+            const test::AllocationCounter counter;
             for (bool reverse : {false, true}) x.alltoallv(send.data(), recv.data(), rows.data(), reverse);
-            EXPECT_EQ(g_num_allocations.load() - before, 0) << to_string(kind) << ", " << map_name;
+            EXPECT_EQ(counter.count(), 0) << to_string(kind) << ", " << map_name;
         }
     }
 }

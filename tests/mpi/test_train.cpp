@@ -4,32 +4,16 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <new>
 #include <string>
 #include <vector>
 
+#include "allocation_counter.h"
 #include "data.h"
 #include "mpi_world.h"
 #include "trainer.h"
-
-// Counts operator new while g_count_allocations is set (MPI and BLAS allocate with malloc, outside it).
-static std::atomic<bool> g_count_allocations{false};
-static std::atomic<long> g_num_allocations{0};
-void* operator new(size_t size) {
-    if (g_count_allocations) ++g_num_allocations;
-    if (void* p = std::malloc(size ? size : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, size_t) noexcept {
-    std::free(p);
-}
 
 namespace expar::test {
 namespace {
@@ -223,11 +207,10 @@ TEST(SteadyState, NoHeapAllocationInTrainingSteps) {
     std::vector<int32_t> inputs(t.model.num_rows), targets(t.model.num_rows);
     for (int64_t step = 0; step < 6; ++step) {
         data.train_batch(step, inputs.data(), targets.data());
-        if (step >= 3) g_count_allocations = true;
+        const AllocationCounter counter;
         trainer_step(t, step, inputs.data(), targets.data());
-        g_count_allocations = false;
+        if (step >= 3) EXPECT_EQ(counter.count(), 0) << "step " << step;
     }
-    EXPECT_EQ(g_num_allocations.load(), 0);
 }
 
 }  // namespace

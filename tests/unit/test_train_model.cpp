@@ -4,68 +4,17 @@
 // bad input, and no allocation in forward, backward and the optimizer step.
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <map>
-#include <new>
 #include <set>
 #include <vector>
 
+#include "allocation_counter.h"
 #include "check.h"
 #include "model.h"
 #include "optimizer.h"
 #include "reference_model.h"
 #include "train_test_util.h"
-
-// Counts heap allocations while g_count_allocations is set, to prove that forward, backward and the
-// optimizer step allocate nothing. Replacing the global operator new applies to the whole test_unit
-// binary; outside the counted window it is plain malloc.
-namespace {
-std::atomic<bool> g_count_allocations{false};
-std::atomic<int64_t> g_num_allocations{0};
-}  // namespace
-
-// Every replaceable non-aligned form, so that allocation and deallocation always pair up (sanitizers
-// replace the forms left out).
-namespace {
-void* counted_malloc(std::size_t size) noexcept {
-    if (g_count_allocations.load(std::memory_order_relaxed)) g_num_allocations.fetch_add(1);
-    return std::malloc(size == 0 ? 1 : size);
-}
-}  // namespace
-void* operator new(std::size_t size) {
-    if (void* p = counted_malloc(size)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) {
-    if (void* p = counted_malloc(size)) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-    return counted_malloc(size);
-}
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-    return counted_malloc(size);
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
 
 namespace expar {
 namespace {
@@ -417,14 +366,12 @@ TEST(TrainModel, TrainingStepAllocatesNothing) {
     AdamW adamw(model.tensors, AdamWConfig{});
     gpt_forward(model, tokens.data(), targets.data(), nullptr);  // warm up BLAS's own buffers
     gpt_backward(model);
-    g_num_allocations = 0;
-    g_count_allocations = true;
+    const test::AllocationCounter counter;
     gpt_zero_grads(model);
     gpt_forward(model, tokens.data(), targets.data(), nullptr);
     gpt_backward(model);
     adamw.step(1e-3f);
-    g_count_allocations = false;
-    EXPECT_EQ(g_num_allocations.load(), 0);
+    EXPECT_EQ(counter.count(), 0);
 }
 
 // Bad input: one clear message each.
