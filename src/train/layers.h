@@ -1,5 +1,5 @@
 // The dense layers of the Transformer language model as llm.c-style free functions: outputs first, then
-// inputs, then dimensions. Matrix products go through BLAS (src/core/blas.h); the plain-loop double twin
+// inputs, then dimensions. Matrix products go through BLAS (src/layer/blas.h); the plain-loop double twin
 // of every function is in reference_layers.h and the tests hold the two against each other.
 //
 // Dimensions: B = sequences, S = sequence length, d = model width, H = heads, V = vocab, N = rows
@@ -92,7 +92,7 @@ void attention_backward(float* dqkv,
                         int64_t H);
 
 // ------------------------------------------------------------------------------------------------
-// GELU, exact erf form x·Φ(x) (src/core/activation.h), elementwise over n values.
+// GELU, exact erf form x·Φ(x) (src/layer/activation.h), elementwise over n values.
 
 void gelu_forward(float* out, const float* in, int64_t n);
 // din = dout·gelu'(in), overwritten; din may alias dout.

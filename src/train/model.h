@@ -188,7 +188,7 @@ struct GptModel {
     float loss = 0.0f;
 };
 
-// GPT-2 init, deterministic from seed (src/core/rng.h streams kStreamWte..kStreamFfnProjW, indexed by
+// GPT-2 init, deterministic from seed (src/base/rng.h streams kStreamWte..kStreamFfnProjW, indexed by
 // element within the tensor stacked over layers): matrices and embeddings N(0, init_std²), the residual
 // projections (attn_proj_w, ffn_proj_w) N(0, (init_std/sqrt(2L))²), LayerNorm weights 1, biases 0.
 // MoE blocks' parameters are theirs to initialise.

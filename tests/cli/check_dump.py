@@ -6,7 +6,7 @@ usage: check_dump.py DUMP.h5
 Re-implements, from docs/layer.md alone and in numpy float64, what the dump claims the layer did in
 step 0 and compares:
   * synthetic data and parameters: x, dy, Wr, Wn, W1, W2, W3, the skew bias and the noisy-topk noise
-    follow the counter-based generator (SplitMix64 + Box-Muller, src/core/rng.h is the only thing
+    follow the counter-based generator (SplitMix64 + Box-Muller, src/base/rng.h is the only thing
     borrowed: its constants) keyed by global indices, so the gather order of every tensor is checked;
   * router: logits, softmax, z-loss, top-k selection and gate weights for every gate kind, the aux loss;
   * capacity: which assignments are kept, from the capacity formula, scope and drop policy;
@@ -49,7 +49,7 @@ def check_close(name, got, want, rtol):
     return check(err < rtol, f"{name}: rel err {err:.2e} (< {rtol:g})")
 
 
-# --- The counter-based generator of docs/layer.md (constants from src/core/rng.h) ---------------------
+# --- The counter-based generator of docs/layer.md (constants from src/base/rng.h) ---------------------
 M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 

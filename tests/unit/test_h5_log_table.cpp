@@ -1,4 +1,4 @@
-// H5LogTable (src/core/h5_log_table.h) on one process: each field's dataset, dtype (from its fill), shape,
+// H5LogTable (src/io/h5_log_table.h) on one process: each field's dataset, dtype (from its fill), shape,
 // units and attributes, and the rows appended. Per-rank fields are gathered over MPI: the layer log's
 // CLI checks (tests/cli/check_log.py at 2 and 4 ranks) cover them.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// FasterMoE Algorithm 1 (src/core/shadow_policy.h): the cost model against hand-computed latencies, and
+// FasterMoE Algorithm 1 (src/layer/shadow_policy.h): the cost model against hand-computed latencies, and
 // the decisions it must make: a skewed load shadows the hot expert, a balanced one shadows nothing.
 #include <gtest/gtest.h>
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "enum_names.h"
+#include "schedule.h"
 
 namespace expar {
 
@@ -13,7 +14,6 @@ enum class GateKind { topk, switch_top1, gshard, noisy_topk };
 enum class Activation { gelu, relu, silu, swiglu };
 enum class CapacityScope { local, global };
 enum class DropPolicy { position, probs };
-enum class ScheduleKind { plain, pairwise, hierarchical };
 enum class GateTopology { none, fastermoe };
 
 // Option names (enum_names.h): to_string, --help and option parsing read these tables.
@@ -41,13 +41,6 @@ inline const auto& enum_names(DropPolicy) {
     static constexpr EnumName<DropPolicy> names[] = {
         {DropPolicy::position, "position", "later tokens dropped first"},
         {DropPolicy::probs, "probs", "lowest gate weight dropped first"}};
-    return names;
-}
-inline const auto& enum_names(ScheduleKind) {
-    static constexpr EnumName<ScheduleKind> names[] = {
-        {ScheduleKind::plain, "plain", "one MPI_Alltoallv"},
-        {ScheduleKind::pairwise, "pairwise", "FasterMoE, overlapped with expert compute"},
-        {ScheduleKind::hierarchical, "hierarchical", "2D: intra-node, then inter-node"}};
     return names;
 }
 inline const auto& enum_names(GateTopology) {
@@ -83,23 +76,9 @@ struct LayerConfig {
     int shadow_max_experts = 2;     // shadow buffers hold this many experts' weights (memory bound)
 };
 
-// --group-size G of the pairwise schedule, the same in every command that runs it (layer, train, simulate,
-// alltoall): 0 = the largest divisor of the P ranks up to 4; otherwise G clipped to P, which must then
-// divide P (validate()).
-inline int effective_group_size(int group_size, int num_ranks) {
-    if (group_size > 0) return group_size < num_ranks ? group_size : num_ranks;
-    int g = 1;
-    for (int d = 1; d <= 4 && d <= num_ranks; ++d)
-        if (num_ranks % d == 0) g = d;
-    return g;
-}
 inline int effective_group_size(const LayerConfig& c, int num_ranks) {
     return effective_group_size(c.group_size, num_ranks);
 }
-// One --help text for --group-size in every command.
-constexpr const char* kGroupSizeHelp =
-    "pairwise: ranks per group [ranks]; clipped to the rank count, then must divide it; 0 = the largest "
-    "divisor of the rank count up to 4";
 
 // Throws an all-ranks expar::Error naming the offending option.
 void validate(const LayerConfig& config, int num_ranks);

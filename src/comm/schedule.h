@@ -9,12 +9,35 @@
 #include <vector>
 
 #include "comm.h"
-#include "config.h"
+#include "enum_names.h"
 #include "node_map.h"
 
 namespace expar {
 
-// ScheduleKind, parse_schedule and to_string live in config.h (the layer's configuration names them).
+enum class ScheduleKind { plain, pairwise, hierarchical };
+// Option names (enum_names.h): to_string, --help and option parsing read this table.
+inline const auto& enum_names(ScheduleKind) {
+    static constexpr EnumName<ScheduleKind> names[] = {
+        {ScheduleKind::plain, "plain", "one MPI_Alltoallv"},
+        {ScheduleKind::pairwise, "pairwise", "FasterMoE, overlapped with expert compute"},
+        {ScheduleKind::hierarchical, "hierarchical", "2D: intra-node, then inter-node"}};
+    return names;
+}
+
+// --group-size G of the pairwise schedule, the same in every command that runs it (layer, train, simulate,
+// alltoall): 0 = the largest divisor of the P ranks up to 4; otherwise G clipped to P, which must then
+// divide P (pairwise_stages throws otherwise; the layer's validate() says so up front).
+inline int effective_group_size(int group_size, int num_ranks) {
+    if (group_size > 0) return group_size < num_ranks ? group_size : num_ranks;
+    int g = 1;
+    for (int d = 1; d <= 4 && d <= num_ranks; ++d)
+        if (num_ranks % d == 0) g = d;
+    return g;
+}
+// One --help text for --group-size in every command.
+constexpr const char* kGroupSizeHelp =
+    "pairwise: ranks per group [ranks]; clipped to the rank count, then must divide it; 0 = the largest "
+    "divisor of the rank count up to 4";
 
 // FasterMoE stage s of the rank's group i (n groups of group_size ranks in a ring):
 // send to the ranks of group (i − s) mod n, receive from the ranks of group (i + s) mod n.
