@@ -17,7 +17,8 @@
 Per configuration: measured layer time = median over timed steps (of every repeated run) of the slowest
 rank's step time;
 predicted = median over the same steps of the simulated step (of every round's simulation). Phases: the layer's 10 phases folded into
-the simulator's 8 (forward/gate = route + count exchange, forward/dispatch = layout + dispatch), per rank,
+the simulator's 8 (forward/route = route + count exchange, forward/dispatch = layout + dispatch: the layer
+log's `simulated_phases` attribute, from src/layer/phase.h), per rank,
 then max over ranks, median over steps. Error = predicted / measured - 1. The schedule pick: for every
 case (same P, ranks per node, cf, skew, k) the schedule with the smallest predicted time against the one
 with the smallest measured time.
@@ -33,10 +34,8 @@ import sys
 import h5py
 import numpy as np
 
-SIM_PHASES = ["forward/gate", "forward/dispatch", "forward/expert", "forward/combine",
-              "backward/combine", "backward/expert", "backward/dispatch", "backward/gate"]
-# The layer log's 10 phase columns -> the simulator's 8 (docs/hdf5.md; docs/simulator.md, "Schedules").
-LAYER_TO_SIM = [0, 0, 1, 1, 2, 3, 4, 5, 6, 7]
+SIM_PHASES = ["forward/route", "forward/dispatch", "forward/expert", "forward/combine",
+              "backward/combine", "backward/expert", "backward/dispatch", "backward/route"]
 SCHEDULES = ["plain", "pairwise", "hierarchical"]
 TARGET_LAYER, TARGET_PHASE, TARGET_PICK = 0.10, 0.15, 0.90
 # A phase counts in the "significant phases" median when it takes at least this share of the measured step.
@@ -59,10 +58,15 @@ def measured_times(paths, warmup):
         with h5py.File(path, "r") as f:
             steps.append(f["/steps/step_time_us"][warmup:])      # [S, P]
             phases.append(f["/steps/phase_time_us"][warmup:])    # [S, P, 10]
+            if "simulated_phases" not in f["/steps/phase_time_us"].attrs:
+                sys.exit(f"validation.py: {path} has no simulated_phases attribute (a log from before expar "
+                         "wrote it): run the measurements again")
+            fold = f["/steps/phase_time_us"].attrs["simulated_phases"]
+            fold = (fold.decode() if isinstance(fold, bytes) else str(fold)).split(",")
     step, phase = np.concatenate(steps), np.concatenate(phases)
     folded = np.zeros(phase.shape[:2] + (len(SIM_PHASES),))
-    for column, target in enumerate(LAYER_TO_SIM):
-        folded[:, :, target] += phase[:, :, column]
+    for column, target in enumerate(fold):  # each layer phase into the simulated phase that holds it
+        folded[:, :, SIM_PHASES.index(target)] += phase[:, :, column]
     step_max = step.max(axis=1)
     return float(np.median(step_max)), np.median(folded.max(axis=1), axis=0), step_max
 

@@ -210,7 +210,7 @@ int run_layer_command(int argc, char** argv, bool print_help) {
             std::vector<double> values(options.steps);
             for (int64_t i = 0; i < options.steps; ++i) values[i] = phase_s[i * kNumPhases + p];
             const double ms = median(values) * 1e3;
-            std::printf("%-24s %12.3f %7.1f%%\n", phase_name(static_cast<Phase>(p)), ms,
+            std::printf("%-24s %12.3f %7.1f%%\n", to_string(static_cast<Phase>(p)), ms,
                         100.0 * ms / (step_median * 1e3));
         }
         std::printf("%-24s %12.3f %7.1f%%\n", "step", step_median * 1e3, 100.0);

@@ -241,12 +241,6 @@ std::vector<RunField> run_fields(SimulateRun& run) {
     return f;
 }
 
-std::string phase_names() {
-    std::string names;
-    for (int p = 0; p < kNumSimPhases; ++p) names += std::string(p ? "," : "") + sim_phase_name(p);
-    return names;
-}
-
 double mean(const std::vector<double>& values) {
     double sum = 0;
     for (double v : values) sum += v;
@@ -283,15 +277,15 @@ void write_run(H5File& file, const std::string& group, SimulateRun& run, const P
     for (int64_t s = 0; s < S; ++s) model_us[s] = run.step_s[s] * 1e6 * point.moe_layers;
     file.write(group + "/model_step_time_us", {static_cast<hsize_t>(S)}, model_us.data());
     file.attr("units", std::string("us"), group + "/model_step_time_us");
-    file.attr("phases", phase_names(), group + "/phase_time_us");
-    file.attr("phases", phase_names(), group + "/phase_max_rank");
+    file.attr("phases", enum_name_csv<SimPhase>(), group + "/phase_time_us");
+    file.attr("phases", enum_name_csv<SimPhase>(), group + "/phase_max_rank");
     std::string terms;
     for (int t = 0; t < kNumBoundTerms; ++t) terms += std::string(t ? "," : "") + bound_term_name(t);
     file.attr("terms", terms, group + "/bound_terms_us");
     const std::string classes = "intra,nic,core";
     file.attr("classes", classes, group + "/link_bytes");
     file.attr("classes", classes, group + "/busiest_link_class");
-    if (run.has_rank_detail) file.attr("phases", phase_names(), group + "/rank_phase_time_us");
+    if (run.has_rank_detail) file.attr("phases", enum_name_csv<SimPhase>(), group + "/rank_phase_time_us");
     file.attr("simulated_ranks", static_cast<int64_t>(run.num_ranks), group);
     file.attr("ranks_per_node",
               static_cast<int64_t>(std::min(run.num_ranks, point.spec.topology.devices_per_node)), group);
@@ -402,8 +396,8 @@ void print_header(const Point& point, int mpi_size) {
 }
 
 void print_steps(const SimulateRun& run) {
-    static const char* const kShort[kNumSimPhases] = {"gate",    "dispatch", "expert",   "combine",
-                                                      "combine", "expert",   "dispatch", "gate"};
+    static const char* const kShort[kNumSimPhases] = {"route",   "dispatch", "expert",   "combine",
+                                                      "combine", "expert",   "dispatch", "route"};
     std::printf("\n# per step, each phase's time is the max over ranks [us]\n");
     std::printf("#      %-47s   %-47s\n", "---------------- forward [us] -----------------",
                 "---------------- backward [us] ----------------");

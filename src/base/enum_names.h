@@ -60,6 +60,14 @@ std::string enum_name_list() {
     return out;
 }
 
+// Every name in table order, comma-separated ("a,b,c"): the `phases`-style attributes of the logs.
+template <class E, class = EnumTable<E>>
+std::string enum_name_csv() {
+    std::string out;
+    for (const EnumName<E>& entry : enum_names(E{})) out += std::string(out.empty() ? "" : ",") + entry.name;
+    return out;
+}
+
 // The value named `name`; throws an all-ranks expar::Error otherwise, in the style of the option errors:
 // "unknown --schedule 'ring' (expected plain, pairwise or hierarchical)" for what = "--schedule".
 template <class E, class = EnumTable<E>>

@@ -19,13 +19,6 @@ int64_t expert_total(const std::vector<int64_t>& counts, int num_ranks, int64_t 
     return total;
 }
 
-std::string phase_names() {
-    std::string phases;
-    for (int p = 0; p < kNumPhases; ++p)
-        phases += std::string(p ? "," : "") + phase_name(static_cast<Phase>(p));
-    return phases;
-}
-
 }  // namespace
 
 std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
@@ -81,7 +74,7 @@ std::vector<H5LogField<LayerLog::Row>> layer_log_fields(int P, int64_t E) {
          [](const Row& r, double* v) {
              for (int p = 0; p < kNumPhases; ++p) v[p] = r.layer.stats().phase_s[p] * 1e6;
          },
-         {{"phases", phase_names()}}},
+         {{"phases", enum_name_csv<Phase>()}, {"simulated_phases", simulated_phase_names()}}},
         {kPerRank,
          "/steps/step_time_us",
          {},

@@ -28,14 +28,6 @@ struct KeyBefore {
 
 }  // namespace
 
-const char* phase_name(Phase phase) {
-    static const char* names[kNumPhases] = {"forward/route",    "forward/count_exchange", "forward/layout",
-                                            "forward/dispatch", "forward/expert",         "forward/combine",
-                                            "backward/combine", "backward/expert",        "backward/dispatch",
-                                            "backward/route"};
-    return names[phase];
-}
-
 int64_t moe_max_recv_rows(const LayerConfig& config, int num_ranks) {
     const int64_t P = num_ranks, T = config.tokens_per_rank, k = config.top_k, E = config.num_experts;
     const int64_t all_rows = P * T * k;

@@ -14,6 +14,7 @@
 #include "expert_ffn.h"
 #include "gate.h"
 #include "node_map.h"
+#include "phase.h"
 #include "schedule.h"
 #include "shadow_policy.h"
 #include "topology.h"
@@ -32,20 +33,6 @@ struct LayerTensors {
     float* w3;              // [E_local, d, f] (swiglu only, else null)
 };
 
-enum Phase : int {
-    kFwdRoute,
-    kFwdCountExchange,
-    kFwdLayout,
-    kFwdDispatch,
-    kFwdExpert,
-    kFwdCombine,
-    kBwdCombine,
-    kBwdExpert,
-    kBwdDispatch,
-    kBwdRoute,
-    kNumPhases
-};
-const char* phase_name(Phase phase);  // e.g. "forward/dispatch"
 
 // What the layer knows of the machine: the node of every rank, and the cost-model rates from the
 // topology file (docs/topology.md). Without one, all ranks share one node and the rates are unknown

@@ -14,14 +14,6 @@
 
 namespace expar {
 
-const char* sim_phase_name(int phase) {
-    static const char* names[kNumSimPhases] = {"forward/gate",      "forward/dispatch", "forward/expert",
-                                               "forward/combine",   "backward/combine", "backward/expert",
-                                               "backward/dispatch", "backward/gate"};
-    EXPAR_ASSERT(phase >= 0 && phase < kNumSimPhases);
-    return names[phase];
-}
-
 namespace {
 
 using Tasks = std::vector<int32_t>;
@@ -824,9 +816,9 @@ struct Builder {
         // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
         // network share): a step-wide barrier.
         Tasks gate(P);
-        const int32_t counts_in = join(kSimFwdGate);
+        const int32_t counts_in = join(kSimFwdRoute);
         for (int r = 0; r < P; ++r) {
-            gate[r] = g.add_compute(r, gate_compute_flops(false), kSimFwdGate);
+            gate[r] = g.add_compute(r, gate_compute_flops(false), kSimFwdRoute);
             dep(gate[r], counts_in);
             out.rank_flops[r] += (w.backward ? 3 : 1) * w.gate_flops;
         }
@@ -838,7 +830,7 @@ struct Builder {
         const double count_s = P > 1 ? rounds * (N > 1 ? net.inter_latency_s() : net.intra_latency_s()) +
                                            w.count_bytes * (P - 1) / share_Bps
                                      : 0;
-        const int32_t counts = g.add_delay(count_s + net.exchange_wait_s(), kSimFwdGate);
+        const int32_t counts = g.add_delay(count_s + net.exchange_wait_s(), kSimFwdRoute);
         dep(counts_in, counts);
         out.fwd_gate_end.assign(P, counts);
 
@@ -871,7 +863,7 @@ struct Builder {
         out.bwd_weights_end = cursor;
         out.rank_end.resize(P);
         for (int r = 0; r < P; ++r) {
-            out.rank_end[r] = g.add_compute(r, gate_compute_flops(true), kSimBwdGate);
+            out.rank_end[r] = g.add_compute(r, gate_compute_flops(true), kSimBwdRoute);
             dep(cursor[r], out.rank_end[r]);
         }
     }
@@ -989,7 +981,7 @@ LayerPrediction predict_layer(const Network& network,
         const double gate = end[lg.fwd_gate_end[r]], run = end[lg.fwd_run_end[r]];
         const double compute = fwd_compute_s[r];
         const double wait_out = std::max(0.0, run - end[lg.fwd_last_compute[r]]);
-        ph[kSimFwdGate] = gate;
+        ph[kSimFwdRoute] = gate;
         ph[kSimFwdExpert] = compute;
         ph[kSimFwdCombine] = wait_out;
         ph[kSimFwdDispatch] = run - gate - compute - wait_out;
@@ -1002,7 +994,7 @@ LayerPrediction predict_layer(const Network& network,
             ph[kSimBwdCombine] = (begin - run) + (run_b - begin - compute_b - wait_out_b);
             ph[kSimBwdExpert] = compute_b + (weights - run_b);
             ph[kSimBwdDispatch] = wait_out_b;
-            ph[kSimBwdGate] = p.rank_end_s[r] - weights;
+            ph[kSimBwdRoute] = p.rank_end_s[r] - weights;
         }
         for (int k = 0; k < kNumSimPhases; ++k) p.max_phase_s[k] = std::max(p.max_phase_s[k], ph[k]);
     }

@@ -12,24 +12,11 @@
 #include "config.h"
 #include "enum_names.h"
 #include "network.h"
+#include "phase.h"
 #include "task_graph.h"
 
 namespace expar {
 
-// The phases of LayerStepStats, as the simulator reports them (route, count exchange and layout are
-// "gate").
-enum SimPhase : uint8_t {
-    kSimFwdGate,
-    kSimFwdDispatch,
-    kSimFwdExpert,
-    kSimFwdCombine,
-    kSimBwdCombine,
-    kSimBwdExpert,
-    kSimBwdDispatch,
-    kSimBwdGate,
-    kNumSimPhases
-};
-const char* sim_phase_name(int phase);  // "forward/gate", ...
 
 // What one step moves and computes, as decided by the real routing code (gates, capacity, shadowing).
 struct LayerWork {

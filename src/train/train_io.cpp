@@ -25,12 +25,6 @@ struct TrainLog::EvalRow {
 
 namespace {
 
-std::string joined_names(int count, const char* (*name)(int)) {
-    std::string names;
-    for (int i = 0; i < count; ++i) names += std::string(i ? "," : "") + name(i);
-    return names;
-}
-
 // Per step (docs/hdf5.md, "Training log"): every value is global; expert loads and drops summed over
 // source ranks from each MoE block's dispatch layout.
 std::vector<H5LogField<TrainLog::StepRow>> step_fields(const Trainer& trainer) {
@@ -52,14 +46,14 @@ std::vector<H5LogField<TrainLog::StepRow>> step_fields(const Trainer& trainer) {
          [](const Row& r, double* v) {
              for (int p = 0; p < kNumTrainPhases; ++p) v[p] = r.result.phase_s[p] * 1e6;
          },
-         {{"phases", joined_names(kNumTrainPhases, [](int p) { return train_phase_name(TrainPhase(p)); })}}},
+         {{"phases", enum_name_csv<TrainPhase>()}}},
         {"/train/moe_phase_time_us",
          {kNumPhases},
          "us",
          [](const Row& r, double* v) {
              for (int p = 0; p < kNumPhases; ++p) v[p] = r.result.moe_phase_s[p] * 1e6;
          },
-         {{"phases", joined_names(kNumPhases, [](int p) { return phase_name(Phase(p)); })}}},
+         {{"phases", enum_name_csv<Phase>()}, {"simulated_phases", simulated_phase_names()}}},
         {"/train/dropped_fraction",
          {},
          "fraction of routed assignments",

@@ -30,11 +30,6 @@ void finalize(TrainConfig& c, int num_ranks) {
     if (c.model.moe_every > 0) validate(c.moe, num_ranks);
 }
 
-const char* train_phase_name(TrainPhase phase) {
-    static const char* names[kNumTrainPhases] = {"forward", "backward", "allreduce", "optimizer"};
-    return names[phase];
-}
-
 Trainer::Trainer(const TrainConfig& config_in, Comm& comm_in, const LayerCluster* cluster)
     : config(config_in),
       comm(comm_in),

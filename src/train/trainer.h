@@ -43,7 +43,13 @@ struct TrainConfig {
 void finalize(TrainConfig& config, int num_ranks);
 
 enum TrainPhase { kTrainForward, kTrainBackward, kTrainAllreduce, kTrainOptimizer, kNumTrainPhases };
-const char* train_phase_name(TrainPhase phase);  // "forward", "backward", "allreduce", "optimizer"
+inline const auto& enum_names(TrainPhase) {
+    static constexpr EnumName<TrainPhase> names[] = {{kTrainForward, "forward"},
+                                                     {kTrainBackward, "backward"},
+                                                     {kTrainAllreduce, "allreduce"},
+                                                     {kTrainOptimizer, "optimizer"}};
+    return names;
+}
 
 struct StepResult {
     double loss = 0;        // LM cross-entropy, mean over all P·B·S targets [nats]

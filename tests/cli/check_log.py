@@ -17,6 +17,9 @@ from checks import check, failures, text
 
 PHASES = ("forward/route,forward/count_exchange,forward/layout,forward/dispatch,forward/expert,"
           "forward/combine,backward/combine,backward/expert,backward/dispatch,backward/route").split(",")
+# The simulator's 8 phases hold the count exchange in route and the layout in dispatch.
+SIMULATED_PHASES = ("forward/route,forward/route,forward/dispatch,forward/dispatch,forward/expert,"
+                    "forward/combine,backward/combine,backward/expert,backward/dispatch,backward/route").split(",")
 
 
 
@@ -59,6 +62,8 @@ def main(argv):
         if phase is not None:
             names = text(f["/steps/phase_time_us"].attrs.get("phases", b"")).split(",")
             check(names == PHASES, f"phase_time_us attr phases = {','.join(names)}")
+            folded = text(f["/steps/phase_time_us"].attrs.get("simulated_phases", b"")).split(",")
+            check(folded == SIMULATED_PHASES, f"phase_time_us attr simulated_phases = {','.join(folded)}")
             check(bool(np.all(np.isfinite(phase)) and np.all(phase >= 0)), "phase times finite and >= 0")
         step = dataset(f, "/steps/step", (S,), "i")
         if step is not None:

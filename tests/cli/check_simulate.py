@@ -23,8 +23,8 @@ import numpy as np
 
 from checks import check, failures, text
 
-PHASES = ("forward/gate,forward/dispatch,forward/expert,forward/combine,"
-          "backward/combine,backward/expert,backward/dispatch,backward/gate")
+PHASES = ("forward/route,forward/dispatch,forward/expert,forward/combine,"
+          "backward/combine,backward/expert,backward/dispatch,backward/route")
 UNITS = {"phase_time_us": "us", "step_time_us": "us", "bound_us": "us", "efficiency": "1",
          "bound_terms_us": "us", "requested": "assignments", "dropped": "assignments", "link_bytes": "bytes",
          "busiest_link_utilisation": "1", "model_step_time_us": "us", "rank_phase_time_us": "us",

@@ -31,6 +31,10 @@ def write_measured(path, step_us, phase_us):
         phase[:, 1, :] = 0.5 * phase[:, 0, :]
         f["/steps/step_time_us"] = step
         f["/steps/phase_time_us"] = phase
+        # As expar writes it (src/layer/phase.h): count exchange inside route, layout inside dispatch.
+        f["/steps/phase_time_us"].attrs["simulated_phases"] = (
+            "forward/route,forward/route,forward/dispatch,forward/dispatch,forward/expert,forward/combine,"
+            "backward/combine,backward/expert,backward/dispatch,backward/route")
         f["/experts/requested"] = np.arange(S * E, dtype=np.int64).reshape(S, E)
 
 
@@ -42,7 +46,7 @@ def write_predicted(path, step_us, phase8_us):
 
 
 # Layer phases (10 columns): route 1, count 2, layout 3, dispatch 4, expert 10, combine 5, b.combine 6,
-# b.expert 20, b.dispatch 7, b.route 8 -> folded (gate 3, dispatch 7, 10, 5, 6, 20, 7, 8).
+# b.expert 20, b.dispatch 7, b.route 8 -> folded (route 3, dispatch 7, 10, 5, 6, 20, 7, 8).
 layer_phases = [1, 2, 3, 4, 10, 5, 6, 20, 7, 8]
 folded = np.array([3, 7, 10, 5, 6, 20, 7, 8], dtype=float)
 # Case A (P 2): measured plain 100, pairwise 120, hierarchical 110; predicted 110, 108 (-10%), 99.

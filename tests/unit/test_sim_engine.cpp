@@ -524,7 +524,7 @@ TEST(SimRowWork, AddsPassesTimesKeptRowBytesOverRate) {
     const double passes[] = {2, 2, 3, 2};
     for (int i = 0; i < 4; ++i)
         EXPECT_NEAR(p.max_phase_s[phases[i]], base.max_phase_s[phases[i]] + passes[i] * pass_s, 1e-12)
-            << sim_phase_name(phases[i]);
+            << to_string(SimPhase(phases[i]));
     EXPECT_LE(p.bound.total_s, p.step_s);
 }
 
@@ -662,12 +662,12 @@ TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
     ScheduleSpec spec;
     spec.aggregation = Aggregation::none;
     const LayerPrediction base = predict_layer(make_network(c), w, spec);
-    EXPECT_NEAR(base.max_phase_s[kSimFwdGate], 3e6 / 10e9, 1e-15);
-    EXPECT_NEAR(base.max_phase_s[kSimBwdGate], 6e6 / 10e9, 1e-15);
+    EXPECT_NEAR(base.max_phase_s[kSimFwdRoute], 3e6 / 10e9, 1e-15);
+    EXPECT_NEAR(base.max_phase_s[kSimBwdRoute], 6e6 / 10e9, 1e-15);
     c.calibration = "  router_rate: {forward: 0.5 GFLOP/s, backward: 2 GFLOP/s}\n";
     const LayerPrediction p = predict_layer(make_network(c), w, spec);
-    EXPECT_NEAR(p.max_phase_s[kSimFwdGate], 1e6 / 10e9 + 2e6 / 0.5e9, 1e-15);
-    EXPECT_NEAR(p.max_phase_s[kSimBwdGate], 2e6 / 10e9 + 4e6 / 2e9, 1e-15);
+    EXPECT_NEAR(p.max_phase_s[kSimFwdRoute], 1e6 / 10e9 + 2e6 / 0.5e9, 1e-15);
+    EXPECT_NEAR(p.max_phase_s[kSimBwdRoute], 2e6 / 10e9 + 4e6 / 2e9, 1e-15);
     EXPECT_NEAR(p.max_phase_s[kSimFwdExpert], base.max_phase_s[kSimFwdExpert], 1e-15);
     w.router_flops = 4e6;  // more than the gate's FLOPs
     EXPECT_NE(error_of([&] {
@@ -704,11 +704,11 @@ TEST(SimExchangeWait, EveryExchangeAfterComputeWaitsOnce) {
         c.calibration = "  exchange_wait: 3000 us\n";
         const LayerPrediction p = predict_layer(make_network(c), w, spec);
         EXPECT_NEAR(p.step_s - base.step_s, 5 * 3e-3, 1e-12) << to_string(kind);
-        for (int phase : {kSimFwdGate, kSimFwdDispatch, kSimFwdCombine, kSimBwdCombine, kSimBwdDispatch})
+        for (int phase : {kSimFwdRoute, kSimFwdDispatch, kSimFwdCombine, kSimBwdCombine, kSimBwdDispatch})
             EXPECT_NEAR(p.max_phase_s[phase] - base.max_phase_s[phase], 3e-3, 1e-12)
-                << to_string(kind) << " " << sim_phase_name(phase);
-        for (int phase : {kSimFwdExpert, kSimBwdExpert, kSimBwdGate})
-            EXPECT_NEAR(p.max_phase_s[phase], base.max_phase_s[phase], 1e-12) << sim_phase_name(phase);
+                << to_string(kind) << " " << to_string(SimPhase(phase));
+        for (int phase : {kSimFwdExpert, kSimBwdExpert, kSimBwdRoute})
+            EXPECT_NEAR(p.max_phase_s[phase], base.max_phase_s[phase], 1e-12) << to_string(SimPhase(phase));
         EXPECT_LE(p.bound.total_s, p.step_s);
     }
     c.calibration = "  exchange_wait: -1 us\n";
@@ -862,7 +862,7 @@ TEST(SimBound, NoPredictionFallsBelowTheBound) {
                 double sum = 0;
                 for (int k = 0; k < kNumSimPhases; ++k) {
                     EXPECT_GE(p.phase_s[r * kNumSimPhases + k], -1e-12)
-                        << sim_phase_name(k) << " agg " << p.aggregated;
+                        << to_string(SimPhase(k)) << " agg " << p.aggregated;
                     sum += p.phase_s[r * kNumSimPhases + k];
                 }
                 EXPECT_NEAR(sum, p.rank_end_s[r], 1e-9 * p.rank_end_s[r] + 1e-15);
