@@ -21,6 +21,7 @@
 #include "node_map.h"
 #include "options.h"
 #include "rng.h"
+#include "sample_stats.h"
 #include "schedule.h"
 #include "text_file.h"
 #include "timer.h"
@@ -225,12 +226,6 @@ int64_t count_wrong(const float* recv, const int64_t* rows, int P, int me, int64
             for (int64_t c = 0; c < width; ++c) wrong += *recv++ != row_value(key, c);
         }
     return wrong;
-}
-
-double median(std::vector<double> values) {
-    std::sort(values.begin(), values.end());
-    const size_t n = values.size();
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
 // One row of --log: a (pattern, size, schedule) of the sweep. intra, inter: [P] bytes per rank.

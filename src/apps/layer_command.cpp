@@ -16,6 +16,7 @@
 #include "options.h"
 #include "output_paths.h"
 #include "rng.h"
+#include "sample_stats.h"
 #include "synthetic.h"
 #include "timer.h"
 #include "topology.h"
@@ -23,13 +24,6 @@
 namespace expar {
 
 namespace {
-
-double median(std::vector<double> values) {
-    if (values.empty()) return 0;
-    std::sort(values.begin(), values.end());
-    const size_t n = values.size();
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
 
 // GFLOP/s the expert GEMMs achieve on n rows in isolation: one expert's forward, backward_data and
 // backward_weights through `experts` (the layer's own expert compute: GEMMs, bias and activation, no

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "expert_ffn.h"
 #include "gate.h"
+#include "sample_stats.h"
 #include "schedule.h"
 #include "timer.h"
 #include "token_rows.h"
@@ -23,13 +24,6 @@
 namespace expar {
 
 namespace {
-
-double median(std::vector<double> values) {
-    if (values.empty()) return 0;
-    std::sort(values.begin(), values.end());
-    const size_t n = values.size();
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
 
 // Fixed, scattered values in [−6, 6] × scale for the measurements' inputs and weights: finite, and varied
 // enough that the router's top-k differs from token to token.
