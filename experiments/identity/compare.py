@@ -2,7 +2,8 @@
 """usage: compare.py BEFORE_DIR AFTER_DIR
 
 Checks that two folders written by experiments/identity/run.sh hold the same results bit for bit:
-every dataset of every HDF5 file (values, dtype, shape), every text table, and the option attributes.
+every dataset of every HDF5 file (values, dtype, shape, attributes), every text table, and the option
+attributes.
 Attributes that differ by nature between builds and folders (git_revision, wall_time_s, the output paths dump and log) are skipped; the simulator's
 wall-time dataset (sim/sim_wall_s) too. Exit 0 when identical, 1 otherwise, listing each difference.
 """
@@ -36,13 +37,20 @@ def compare_h5(a_path, b_path):
             x, y = np.asarray(x), np.asarray(y)
             if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
                 problems.append(f"{name}: differs (dtype {x.dtype}/{y.dtype}, shape {x.shape}/{y.shape})")
-        aa = {k: v for k, v in a.attrs.items() if k not in VOLATILE_ATTRS}
-        ab = {k: v for k, v in b.attrs.items() if k not in VOLATILE_ATTRS}
-        for key in sorted(set(aa) | set(ab)):
-            if key not in aa or key not in ab:
-                problems.append(f"attribute {key}: only in {'after' if key in ab else 'before'}")
-            elif np.asarray(aa[key]).tobytes() != np.asarray(ab[key]).tobytes():
-                problems.append(f"attribute {key}: {aa[key]!r} -> {ab[key]!r}")
+            problems += compare_attrs(da[name].attrs, db[name].attrs, f"{name} attribute ")
+        problems += compare_attrs(a.attrs, b.attrs, "attribute ")
+    return problems
+
+
+def compare_attrs(attrs_a, attrs_b, label):
+    problems = []
+    aa = {k: v for k, v in attrs_a.items() if k not in VOLATILE_ATTRS}
+    ab = {k: v for k, v in attrs_b.items() if k not in VOLATILE_ATTRS}
+    for key in sorted(set(aa) | set(ab)):
+        if key not in aa or key not in ab:
+            problems.append(f"{label}{key}: only in {'after' if key in ab else 'before'}")
+        elif np.asarray(aa[key]).tobytes() != np.asarray(ab[key]).tobytes():
+            problems.append(f"{label}{key}: {aa[key]!r} -> {ab[key]!r}")
     return problems
 
 

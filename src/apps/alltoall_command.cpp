@@ -32,12 +32,22 @@ namespace expar {
 
 namespace {
 
-enum PatternKind { kUniform, kZipf, kFile, kNumPatterns };
-const char* const kPatternNames[kNumPatterns] = {"uniform", "zipf", "file"};
+enum PatternKind : int { kUniform, kZipf, kFile, kNumPatterns };
+inline const auto& enum_names(PatternKind) {
+    static constexpr EnumName<PatternKind> names[] = {
+        {kUniform, "uniform"}, {kZipf, "zipf"}, {kFile, "file"}};
+    return names;
+}
 // Indices 0..2 are the TokenExchange schedules (as ScheduleKind); 3 calls MPI_Alltoallv directly, the
 // baseline that shows what the Comm seam and the schedule bookkeeping cost.
-constexpr int kMpiBaseline = 3, kNumSchedules = 4;
-const char* const kScheduleNames[kNumSchedules] = {"plain", "pairwise", "hierarchical", "mpi"};
+enum AlltoallRoute : int { kRoutePlain, kRoutePairwise, kRouteHierarchical, kMpiBaseline, kNumSchedules };
+inline const auto& enum_names(AlltoallRoute) {
+    static constexpr EnumName<AlltoallRoute> names[] = {{kRoutePlain, "plain"},
+                                                        {kRoutePairwise, "pairwise"},
+                                                        {kRouteHierarchical, "hierarchical"},
+                                                        {kMpiBaseline, "mpi"}};
+    return names;
+}
 constexpr uint64_t kStreamZipfTokens = 0xA2A00;  // rng stream of the Zipf routing, + the size's index
 constexpr float kUnwritten = -1.0f;              // never a value of the self-checking data
 
@@ -94,39 +104,6 @@ po::options_description alltoall_options_description(AlltoallOptions* o) {
     po::options_description all;
     all.add(general).add(sweep).add(traffic).add(schedule);
     return all;
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-    std::vector<std::string> items;
-    std::stringstream in(text);
-    std::string item;
-    while (std::getline(in, item, ',')) {
-        item.erase(0, item.find_first_not_of(" \t"));
-        item.erase(item.find_last_not_of(" \t") + 1);
-        if (!item.empty()) items.push_back(item);
-    }
-    return items;
-}
-
-// Indices of the listed names in `names`, in the order given.
-std::vector<int> parse_names(const std::string& text,
-                             const char* const* names,
-                             int count,
-                             const char* option) {
-    std::vector<int> out;
-    for (const std::string& item : split_list(text)) {
-        int index = -1;
-        for (int i = 0; i < count; ++i)
-            if (item == names[i]) index = i;
-        if (index < 0) {
-            std::string all;
-            for (int i = 0; i < count; ++i) all += std::string(i ? " | " : "") + names[i];
-            EXPAR_FAIL("unknown " << option << " name '" << item << "' (" << all << ")");
-        }
-        if (std::find(out.begin(), out.end(), index) == out.end()) out.push_back(index);
-    }
-    EXPAR_REQUIRE(!out.empty(), option << " lists nothing");
-    return out;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -237,12 +214,6 @@ struct AlltoallRow {
     const int64_t* inter;
 };
 
-std::string joined_names(const char* const* names, int count) {
-    std::string joined;
-    for (int i = 0; i < count; ++i) joined += std::string(i ? "," : "") + names[i];
-    return joined;
-}
-
 // The datasets of --log (docs/hdf5.md, "The all-to-all benchmark log"): one row per (pattern, size,
 // schedule).
 std::vector<H5LogField<AlltoallRow>> alltoall_log_fields(int P) {
@@ -253,12 +224,12 @@ std::vector<H5LogField<AlltoallRow>> alltoall_log_fields(int P) {
          {},
          "",
          [](const Row& r, int64_t* v) { *v = r.pattern; },
-         {{"names", joined_names(kPatternNames, kNumPatterns)}}},
+         {{"names", enum_name_csv<PatternKind>()}}},
         {"/alltoall/schedule",
          {},
          "",
          [](const Row& r, int64_t* v) { *v = r.schedule; },
-         {{"names", joined_names(kScheduleNames, kNumSchedules)}}},
+         {{"names", enum_name_csv<AlltoallRoute>()}}},
         {"/alltoall/size_bytes", {}, "bytes", [](const Row& r, int64_t* v) { *v = r.size_bytes; }},
         {"/alltoall/count_rows", {}, "rows", [](const Row& r, int64_t* v) { *v = r.count_rows; }},
         {"/alltoall/time_us", {}, "us", [](const Row& r, double* v) { *v = r.time_us; }},
@@ -317,8 +288,11 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
     const int P = comm.size(), me = comm.rank();
 
     // --- Validate ------------------------------------------------------------------------------------
-    const std::vector<int> patterns = parse_names(o.patterns, kPatternNames, kNumPatterns, "--pattern");
-    const std::vector<int> schedules = parse_names(o.schedules, kScheduleNames, kNumSchedules, "--schedules");
+    const std::vector<PatternKind> pattern_list = parse_enum_list<PatternKind>(o.patterns, "--pattern");
+    const std::vector<AlltoallRoute> schedule_list =
+        parse_enum_list<AlltoallRoute>(o.schedules, "--schedules");
+    const std::vector<int> patterns(pattern_list.begin(), pattern_list.end());
+    const std::vector<int> schedules(schedule_list.begin(), schedule_list.end());
     EXPAR_REQUIRE(o.row_bytes > 0 && o.row_bytes % 4 == 0,
                   "--row-bytes must be a positive multiple of 4 (float rows), got " << o.row_bytes);
     EXPAR_REQUIRE(o.min_bytes >= o.row_bytes, "--min-bytes " << o.min_bytes
@@ -332,7 +306,8 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
     EXPAR_REQUIRE(o.warmup_iters >= 0, "--warmup-iters must be >= 0 (got " << o.warmup_iters << ")");
     EXPAR_REQUIRE(o.group_size >= 0, "--group-size must be >= 0 (0 = automatic), got " << o.group_size);
     const int group_size = effective_group_size(o.group_size, P);
-    const bool uses_pairwise = std::find(schedules.begin(), schedules.end(), 1) != schedules.end();
+    const bool uses_pairwise =
+        std::find(schedules.begin(), schedules.end(), kRoutePairwise) != schedules.end();
     if (uses_pairwise)
         EXPAR_REQUIRE(P % group_size == 0,
                       "--group-size " << group_size << " does not divide the " << P << " ranks");
@@ -420,7 +395,7 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
     const double busbw_factor = P > 1 ? static_cast<double>(P - 1) / P : 0.0;
     for (size_t p = 0; p < patterns.size(); ++p) {
         if (me == 0) {
-            std::printf("#\n# pattern %s", kPatternNames[patterns[p]]);
+            std::printf("#\n# pattern %s", to_string(PatternKind(patterns[p])));
             if (patterns[p] == kZipf)
                 std::printf(": s = %g over %lld experts (%lld per rank), seed %llu", o.zipf_s, (long long)E,
                             (long long)(E / P), (unsigned long long)o.seed);
@@ -488,8 +463,8 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
                 busbw_sum[j] += busbw;
                 if (me == 0)
                     std::printf("  %12lld %10lld %13s %11.1f %11.3f %11.3f %8lld %13lld %13lld\n",
-                                (long long)size_bytes, (long long)sizes[k], kScheduleNames[j], time_s * 1e6,
-                                algbw, busbw, (long long)wrong_sum,
+                                (long long)size_bytes, (long long)sizes[k], to_string(AlltoallRoute(j)),
+                                time_s * 1e6, algbw, busbw, (long long)wrong_sum,
                                 (long long)*std::max_element(intra.begin(), intra.end()),
                                 (long long)*std::max_element(inter.begin(), inter.end()));
                 if (log)
@@ -499,7 +474,8 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
         }
         if (me == 0) {
             std::printf("# Avg bus bandwidth (GB/s, mean over sizes):");
-            for (int j : schedules) std::printf(" %s %.3f", kScheduleNames[j], busbw_sum[j] / num_sizes);
+            for (int j : schedules)
+                std::printf(" %s %.3f", to_string(AlltoallRoute(j)), busbw_sum[j] / num_sizes);
             std::printf("\n");
         }
     }

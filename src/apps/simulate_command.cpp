@@ -279,10 +279,8 @@ void write_run(H5File& file, const std::string& group, SimulateRun& run, const P
     file.attr("units", std::string("us"), group + "/model_step_time_us");
     file.attr("phases", enum_name_csv<SimPhase>(), group + "/phase_time_us");
     file.attr("phases", enum_name_csv<SimPhase>(), group + "/phase_max_rank");
-    std::string terms;
-    for (int t = 0; t < kNumBoundTerms; ++t) terms += std::string(t ? "," : "") + bound_term_name(t);
-    file.attr("terms", terms, group + "/bound_terms_us");
-    const std::string classes = "intra,nic,core";
+    file.attr("terms", enum_name_csv<BoundTerm>(), group + "/bound_terms_us");
+    const std::string classes = enum_name_csv<LinkClass>();
     file.attr("classes", classes, group + "/link_bytes");
     file.attr("classes", classes, group + "/busiest_link_class");
     if (run.has_rank_detail) file.attr("phases", enum_name_csv<SimPhase>(), group + "/rank_phase_time_us");

@@ -12,8 +12,11 @@
 // it. The first entry of a value is its name; later entries of the same value would be accepted aliases.
 #pragma once
 
+#include <algorithm>
+#include <sstream>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "check.h"
 
@@ -83,6 +86,24 @@ std::string enum_help() {
         if (entry.help) out += std::string(" (") + entry.help + ")";
     }
     return out;
+}
+
+// A comma-separated list of names ("plain, mpi"): each value once, in the order first given. Throws an
+// all-ranks expar::Error naming `what` on an unknown name or an empty list.
+template <class E, class = EnumTable<E>>
+std::vector<E> parse_enum_list(const std::string& text, const std::string& what) {
+    std::vector<E> values;
+    std::stringstream in(text);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        item.erase(0, item.find_first_not_of(" \t"));
+        item.erase(item.find_last_not_of(" \t") + 1);
+        if (item.empty()) continue;
+        const E value = parse_enum<E>(item, what);
+        if (std::find(values.begin(), values.end(), value) == values.end()) values.push_back(value);
+    }
+    EXPAR_REQUIRE(!values.empty(), what << " lists nothing");
+    return values;
 }
 
 template <class E, class>

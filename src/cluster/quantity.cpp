@@ -60,20 +60,6 @@ std::string trim(const std::string& s) {
 
 }  // namespace
 
-const char* to_string(QuantityKind kind) {
-    switch (kind) {
-        case QuantityKind::bandwidth:
-            return "bandwidth";
-        case QuantityKind::time:
-            return "time";
-        case QuantityKind::rate:
-            return "compute rate";
-        case QuantityKind::size:
-            return "size";
-    }
-    return "?";
-}
-
 double parse_quantity(const std::string& text, QuantityKind kind, const std::string& where) {
     const std::string expected = std::string("expected a ") + to_string(kind) + " in " + units_of(kind);
     const std::string trimmed = trim(text);

@@ -5,12 +5,19 @@
 
 #include <string>
 
+#include "enum_names.h"
+
 namespace expar {
 
 enum class QuantityKind { bandwidth, time, rate, size };
-
-// "bandwidth", "time", ... for messages.
-const char* to_string(QuantityKind kind);
+// Names for messages ("expected a bandwidth in ...").
+inline const auto& enum_names(QuantityKind) {
+    static constexpr EnumName<QuantityKind> names[] = {{QuantityKind::bandwidth, "bandwidth"},
+                                                       {QuantityKind::time, "time"},
+                                                       {QuantityKind::rate, "compute rate"},
+                                                       {QuantityKind::size, "size"}};
+    return names;
+}
 
 // The value of `text` in the canonical unit of `kind`. Throws an all-ranks expar::Error that starts with
 // `where` (e.g. "topology/x.yaml:12: links.nic.bandwidth") on a missing, unknown or wrong-kind unit, or a

@@ -7,13 +7,6 @@
 
 namespace expar {
 
-const char* bound_term_name(int term) {
-    static const char* const kNames[kNumBoundTerms] = {"nic_send", "nic_recv", "intra",
-                                                       "core",     "compute",  "latency"};
-    EXPAR_ASSERT(term >= 0 && term < kNumBoundTerms);
-    return kNames[term];
-}
-
 void layer_work_from_routing(LayerWork* work,
                              std::vector<int64_t>* shadow_rows,
                              const RoutingStep& decisions,

@@ -44,7 +44,12 @@ enum BoundTerm {
     kBoundLatency,
     kNumBoundTerms
 };
-const char* bound_term_name(int term);  // "nic_send", ...
+inline const auto& enum_names(BoundTerm) {
+    static constexpr EnumName<BoundTerm> names[] = {{kBoundNicSend, "nic_send"}, {kBoundNicRecv, "nic_recv"},
+                                                    {kBoundIntra, "intra"},      {kBoundCore, "core"},
+                                                    {kBoundCompute, "compute"},  {kBoundLatency, "latency"}};
+    return names;
+}
 
 // Results of S simulated steps. Times in seconds; "assignments" = (token, expert) pairs.
 struct SimulateRun {
