@@ -45,6 +45,8 @@ enum RngStream : uint64_t {
     kStreamSimRouting = 32,    // count path: expert draws of (rank, token), rejection retries included
     kStreamSimDirichlet = 33,  // per-rank Dirichlet expert preferences (gamma variates), fixed over steps
     kStreamSimScores = 34,     // gate path: Gumbel noise of the synthetic scores [token, expert]
+    // expar calibrate (src/calibrate/calibrate.h): the experts of the row-work measurement's tokens.
+    kStreamCalibrateRouting = 35,
 };
 
 inline uint64_t rng_per_step(uint64_t stream, int64_t step) {

@@ -14,8 +14,10 @@
 #include <thread>
 
 #include "check.h"
+#include "dispatch_layout.h"
 #include "expert_ffn.h"
 #include "gate.h"
+#include "rng.h"
 #include "sample_stats.h"
 #include "schedule.h"
 #include "timer.h"
@@ -386,19 +388,49 @@ int64_t row_work_rows(const CalibrateOptions& o) {
 
 namespace {
 
-// The layer's own row loops (token_rows.h) on a step's kept rows: pack (gather rows into the send buffer),
+// A step's rows as the layer lays them out, by its own planner (dispatch_layout.h): T tokens, each sent
+// to k = 2 distinct experts of E drawn at random, nothing dropped, on one rank. Rows are expert-major, so
+// the pack reads x and the combine reads the returned rows in the scattered order a step does.
+DispatchLayout row_work_layout(const CalibrateOptions& o, int64_t T) {
+    const int k = 2;
+    const int64_t E = std::max<int64_t>(o.num_experts, k);
+    std::vector<int32_t> expert(T * k);
+    std::vector<float> weight(T * k, 0.5f);
+    std::vector<uint8_t> routed(T * k, 1);
+    for (int64_t t = 0; t < T; ++t) {
+        const int64_t first = static_cast<int64_t>(rng_bits(1, kStreamCalibrateRouting, 2 * t) % E);
+        const int64_t other = static_cast<int64_t>(rng_bits(1, kStreamCalibrateRouting, 2 * t + 1) % (E - 1));
+        expert[t * k] = static_cast<int32_t>(first);
+        expert[t * k + 1] = static_cast<int32_t>((first + 1 + other) % E);
+    }
+    LayerConfig config;
+    config.num_experts = E;
+    config.top_k = k;
+    config.tokens_per_rank = T;
+    config.capacity_factor = 0;  // dropless: every slot is a row
+    DispatchLayout layout;
+    layout.resize(1, E, 0, T, k);
+    for (int32_t e : expert) ++layout.requested[e];
+    const SlotRouting routing{expert.data(), weight.data(), routed.data(), T, k};
+    plan_expert_order(&layout, routing);
+    plan_counts(&layout, config, nullptr);
+    plan_rows(&layout, routing, config.drop_policy);
+    return layout;
+}
+
+// The layer's own row loops (token_rows.h) on that layout: pack (gather rows into the send buffer),
 // combine (a weighted sum of k returned rows per token), combine backward (dot product with dy, write
-// w·dy) and the pack's backward (sum of k returned rows), with k = 2 and a scattered slot → row map.
-// Returns bytes read + written per second, 9 row passes per row. In a step each loop runs between other
-// phases, so each starts after a stand-in for a step's caches (step_footprint), untimed: its time is
-// taken out by the rank's own-time share, as in router_rates.
+// w·dy) and the pack's backward (sum of k returned rows). Returns bytes read + written per second, 9 row
+// passes per row. In a step each loop runs between other phases, so each starts after a stand-in for a
+// step's caches (step_footprint), untimed: its time is taken out by the rank's own-time share, as in
+// router_rates.
 double row_work_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_Comm start) {
     const int64_t n = row_work_rows(o), d = o.d_model, k = 2, T = n / k;
     std::vector<float> x(T * d, 0.5f), send(n * d), recv(n * d, 0.25f), y(T * d), dy(T * d, 0.1f);
     std::vector<float> weight(n, 0.5f), dweight(n);
-    std::vector<int64_t> send_slot(n), slot_row(n);
-    for (int64_t i = 0; i < n; ++i) send_slot[i] = (i * 7919) % n;  // a scattered, fixed permutation
-    for (int64_t i = 0; i < n; ++i) slot_row[send_slot[i]] = i;
+    const DispatchLayout layout = row_work_layout(o, T);
+    const int64_t* send_slot = layout.send_slot.data();
+    const int64_t* slot_row = layout.slot_row.data();
     ExpertBlocks footprint = step_footprint(o, num_local_experts);
     volatile double sink = 0;
     volatile float read_sink = 0;    // keeps the untimed read of just_read
@@ -423,17 +455,17 @@ double row_work_rate(const CalibrateOptions& o, int64_t num_local_experts, MPI_C
             work_s = other_s = 0;
         }
         stand_in(&x, nullptr);
-        dispatch_pack(send.data(), x.data(), send_slot.data(), n, k, d);
+        dispatch_pack(send.data(), x.data(), send_slot, n, k, d);
         end_timed_loop();
         stand_in(nullptr, &recv);
-        combine_forward(y.data(), recv.data(), slot_row.data(), weight.data(), T, k, d);
+        combine_forward(y.data(), recv.data(), slot_row, weight.data(), T, k, d);
         end_timed_loop();
         stand_in(nullptr, nullptr);
-        combine_backward(send.data(), dweight.data(), dy.data(), recv.data(), slot_row.data(), weight.data(),
-                         T, k, d);
+        combine_backward(send.data(), dweight.data(), dy.data(), recv.data(), slot_row, weight.data(), T, k,
+                         d);
         end_timed_loop();
         stand_in(nullptr, &send);
-        dispatch_pack_backward(y.data(), send.data(), slot_row.data(), T, k, d);
+        dispatch_pack_backward(y.data(), send.data(), slot_row, T, k, d);
         end_timed_loop();
         sink = sink + dweight[0] + y[0];
     }
