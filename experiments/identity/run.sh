@@ -10,11 +10,12 @@ if [ $# -ne 2 ]; then
     exit 2
 fi
 expar=$(realpath "$1")
-out=$2
-root=$(cd "$(dirname "$0")/../.." && pwd)
-launch=$root/launch/local.sh
-topo=$root/topology
-mkdir -p "$out"
+mkdir -p "$2"
+out=$(realpath "$2")
+# Inputs by paths relative to the repository root, so that outputs made in two checkouts compare equal.
+cd "$(dirname "$0")/../.."
+launch=launch/local.sh
+topo=topology
 
 small=(--d-model 16 --d-ff 32 --tokens-per-rank 64 --experts 8 --warmup 0 --skew 1.0)
 layer() {  # layer NAME NRANKS STEPS [options...]
@@ -36,7 +37,7 @@ layer probs_local_2 2 2 --drop-policy probs --capacity-factor 0.5
 layer dropless_pairwise_4 4 2 --capacity-factor 0 --schedule pairwise --group-size 1
 
 echo "train (2 ranks)"
-"$launch" 2 "$expar" train --config "$root/experiments/quickstart.ini" --steps 3 --eval-every 0 \
+"$launch" 2 "$expar" train --config experiments/quickstart.ini --steps 3 --eval-every 0 \
     --dump "$out/train_2.h5" >/dev/null
 
 sim() {  # sim NAME [options...]: the log and the table (less the wall time and the trust notes)
