@@ -61,8 +61,9 @@ TokenExchange::TokenExchange(ScheduleKind kind,
     const int P = comm.size();
     EXPAR_ASSERT(map.num_ranks == P);
     EXPAR_ASSERT(max_send_rows >= 0 && max_recv_rows >= 0 && row_width > 0);
-    // Every schedule posts at most one send and one receive per peer between clears.
-    EXPAR_ASSERT(comm.max_requests() >= 2 * P);
+    // Between clears an exchange posts at most one send and one receive per peer, a pairwise round trip
+    // two of each (its rows out and its results back).
+    EXPAR_ASSERT(comm.max_requests() >= 4 * P);
     send_rows_.resize(P);
     send_offsets_.resize(P);
     recv_rows_.resize(P);
@@ -115,7 +116,7 @@ void TokenExchange::round_trip(const float* send,
                                float* recv,
                                float* results,
                                const int64_t* rows,
-                               RowWork& work,
+                               RoundTripWork& work,
                                RoundTripTimes* times) {
     if (kind_ == ScheduleKind::pairwise) {
         plan_call(rows, false);

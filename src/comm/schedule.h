@@ -53,16 +53,16 @@ struct PairwiseStage {
 std::vector<PairwiseStage> pairwise_stages(const NodeMap& map, int group_size, int rank);
 
 // The expert work between the two exchanges of a round trip (TokenExchange::round_trip).
-class RowWork {
+class RoundTripWork {
    public:
-    virtual ~RowWork() = default;
+    virtual ~RoundTripWork() = default;
     // Work that needs no received rows (the shadowed experts' rows, computed at their source).
     virtual void compute_local() = 0;
     // The rows received from `src`, in place in the round trip's `recv` buffer.
     virtual void compute_source(int src) = 0;
 };
 
-// Where a round trip's time went on this rank [s]: waiting for rows to arrive, in RowWork, and waiting
+// Where a round trip's time went on this rank [s]: waiting for rows to arrive, in RoundTripWork, and waiting
 // for the results to come back. Their sum is the round trip's wall time.
 struct RoundTripTimes {
     double wait_in_s = 0, compute_s = 0, wait_out_s = 0;
@@ -106,7 +106,7 @@ class TokenExchange {
                     float* recv,
                     float* results,
                     const int64_t* rows,
-                    RowWork& work,
+                    RoundTripWork& work,
                     RoundTripTimes* times);
 
     // Bytes this rank put on the wire in the last alltoallv, split by link class (relayed rows count at
@@ -128,7 +128,7 @@ class TokenExchange {
     void run_hierarchical(const float* send, float* recv, const int64_t* rows, bool reverse);
     void plan_call(const int64_t* rows, bool reverse);  // per-peer rows and offsets of one call
     void run_pairwise_round_trip(
-        const float* send, float* recv, float* results, RowWork& work, RoundTripTimes* times);
+        const float* send, float* recv, float* results, RoundTripWork& work, RoundTripTimes* times);
 
     ScheduleKind kind_;
     Comm& comm_;

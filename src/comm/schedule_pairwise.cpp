@@ -1,6 +1,8 @@
-// FasterMoE's smart schedule without the compute: n = P / group_size stages; in stage s the rank
-// exchanges with the ranks of groups (i − s) and (i + s) mod n. Stage s+1 is posted before stage s is
-// waited for, so two stages are always in flight. Stage 0 (the own group) keeps self rows local.
+// FasterMoE's smart schedule: n = P / group_size stages; in stage s the rank exchanges with the ranks of
+// groups (i − s) and (i + s) mod n; stage 0 (the own group) keeps self rows local. The exchange alone
+// posts stage s+1 before it waits for stage s, so two stages are always in flight; the round trip waits
+// for stage s, posts stage s+1, then computes stage s's sources while s+1 travels, and sends each
+// source's results back as soon as they are done.
 #include "check.h"
 #include "schedule.h"
 #include "timer.h"
@@ -50,12 +52,19 @@ void TokenExchange::run_pairwise(const float* send, float* recv, const int64_t*,
 }
 
 void TokenExchange::run_pairwise_round_trip(
-    const float* send, float* recv, float* results, RowWork& work, RoundTripTimes* times) {
+    const float* send, float* recv, float* results, RoundTripWork& work, RoundTripTimes* times) {
     EXPAR_ASSERT(comm_.num_posted() == 0);
     const int P = comm_.size(), me = comm_.rank(), num_stages = static_cast<int>(stages_.size());
     const int64_t W = row_width_;
-    const double t_start = now_s();
-    double compute = 0, wait_in = 0;
+    // One clock, every interval charged to one part, so the parts add up to the wall time: posting and
+    // waiting for rows in, the work, and sending results back and waiting for ours.
+    *times = RoundTripTimes{};
+    double mark = now_s();
+    auto charge = [&mark](double* part) {
+        const double t = now_s();
+        *part += t - mark;
+        mark = t;
+    };
     // Results come back into disjoint slices of `results`: post all their receives up front.
     for (int r = 0; r < P; ++r)
         if (r != me && send_rows_[r] > 0)
@@ -63,18 +72,16 @@ void TokenExchange::run_pairwise_round_trip(
     post_pairwise_stage(0, send, recv, false);
     copy_rows(recv + recv_offsets_[me] * W, send + send_offsets_[me] * W,
               send_rows_[me]);  // stage 0 holds me
-    double t = now_s();
+    charge(&times->wait_in_s);
     work.compute_local();  // overlaps the first stage's transfers
-    compute += now_s() - t;
+    charge(&times->compute_s);
     for (int s = 0; s < num_stages; ++s) {
-        t = now_s();
         comm_.wait_requests(stage_first_request_[s], stage_num_requests_[s]);
         if (s + 1 < num_stages) post_pairwise_stage(s + 1, send, recv, false);
-        wait_in += now_s() - t;
+        charge(&times->wait_in_s);
         for (int src : stages_[s].recv_from) {
-            t = now_s();
             work.compute_source(src);
-            compute += now_s() - t;
+            charge(&times->compute_s);
             const float* out = recv + recv_offsets_[src] * W;
             if (src == me) {
                 copy_rows(results + send_offsets_[me] * W, out, recv_rows_[me]);
@@ -82,16 +89,12 @@ void TokenExchange::run_pairwise_round_trip(
                 comm_.post_send_rows(out, recv_rows_[src], W, src, kTagRoundTripResults);
                 count_sent(src, recv_rows_[src]);
             }
+            charge(&times->wait_out_s);
         }
     }
-    t = now_s();
     comm_.wait_requests(0, comm_.num_posted());
     comm_.clear_requests();
-    times->wait_in_s = wait_in;
-    times->compute_s = compute;
-    times->wait_out_s = now_s() - t;
-    // Posting the transfers counts as waiting for rows, so the three parts add up to the wall time.
-    times->wait_in_s += (t - t_start) - wait_in - compute;
+    charge(&times->wait_out_s);
 }
 
 }  // namespace expar

@@ -78,30 +78,30 @@ void DispatchLayout::resize(int P, int64_t E, int max_shadowed, int64_t T, int k
     source_block_row.assign(P * num_local_experts, 0);
 }
 
-void plan_expert_order(DispatchLayout* h, const SlotRouting& routing) {
-    const int64_t E = h->num_experts, n = routing.num_tokens * routing.top_k;
-    std::fill(h->expert_begin.begin(), h->expert_begin.end(), 0);
+void plan_expert_order(DispatchLayout* layout, const SlotRouting& routing) {
+    const int64_t E = layout->num_experts, n = routing.num_tokens * routing.top_k;
+    std::fill(layout->expert_begin.begin(), layout->expert_begin.end(), 0);
     for (int64_t s = 0; s < n; ++s)
-        if (routing.routed[s]) ++h->expert_begin[routing.expert[s] + 1];
-    for (int64_t e = 0; e < E; ++e) h->expert_begin[e + 1] += h->expert_begin[e];
-    std::copy(h->expert_begin.begin(), h->expert_begin.end() - 1, h->expert_fill.begin());
+        if (routing.routed[s]) ++layout->expert_begin[routing.expert[s] + 1];
+    for (int64_t e = 0; e < E; ++e) layout->expert_begin[e + 1] += layout->expert_begin[e];
+    std::copy(layout->expert_begin.begin(), layout->expert_begin.end() - 1, layout->expert_fill.begin());
     for (int64_t s = 0; s < n; ++s)
-        if (routing.routed[s]) h->by_expert[h->expert_fill[routing.expert[s]]++] = s;
+        if (routing.routed[s]) layout->by_expert[layout->expert_fill[routing.expert[s]]++] = s;
 }
 
-void plan_rows(DispatchLayout* h, const SlotRouting& routing, DropPolicy drop_policy) {
-    const int64_t E = h->num_experts, me = h->rank;
-    std::fill(h->kept.begin(), h->kept.end(), 0);
-    std::fill(h->slot_row.begin(), h->slot_row.end(), -1);
+void plan_rows(DispatchLayout* layout, const SlotRouting& routing, DropPolicy drop_policy) {
+    const int64_t E = layout->num_experts, me = layout->rank;
+    std::fill(layout->kept.begin(), layout->kept.end(), 0);
+    std::fill(layout->slot_row.begin(), layout->slot_row.end(), -1);
     int64_t row = 0;
     int shadow_slot = 0;
     // Pass 0: the network rows (expert-major, so grouped by owner); pass 1: the shadowed experts' rows.
     for (int pass = 0; pass < 2; ++pass) {
         for (int64_t e = 0; e < E; ++e) {
-            if ((pass == 0) == (h->shadowed[e] != 0)) continue;
-            int64_t* segment = h->by_expert.data() + h->expert_begin[e];
-            const int64_t count = h->expert_begin[e + 1] - h->expert_begin[e];
-            const int64_t keep = h->allowed[me * E + e];
+            if ((pass == 0) == (layout->shadowed[e] != 0)) continue;
+            int64_t* segment = layout->by_expert.data() + layout->expert_begin[e];
+            const int64_t count = layout->expert_begin[e + 1] - layout->expert_begin[e];
+            const int64_t keep = layout->allowed[me * E + e];
             EXPAR_ASSERT(keep <= count);
             if (drop_policy == DropPolicy::probs && keep < count) {
                 const float* w = routing.weight;
@@ -111,46 +111,47 @@ void plan_rows(DispatchLayout* h, const SlotRouting& routing, DropPolicy drop_po
                 });
                 std::sort(segment, segment + keep);
             }
-            if (pass == 1) h->shadow_row_begin[shadow_slot++] = row - h->num_send;
+            if (pass == 1) layout->shadow_row_begin[shadow_slot++] = row - layout->num_send;
             for (int64_t i = 0; i < keep; ++i) {
-                h->kept[segment[i]] = 1;
-                h->slot_row[segment[i]] = row;
-                h->send_slot[row++] = segment[i];
+                layout->kept[segment[i]] = 1;
+                layout->slot_row[segment[i]] = row;
+                layout->send_slot[row++] = segment[i];
             }
         }
-        if (pass == 0) h->num_send = row;
+        if (pass == 0) layout->num_send = row;
     }
-    h->num_shadow_rows = row - h->num_send;
-    if (h->num_shadowed > 0) h->shadow_row_begin[h->num_shadowed] = h->num_shadow_rows;
+    layout->num_shadow_rows = row - layout->num_send;
+    if (layout->num_shadowed > 0) layout->shadow_row_begin[layout->num_shadowed] = layout->num_shadow_rows;
 }
 
-void plan_peers(DispatchLayout* h) {
-    const int64_t P = h->num_ranks, E = h->num_experts, EL = h->num_local_experts, me = h->rank;
+void plan_peers(DispatchLayout* layout) {
+    const int64_t P = layout->num_ranks, E = layout->num_experts, EL = layout->num_local_experts,
+                  me = layout->rank;
     int64_t send_offset = 0, recv_offset = 0;
     for (int64_t r = 0; r < P; ++r) {
-        h->send_rows[r] = h->rows[me * P + r];
-        h->send_offsets[r] = send_offset;
-        h->recv_rows[r] = h->rows[r * P + me];
-        h->recv_offsets[r] = recv_offset;
-        send_offset += h->send_rows[r];
-        recv_offset += h->recv_rows[r];
+        layout->send_rows[r] = layout->rows[me * P + r];
+        layout->send_offsets[r] = send_offset;
+        layout->recv_rows[r] = layout->rows[r * P + me];
+        layout->recv_offsets[r] = recv_offset;
+        send_offset += layout->send_rows[r];
+        recv_offset += layout->recv_rows[r];
     }
-    h->num_recv = recv_offset;
-    EXPAR_ASSERT(send_offset == h->num_send);
-    h->expert_row_begin[0] = 0;
+    layout->num_recv = recv_offset;
+    EXPAR_ASSERT(send_offset == layout->num_send);
+    layout->expert_row_begin[0] = 0;
     for (int64_t le = 0; le < EL; ++le) {
-        int64_t rows = h->expert_row_begin[le];
+        int64_t rows = layout->expert_row_begin[le];
         for (int64_t r = 0; r < P; ++r) {
-            h->block_begin[le * P + r] = rows;
-            rows += h->sent[r * E + me * EL + le];
+            layout->block_begin[le * P + r] = rows;
+            rows += layout->sent[r * E + me * EL + le];
         }
-        h->expert_row_begin[le + 1] = rows;
+        layout->expert_row_begin[le + 1] = rows;
     }
     for (int64_t r = 0; r < P; ++r) {
-        int64_t rows = h->recv_offsets[r];
+        int64_t rows = layout->recv_offsets[r];
         for (int64_t le = 0; le < EL; ++le) {
-            h->source_block_row[r * EL + le] = rows;
-            rows += h->sent[r * E + me * EL + le];
+            layout->source_block_row[r * EL + le] = rows;
+            rows += layout->sent[r * E + me * EL + le];
         }
     }
 }

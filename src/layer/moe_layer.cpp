@@ -335,15 +335,15 @@ void MoeLayer::forward(float* y, const float* x, int64_t step, uint64_t seed) {
     plan_layout();
     const double t3 = now_s();
     broadcast_shadow_weights();
-    const DispatchLayout& h = layout_;
-    dispatch_pack(rows_.send.data(), x, h.send_slot.data(), h.num_send, k, d);
-    dispatch_pack(shadow_.x.data(), x, h.send_slot.data() + h.num_send, h.num_shadow_rows, k, d);
+    dispatch_pack(rows_.send.data(), x, layout_.send_slot.data(), layout_.num_send, k, d);
+    dispatch_pack(shadow_.x.data(), x, layout_.send_slot.data() + layout_.num_send, layout_.num_shadow_rows,
+                  k, d);
     const double t4 = now_s();
     RoundTripTimes times;
-    run_experts(false, &times);
+    expert_round_trip(false, &times);
     const double t5 = now_s();
-    combine_forward(y, rows_.combine_recv.data(), h.slot_row.data(), gate_buffers_.slot_weight.data(), T, k,
-                    d);
+    combine_forward(y, rows_.combine_recv.data(), layout_.slot_row.data(), gate_buffers_.slot_weight.data(),
+                    T, k, d);
     const double t6 = now_s();
     stats_.phase_s[kFwdRoute] = t1 - t0;
     stats_.phase_s[kFwdCountExchange] = t2 - t1;
@@ -387,7 +387,6 @@ void MoeLayer::route(const float* x, int64_t step, uint64_t seed) {
 void MoeLayer::exchange_counts(int64_t step) {
     const int64_t P = num_ranks(), E = config_.num_experts, k = config_.top_k, W = E + 3;
     GateBuffers& g = gate_buffers_;
-    DispatchLayout& h = layout_;
     comm_.allgather_i64(g.count_send.data(), g.count_recv.data(), W);
     comm_.allgather_f64(g.sum_send.data(), g.sum_recv.data(), E + 1);
     for (int64_t r = 0; r < P; ++r) {
@@ -398,26 +397,26 @@ void MoeLayer::exchange_counts(int64_t step) {
     }
     // Global sums in rank order: the same bits on every rank.
     const double T_global = static_cast<double>(P * config_.tokens_per_rank);
-    h.num_skipped = 0;
+    layout_.num_skipped = 0;
     double z_sum = 0;
     int64_t total = 0;
     std::fill(g.prob_sum.begin(), g.prob_sum.end(), 0.0);
     for (int64_t r = 0; r < P; ++r) {
         for (int64_t e = 0; e < E; ++e) {
-            h.requested[r * E + e] = g.count_recv[r * W + e];
-            total += h.requested[r * E + e];
+            layout_.requested[r * E + e] = g.count_recv[r * W + e];
+            total += layout_.requested[r * E + e];
             g.prob_sum[e] += g.sum_recv[r * (E + 1) + e];
         }
-        h.num_skipped += g.count_recv[r * W + E];
+        layout_.num_skipped += g.count_recv[r * W + E];
         stats_.num_redirected_global += g.count_recv[r * W + E + 2];
         z_sum += g.sum_recv[r * (E + 1) + E];
     }
-    if (total + h.num_skipped != P * config_.tokens_per_rank * k)
+    if (total + layout_.num_skipped != P * config_.tokens_per_rank * k)
         throw_error(__FILE__, __LINE__, "invariant broken: routed + skipped assignments != T·k", true);
     double aux = 0;
     for (int64_t e = 0; e < E; ++e) {
         int64_t requested_e = 0;
-        for (int64_t r = 0; r < P; ++r) requested_e += h.requested[r * E + e];
+        for (int64_t r = 0; r < P; ++r) requested_e += layout_.requested[r * E + e];
         g.expert_load[e] = requested_e;
         const double f_e = static_cast<double>(requested_e) / (T_global * k);
         aux += f_e * g.prob_sum[e] / T_global;
@@ -438,21 +437,20 @@ void MoeLayer::update_selection_bias() {
 // The dispatch layout from the count matrix (dispatch_layout.h); only (probs, global) capacity talks to
 // the other ranks, to decide which sources keep how many.
 void MoeLayer::plan_layout() {
-    DispatchLayout& h = layout_;
     const SlotRouting routing = slot_routing();
-    plan_expert_order(&h, routing);
+    plan_expert_order(&layout_, routing);
     if (capacity_needs_key_exchange(config_)) {
-        h.capacity = capacity_of_step(config_, h.requested.data(), num_ranks());
+        layout_.capacity = capacity_of_step(config_, layout_.requested.data(), num_ranks());
         select_probs_global();
     } else {
-        plan_capacity(&h, config_);
+        plan_capacity(&layout_, config_);
     }
-    plan_shadows(&h, shadow_policy_.get());
-    stats_.num_shadowed = h.num_shadowed;
-    plan_rows(&h, routing, config_.drop_policy);
-    plan_traffic(&h);
-    plan_peers(&h);
-    if (h.num_recv > max_recv_rows_)
+    plan_shadows(&layout_, shadow_policy_.get());
+    stats_.num_shadowed = layout_.num_shadowed;
+    plan_rows(&layout_, routing, config_.drop_policy);
+    plan_traffic(&layout_);
+    plan_peers(&layout_);
+    if (layout_.num_recv > max_recv_rows_)
         throw_error(__FILE__, __LINE__, "receive buffer too small for this step's load", false);
 }
 
@@ -461,9 +459,8 @@ void MoeLayer::plan_layout() {
 void MoeLayer::select_probs_global() {
     const int64_t P = num_ranks(), E = config_.num_experts, k = config_.top_k, EL = num_local_experts_;
     const int64_t me = rank(), first_slot = me * config_.tokens_per_rank * k;
-    DispatchLayout& h = layout_;
     KeyExchange& keys = keys_;
-    const int64_t capacity = h.capacity;
+    const int64_t capacity = layout_.capacity;
     const std::vector<int64_t>& expert_load = gate_buffers_.expert_load;
     auto overflowing = [&](int64_t e) { return expert_load[e] > capacity; };
     int64_t n = 0;
@@ -471,8 +468,8 @@ void MoeLayer::select_probs_global() {
         keys.send_offsets[r] = n;
         for (int64_t e = r * EL; e < (r + 1) * EL; ++e) {
             if (!overflowing(e)) continue;
-            for (int64_t i = h.expert_begin[e]; i < h.expert_begin[e + 1]; ++i) {
-                const int64_t slot = h.by_expert[i];
+            for (int64_t i = layout_.expert_begin[e]; i < layout_.expert_begin[e + 1]; ++i) {
+                const int64_t slot = layout_.by_expert[i];
                 keys.send[n++] = Key{gate_buffers_.slot_weight[slot], 0, first_slot + slot};
             }
         }
@@ -483,7 +480,7 @@ void MoeLayer::select_probs_global() {
         keys.recv_offsets[r] = m;
         keys.recv_rows[r] = 0;
         for (int64_t e = me * EL; e < (me + 1) * EL; ++e)
-            if (overflowing(e)) keys.recv_rows[r] += h.requested[r * E + e];
+            if (overflowing(e)) keys.recv_rows[r] += layout_.requested[r * E + e];
         m += keys.recv_rows[r];
     }
     static_assert(sizeof(Key) == 4 * sizeof(float), "a key travels as a row of 4 floats");
@@ -493,7 +490,7 @@ void MoeLayer::select_probs_global() {
     for (int64_t le = 0; le < EL; ++le) {
         const int64_t e = me * EL + le;
         if (!overflowing(e)) {
-            for (int64_t r = 0; r < P; ++r) keys.allowed_block[le * P + r] = h.requested[r * E + e];
+            for (int64_t r = 0; r < P; ++r) keys.allowed_block[le * P + r] = layout_.requested[r * E + e];
             continue;
         }
         // Gather expert e's keys from every source segment (sources send experts in ascending order).
@@ -501,10 +498,10 @@ void MoeLayer::select_probs_global() {
         for (int64_t r = 0; r < P; ++r) {
             int64_t cursor = keys.recv_offsets[r];
             for (int64_t e2 = me * EL; e2 < e; ++e2)
-                if (overflowing(e2)) cursor += h.requested[r * E + e2];
-            for (int64_t i = 0; i < h.requested[r * E + e]; ++i) {
+                if (overflowing(e2)) cursor += layout_.requested[r * E + e2];
+            for (int64_t i = 0; i < layout_.requested[r * E + e]; ++i) {
                 keys.scratch[count] = keys.recv[cursor + i];
-                keys.scratch[count].pad = static_cast<int32_t>(r);
+                keys.scratch[count].source = static_cast<int32_t>(r);
                 ++count;
             }
             keys.allowed_block[le * P + r] = 0;
@@ -513,13 +510,14 @@ void MoeLayer::select_probs_global() {
                          keys.scratch.begin() + count, KeyBefore{});
         const Key threshold = keys.scratch[capacity - 1];
         for (int64_t i = 0; i < count; ++i)
-            if (!KeyBefore{}(threshold, keys.scratch[i])) ++keys.allowed_block[le * P + keys.scratch[i].pad];
+            if (!KeyBefore{}(threshold, keys.scratch[i]))
+                ++keys.allowed_block[le * P + keys.scratch[i].source];
     }
     comm_.allgather_i64(keys.allowed_block.data(), keys.allowed_blocks.data(), EL * P);
     for (int64_t r = 0; r < P; ++r)
         for (int64_t le = 0; le < EL; ++le)
             for (int64_t s = 0; s < P; ++s)
-                h.allowed[s * E + r * EL + le] = keys.allowed_blocks[r * EL * P + le * P + s];
+                layout_.allowed[s * E + r * EL + le] = keys.allowed_blocks[r * EL * P + le * P + s];
 }
 
 void MoeLayer::broadcast_shadow_weights() {
@@ -565,10 +563,11 @@ void MoeLayer::reduce_shadow_grads() {
 
 // End-to-end token bytes to and from other ranks in one exchange.
 void MoeLayer::count_bytes(bool reverse) {
-    const DispatchLayout& h = layout_;
     const int64_t d = config_.d_model, me = rank();
-    const int64_t sent = reverse ? h.num_recv - h.recv_rows[me] : h.num_send - h.send_rows[me];
-    const int64_t received = reverse ? h.num_send - h.send_rows[me] : h.num_recv - h.recv_rows[me];
+    const int64_t sent =
+        reverse ? layout_.num_recv - layout_.recv_rows[me] : layout_.num_send - layout_.send_rows[me];
+    const int64_t received =
+        reverse ? layout_.num_send - layout_.send_rows[me] : layout_.num_recv - layout_.recv_rows[me];
     stats_.alltoallv_bytes_sent += sent * d * static_cast<int64_t>(sizeof(float));
     stats_.alltoallv_bytes_recv += received * d * static_cast<int64_t>(sizeof(float));
 }
@@ -579,12 +578,11 @@ void MoeLayer::count_bytes(bool reverse) {
 void MoeLayer::compute_source(int src, bool backward_pass) {
     const int64_t d = config_.d_model, EL = num_local_experts_, me = rank();
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
-    const DispatchLayout& h = layout_;
     for (int64_t le = 0; le < EL; ++le) {
-        const int64_t rows = h.block_rows(static_cast<int>(me), le, src);
+        const int64_t rows = layout_.block_rows(static_cast<int>(me), le, src);
         if (rows == 0) continue;
-        const int64_t begin = h.block_begin[le * num_ranks() + src];
-        float* io = rows_.recv.data() + h.source_block_row[src * EL + le] * d;
+        const int64_t begin = layout_.block_begin[le * num_ranks() + src];
+        float* io = rows_.recv.data() + layout_.source_block_row[src * EL + le] * d;
         if (!backward_pass) {
             std::memcpy(rows_.expert_x.data() + begin * d, io, sizeof(float) * rows * d);
             experts_.forward(io, rows_.acts.at(begin), rows_.expert_x.data() + begin * d, expert_weights(le),
@@ -622,7 +620,7 @@ void MoeLayer::compute_shadows(bool backward_pass) {
     }
 }
 
-class MoeLayer::ExpertWork : public RowWork {
+class MoeLayer::ExpertWork : public RoundTripWork {
    public:
     ExpertWork(MoeLayer& layer, bool backward_pass) : layer_(layer), backward_pass_(backward_pass) {}
     void compute_local() override { layer_.compute_shadows(backward_pass_); }
@@ -635,7 +633,7 @@ class MoeLayer::ExpertWork : public RowWork {
 
 // rows_.send out to the owners, the expert blocks there, results back into combine_recv (forward) or
 // return_rows (backward), in send order: one round trip through the schedule (schedule.h).
-void MoeLayer::run_experts(bool backward_pass, RoundTripTimes* times) {
+void MoeLayer::expert_round_trip(bool backward_pass, RoundTripTimes* times) {
     ExpertWork work(*this, backward_pass);
     float* results = backward_pass ? rows_.return_rows.data() : rows_.combine_recv.data();
     exchange_->round_trip(rows_.send.data(), rows_.recv.data(), results, layout_.rows.data(), work, times);
@@ -656,27 +654,26 @@ void MoeLayer::backward(float* dx, const float* dy) {
     const int64_t T = config_.tokens_per_rank, d = config_.d_model, k = config_.top_k;
     const int64_t P = num_ranks(), EL = num_local_experts_;
     const ExpertShape shape{config_.d_model, config_.d_ff, config_.activation};
-    const DispatchLayout& h = layout_;
     GateBuffers& g = gate_buffers_;
 
     const double t0 = now_s();
     // dL/dw = dy·out per kept slot; each expert gets w·dy as its output gradient.
     combine_backward(rows_.send.data(), g.dslot_weight.data(), dy, rows_.combine_recv.data(),
-                     h.slot_row.data(), g.slot_weight.data(), T, k, d);
+                     layout_.slot_row.data(), g.slot_weight.data(), T, k, d);
     const double t1 = now_s();
     RoundTripTimes times;
-    run_experts(true, &times);
+    expert_round_trip(true, &times);
     // Weight gradients once per expert over all its rows, in block order: the same GEMMs for every schedule.
     const double t2 = now_s();
     for (int64_t le = 0; le < EL; ++le) {
-        const int64_t begin = h.expert_row_begin[le], rows = h.expert_row_begin[le + 1] - begin;
+        const int64_t begin = layout_.expert_row_begin[le], rows = layout_.expert_row_begin[le + 1] - begin;
         experts_.backward_weights(expert_grads(le), rows_.expert_dy.data() + begin * d,
                                   rows_.expert_x.data() + begin * d, rows_.acts.at(begin), rows, shape);
         stats_.expert_flops += expert_ffn_forward_flops(rows, shape);
     }
     reduce_shadow_grads();
     const double t3 = now_s();
-    dispatch_pack_backward(dx, rows_.return_rows.data(), h.slot_row.data(), T, k, d);
+    dispatch_pack_backward(dx, rows_.return_rows.data(), layout_.slot_row.data(), T, k, d);
     const double t4 = now_s();
 
     const double T_global = static_cast<double>(P * T);

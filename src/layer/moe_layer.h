@@ -1,6 +1,6 @@
 // The expert-parallel MoE layer over a Comm: route → count exchange → layout → dispatch → expert
 // compute → combine, and the exact backward. Owns its parameters, gradients and every step buffer
-// (one allocation each, sized from the layout at construction: no allocation in the step).
+// (one allocation each, sized at construction for the worst step, moe_max_recv_rows: none in the step).
 #pragma once
 
 #include <cstdint>
@@ -32,7 +32,6 @@ struct LayerTensors {
     float* b2;              // [E_local, d]  (null without bias)
     float* w3;              // [E_local, d, f] (swiglu only, else null)
 };
-
 
 // What the layer knows of the machine: the node of every rank, and the cost-model rates from the
 // topology file (docs/topology.md). Without one, all ranks share one node and the rates are unknown
@@ -129,7 +128,7 @@ class MoeLayer {
     int64_t max_offnode() const { return max_offnode_; }
 
    private:
-    class ExpertWork;  // the RowWork of a round trip: expert blocks in forward or backward
+    class ExpertWork;  // the RoundTripWork of expert_round_trip: expert blocks in forward or backward
     void route(const float* x, int64_t step, uint64_t seed);
     void exchange_counts(int64_t step);
     void plan_layout();
@@ -137,7 +136,7 @@ class MoeLayer {
     void update_selection_bias();
     void broadcast_shadow_weights();
     void reduce_shadow_grads();
-    void run_experts(bool backward_pass, RoundTripTimes* times);
+    void expert_round_trip(bool backward_pass, RoundTripTimes* times);
     void compute_source(int src, bool backward_pass);
     void compute_shadows(bool backward_pass);
     void count_bytes(bool reverse);
@@ -168,7 +167,7 @@ class MoeLayer {
     // (probs, global) capacity: each overflowing expert's owner sees every source's keys.
     struct Key {
         float weight;
-        int32_t pad;  // the source rank, once received
+        int32_t source;  // the source rank, filled in by the owner on receipt
         int64_t global_slot;
     };
     struct KeyExchange {

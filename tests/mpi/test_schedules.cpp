@@ -1,7 +1,8 @@
 // The three token-exchange schedules on self-checking data: every float encodes (sender, receiver, row,
 // column), so each rank knows exactly what it must receive. For every schedule, direction, node map
 // (emulated blocks, round-robin, MPI's) and group size, the received buffer must equal that layout and
-// plain's result byte for byte, and the bytes each rank reports must match closed forms.
+// plain's result byte for byte, and the bytes each rank reports must match closed forms. The round trip
+// (rows out, work at the owner, results back) is checked the same way.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -226,6 +227,112 @@ TEST(Schedules, BytesOnTheWireMatchClosedForms) {
                     << to_string(kind);
                 EXPECT_EQ(x.last_bytes_inter_node(), (hier ? (N - 1) * M * c : c * (P - M)) * bytes_per_row)
                     << to_string(kind);
+            }
+        }
+    }
+}
+
+// A round trip's work at the owner: checks that all of a source's rows are there when it is called, then
+// turns each float v into 2·v + owner rank (exact in float), in place.
+struct DoubleAndStamp : RoundTripWork {
+    int P = 0, me = 0;
+    int64_t width = 0;
+    const std::vector<int64_t>* rows = nullptr;
+    float* recv = nullptr;
+    std::vector<int> calls_per_source;  // [P]
+    int num_local_calls = 0;
+    int64_t missing = 0;  // floats not (yet) as sent when their source's work began
+    void compute_local() override { ++num_local_calls; }
+    void compute_source(int src) override {
+        ++calls_per_source[src];
+        int64_t offset = 0;
+        for (int r = 0; r < src; ++r) offset += (*rows)[r * P + me];
+        float* block = recv + offset * width;
+        for (int64_t i = 0; i < (*rows)[src * P + me]; ++i)
+            for (int64_t c = 0; c < width; ++c) {
+                float& v = block[i * width + c];
+                missing += v != encode(src, me, i, c);
+                v = 2.0f * v + static_cast<float>(me);
+            }
+    }
+};
+
+// Rows out, work, results back, for every schedule: the results are the sender's own rows as the owner
+// transformed them, each source is worked on once with all its rows there, the bytes are those of the
+// two exchanges, the three times are parts of the call's wall time, and nothing is allocated.
+TEST(Schedules, RoundTripReturnsEachRowAsItsOwnerTransformedIt) {
+    MpiComm comm(MPI_COMM_WORLD);
+    const int P = comm.size(), me = comm.rank();
+    const int64_t width = 3;
+    for (const Matrix& m : matrices(P)) {
+        for (const auto& [map_name, map] : node_maps(P)) {
+            const int64_t bound =
+                std::max(max_row_and_column_sum(m.rows, P, false), max_row_and_column_sum(m.rows, P, true));
+            std::vector<std::pair<ScheduleKind, int>> variants{{ScheduleKind::plain, 1},
+                                                               {ScheduleKind::hierarchical, 1}};
+            for (int g = 1; g <= P; ++g)
+                if (P % g == 0) variants.emplace_back(ScheduleKind::pairwise, g);
+            for (const auto& [kind, g] : variants) {
+                SCOPED_TRACE(std::string(to_string(kind)) + " g=" + std::to_string(g) + ", " + m.name + ", " +
+                             map_name);
+                TokenExchange x(kind, comm, map, g, bound, bound, width);
+                int64_t num_send = 0, num_recv = 0;
+                for (int r = 0; r < P; ++r) {
+                    num_send += m.rows[me * P + r];
+                    num_recv += m.rows[r * P + me];
+                }
+                std::vector<float> send(num_send * width), recv((num_recv + kGuardRows) * width),
+                    results((num_send + kGuardRows) * width);
+                // The bytes of the same traffic as two plain exchanges through this schedule.
+                x.alltoallv(send.data(), recv.data(), m.rows.data(), false);
+                int64_t intra = x.last_bytes_intra_node(), inter = x.last_bytes_inter_node();
+                x.alltoallv(recv.data(), results.data(), m.rows.data(), true);
+                intra += x.last_bytes_intra_node();
+                inter += x.last_bytes_inter_node();
+
+                DoubleAndStamp work;
+                work.P = P;
+                work.me = me;
+                work.width = width;
+                work.rows = &m.rows;
+                work.recv = recv.data();
+                work.calls_per_source.assign(P, 0);
+                for (int repeat = 0; repeat < 2; ++repeat) {  // the second one counts allocations
+                    float* out = send.data();
+                    for (int dst = 0; dst < P; ++dst)
+                        for (int64_t i = 0; i < m.rows[me * P + dst]; ++i)
+                            for (int64_t c = 0; c < width; ++c) *out++ = encode(me, dst, i, c);
+                    std::fill(recv.begin(), recv.end(), kUnwritten);
+                    std::fill(results.begin(), results.end(), kUnwritten);
+                    std::fill(work.calls_per_source.begin(), work.calls_per_source.end(), 0);
+                    work.num_local_calls = 0;
+                    work.missing = 0;
+                    RoundTripTimes times;
+                    const test::AllocationCounter counter;
+                    const double start_s = MPI_Wtime();
+                    x.round_trip(send.data(), recv.data(), results.data(), m.rows.data(), work, &times);
+                    const double wall_s = MPI_Wtime() - start_s;
+                    if (repeat == 1) EXPECT_EQ(counter.count(), 0);
+
+                    EXPECT_EQ(work.missing, 0);
+                    EXPECT_EQ(work.num_local_calls, 1);
+                    for (int src = 0; src < P; ++src)
+                        EXPECT_EQ(work.calls_per_source[src], 1) << "source " << src;
+                    int64_t wrong = 0;
+                    const float* in = results.data();
+                    for (int dst = 0; dst < P; ++dst)
+                        for (int64_t i = 0; i < m.rows[me * P + dst]; ++i)
+                            for (int64_t c = 0; c < width; ++c)
+                                wrong += *in++ != 2.0f * encode(me, dst, i, c) + static_cast<float>(dst);
+                    for (int64_t k = 0; k < kGuardRows * width; ++k) wrong += *in++ != kUnwritten;
+                    EXPECT_EQ(wrong, 0) << "wrong floats on rank " << me;
+                    EXPECT_EQ(x.last_bytes_intra_node(), intra);
+                    EXPECT_EQ(x.last_bytes_inter_node(), inter);
+                    EXPECT_GE(times.wait_in_s, 0);
+                    EXPECT_GE(times.compute_s, 0);
+                    EXPECT_GE(times.wait_out_s, 0);
+                    EXPECT_LE(times.wait_in_s + times.compute_s + times.wait_out_s, wall_s + 1e-9);
+                }
             }
         }
     }
