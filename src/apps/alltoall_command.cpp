@@ -35,19 +35,27 @@ namespace {
 enum PatternKind : int { kUniform, kZipf, kFile, kNumPatterns };
 inline const auto& enum_names(PatternKind) {
     static constexpr EnumName<PatternKind> names[] = {
-        {kUniform, "uniform"}, {kZipf, "zipf"}, {kFile, "file"}};
+        {kUniform, "uniform", "equal rows to every rank"},
+        {kZipf, "zipf", "tokens routed to Zipf-popular experts"},
+        {kFile, "file", "--matrix-file weights"}};
     return names;
 }
 // Indices 0..2 are the TokenExchange schedules (as ScheduleKind); 3 calls MPI_Alltoallv directly, the
 // baseline that shows what the Comm seam and the schedule bookkeeping cost.
 enum AlltoallRoute : int { kRoutePlain, kRoutePairwise, kRouteHierarchical, kMpiBaseline, kNumSchedules };
 inline const auto& enum_names(AlltoallRoute) {
-    static constexpr EnumName<AlltoallRoute> names[] = {{kRoutePlain, "plain"},
-                                                        {kRoutePairwise, "pairwise"},
-                                                        {kRouteHierarchical, "hierarchical"},
-                                                        {kMpiBaseline, "mpi"}};
+    static constexpr EnumName<AlltoallRoute> names[] = {
+        {kRoutePlain, "plain"},
+        {kRoutePairwise, "pairwise"},
+        {kRouteHierarchical, "hierarchical"},
+        {kMpiBaseline, "mpi", "MPI_Alltoallv called directly"}};
     return names;
 }
+// The first three are TokenExchange's schedules, by value.
+static_assert(kRoutePlain == static_cast<int>(ScheduleKind::plain) &&
+                  kRoutePairwise == static_cast<int>(ScheduleKind::pairwise) &&
+                  kRouteHierarchical == static_cast<int>(ScheduleKind::hierarchical),
+              "AlltoallRoute's schedules must match ScheduleKind");
 constexpr uint64_t kStreamZipfTokens = 0xA2A00;  // rng stream of the Zipf routing, + the size's index
 constexpr float kUnwritten = -1.0f;              // never a value of the self-checking data
 
@@ -79,9 +87,10 @@ po::options_description alltoall_options_description(AlltoallOptions* o) {
         "warmup-iters", po::value<int64_t>(&o->warmup_iters)->default_value(o->warmup_iters),
         "untimed exchanges before them [1]");
     po::options_description traffic("Traffic");
+    const std::string pattern_help = "comma-separated list of: " + enum_help<PatternKind>();
+    const std::string schedules_help = "comma-separated list of: " + enum_help<AlltoallRoute>();
     traffic.add_options()("pattern", po::value<std::string>(&o->patterns)->default_value(o->patterns),
-                          "comma-separated list of: uniform (equal rows to every rank) | zipf (tokens routed "
-                          "to Zipf-popular experts) | file (--matrix-file weights)")(
+                          pattern_help.c_str())(
         "zipf-s", po::value<double>(&o->zipf_s)->default_value(o->zipf_s),
         "zipf: exponent s, expert of popularity rank j drawn with probability ~ (j+1)^-s [1]")(
         "experts", po::value<int64_t>(&o->experts)->default_value(o->experts),
@@ -93,8 +102,7 @@ po::options_description alltoall_options_description(AlltoallOptions* o) {
         "scaled to the size); '#' starts a comment");
     po::options_description schedule("Schedules");
     schedule.add_options()("schedules", po::value<std::string>(&o->schedules)->default_value(o->schedules),
-                           "comma-separated list of: plain | pairwise | hierarchical | mpi (MPI_Alltoallv "
-                           "called directly)")(
+                           schedules_help.c_str())(
         // 0, not the layer's 4: a benchmark runs at any rank count (6, say), where 4 would not divide it.
         "group-size", po::value<int>(&o->group_size)->default_value(o->group_size), kGroupSizeHelp)(
         "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),

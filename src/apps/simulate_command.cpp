@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -19,6 +18,7 @@
 #include "layer_io.h"
 #include "options.h"
 #include "simulate.h"
+#include "timer.h"
 
 namespace po = boost::program_options;
 
@@ -58,7 +58,7 @@ po::options_description simulate_options_description(SimulateCommandOptions* o) 
         "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
         "simulated ranks per node [ranks]; 0 = the topology's devices_per_node")(
         "precision", po::value<std::string>(&o->precision)->default_value(o->precision),
-        "which dense_rate of the topology the expert and gate FLOPs run at (fp32, fp16, bf16, ...)")(
+        "which dense_rate of the topology the expert and route FLOPs run at (fp32, fp16, bf16, ...)")(
         "nic-model", enum_value(&o->nic_model), enum_help<NicModel>().c_str())(
         "aggregation", enum_value(&o->aggregation), enum_help<Aggregation>().c_str())(
         "rate-window", po::value<double>(&o->rate_window)->default_value(o->rate_window),
@@ -534,7 +534,7 @@ int run_simulate_command(int argc, char** argv, bool print_help) {
     if (!base.log_path.empty()) file = create_on_root(comm, base.log_path);
 
     // Run this rank's points; a failure anywhere fails every rank with one message.
-    const double t0 = MPI_Wtime();
+    const double t0 = now_s();
     std::vector<SimulateRun> runs(num_points);
     int64_t failed_point = -1;
     std::string failure;
@@ -555,7 +555,7 @@ int run_simulate_command(int argc, char** argv, bool print_help) {
         if (me == owner) send_run(runs[i], 0, i);
         if (me == 0) runs[i] = recv_run(owner, i);
     }
-    const double wall_s = MPI_Wtime() - t0;
+    const double wall_s = now_s() - t0;
     if (me != 0) return 0;
 
     print_header(points[0], size);

@@ -8,7 +8,6 @@
 //                   [--dump FILE]
 // --dump appends, per case, the step, the bound and every rank's end and phases as raw doubles, to
 // compare predictions across engine versions.
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +18,7 @@
 
 #include "check.h"
 #include "schedule_graph.h"
+#include "timer.h"
 #include "topology.h"
 
 namespace {
@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
                 w.rows32 = narrow ? rows32.data() : nullptr;
                 w.bytes_per_row = 4096 * 2;                // d_model 4096, bf16
                 w.flops_per_row = 2 * 2 * 4096.0 * 14336;  // two matrices, d_ff 14336
-                w.gate_flops = 2.0 * tokens * 4096 * P;
+                w.route_flops = 2.0 * tokens * 4096 * P;
                 w.count_bytes = 8.0 * P;
                 for (const std::string& name : split(schedules)) {
                     expar::ScheduleSpec spec;
@@ -110,11 +110,10 @@ int main(int argc, char** argv) {
                     spec.group_size = net.ranks_per_node();
                     expar::SimOptions options;
                     options.rate_window = window;
-                    const auto t0 = std::chrono::steady_clock::now();
+                    const double t0_s = expar::now_s();
                     const std::clock_t cpu0 = std::clock();
                     const expar::LayerPrediction p = expar::predict_layer(net, w, spec, options);
-                    const double total_s =
-                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                    const double total_s = expar::now_s() - t0_s;
                     const double cpu_s = static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC;
                     std::printf(
                         "%-7d %-13s %5s %10lld %10lld %9lld %9lld %9lld %8.3f %8.3f %8.3f %11.3g %12.1f "

@@ -1,6 +1,7 @@
 // `expar calibrate`: measures this machine or cluster — MPI point-to-point α (latency) and β
-// (1/bandwidth) within and across nodes, all-to-all efficiency by message size, the expert GEMM rate on
-// the real shapes — and writes a topology file (docs/topology.md) whose calibration block records them.
+// (1/bandwidth) within and across nodes, all-to-all efficiency by message size, the expert FFN, router and
+// row-loop rates on the real shapes, asynchronous progress, the exchange wait after compute — and writes a
+// topology file (docs/topology.md) whose calibration block records them.
 #pragma once
 
 #include <mpi.h>
@@ -71,7 +72,8 @@ struct CalibrationResult {
     double gemm_alone_gflops = 0;        // rank 0 alone, the others asleep; 0 = not measured (1 rank)
     double peak_gflops = 0;              // nominal, 0 = unknown
     // The layer's row work (pack, combine and their backward: 9 row passes per kept assignment), every
-    // rank at once on gate_tokens · top_k rows of d_model floats, slowest rank [GB/s read + written].
+    // rank at once on gate_tokens · top_k rows of d_model floats, slowest rank [GB/s read + written]. The
+    // loops run with k = 2 whatever --top-k (the rows are the same; the per-token sums are k = 2's).
     double row_work_GBps = 0;
     // Progress: rank 0 posts a max_bytes send to its intra (else inter) peer; both wait at once (transfer)
     // or compute for twice that first. Waiting >= half the transfer time after computing means the

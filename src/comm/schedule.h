@@ -1,5 +1,6 @@
-// Token-exchange schedules: how the rows of one all-to-all(v) travel between ranks.
-// plain = one MPI_Alltoallv; pairwise = FasterMoE's grouped ring of pairwise exchanges;
+// Token-exchange schedules (ScheduleKind, the pairwise group-size rule): how the rows of one all-to-all(v)
+// travel between ranks, alone (alltoallv) or as the MoE layer's round trip with the expert work between
+// (round_trip). plain = one MPI_Alltoallv; pairwise = FasterMoE's grouped ring of pairwise exchanges;
 // hierarchical = a 2D all-to-all (intra-node, then inter-node between same-index ranks, Tutel 2DH).
 // All three deliver the same bytes to the same places; only the route and the timing differ.
 #pragma once
@@ -109,8 +110,8 @@ class TokenExchange {
                     RoundTripWork& work,
                     RoundTripTimes* times);
 
-    // Bytes this rank put on the wire in the last alltoallv, split by link class (relayed rows count at
-    // every hop). Rows a rank keeps for itself are not counted.
+    // Bytes this rank put on the wire in the last alltoallv or round trip (both directions), split by link
+    // class (relayed rows count at every hop). Rows a rank keeps for itself are not counted.
     int64_t last_bytes_intra_node() const { return bytes_intra_; }
     int64_t last_bytes_inter_node() const { return bytes_inter_; }
 

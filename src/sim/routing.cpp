@@ -513,7 +513,6 @@ void RoutingModel::step(int64_t step, RoutingStep* out) {
     }
 }
 
-// The decisions, by the MoE layer's own functions on the count matrix.
 // The layer's own count decisions (dispatch_layout.h), then the totals the simulator reports.
 void RoutingModel::decide(RoutingStep* out) {
     const int64_t E = num_experts_, P = num_ranks_;

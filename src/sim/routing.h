@@ -1,7 +1,8 @@
 // Who sends what in each simulated step: the [P × E] requested count matrix from a routing distribution
 // (uniform, Zipf, per-rank Dirichlet, drifting hot experts) or replayed from a trainer's HDF5 routing log,
-// then the decisions of the real code: gate_forward (gate.h) for token-level constraints, capacity.h for
-// kept counts, ShadowPolicy for shadowing. Deterministic from the seed. Model: docs/simulator.md.
+// then the decisions of the real code: gate_forward (gate.h) for token-level constraints, and the
+// layer's own plan_counts (dispatch_layout.h: capacity, shadowing, traffic). Deterministic from the seed.
+// Model: docs/simulator.md.
 #pragma once
 
 #include <boost/program_options.hpp>

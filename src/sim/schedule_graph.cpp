@@ -359,8 +359,8 @@ struct Builder {
     }
 
     // -------------------------------------------------------------------------------------------
-    // The round trip (TokenExchange::round_trip, schedule*.cpp): exchange → compute (shadow rows, then every source's blocks) →
-    // exchange back; pairwise pipelines it stage by stage.
+    // The round trip (TokenExchange::round_trip, schedule*.cpp): exchange → compute (shadow rows, then every
+    // source's blocks) → exchange back; pairwise pipelines it stage by stage.
 
     double shadow_flops(int r, bool backward) const {
         if (!w.shadow_rows) return 0;
@@ -397,8 +397,8 @@ struct Builder {
         (void)phase_out;
     }
 
-    // Per rank and stage, as the pairwise round trip does it: wait for stage s, post stage s + 1, compute each
-    // source's blocks of stage s and send their results back at once (receives were posted up front).
+    // Per rank and stage, as the pairwise round trip does it: wait for stage s, post stage s + 1, compute
+    // each source's blocks of stage s and send their results back at once (receives were posted up front).
     void pairwise_exact(const Tasks& ready,
                         bool backward,
                         Tasks& run_end,
@@ -790,11 +790,11 @@ struct Builder {
         }
     }
 
-    // The gate phase's compute as FLOPs at the device rate: the router's FLOPs take the time of the
+    // The route phase's compute as FLOPs at the device rate: the router's FLOPs take the time of the
     // router's own rate (the real gate code, calibrated), the rest (shared experts) the GEMM rate's.
-    double gate_compute_flops(bool backward) const {
+    double route_compute_flops(bool backward) const {
         const double times = backward ? 2 : 1;
-        return times * ((w.gate_flops - w.router_flops) +
+        return times * ((w.route_flops - w.router_flops) +
                         w.router_flops * net.device_flops_per_s() / net.router_flops_per_s(backward));
     }
 
@@ -813,14 +813,14 @@ struct Builder {
             add_row_flops(w.rows32, P, w.flops_per_row, received_flops.data());
         }
         out.rank_flops.assign(P, 0.0);
-        // Gate and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
+        // Route and the count all-gather (recursive doubling α plus the gathered bytes at the rank's
         // network share): a step-wide barrier.
-        Tasks gate(P);
+        Tasks route(P);
         const int32_t counts_in = join(kSimFwdRoute);
         for (int r = 0; r < P; ++r) {
-            gate[r] = g.add_compute(r, gate_compute_flops(false), kSimFwdRoute);
-            dep(gate[r], counts_in);
-            out.rank_flops[r] += (w.backward ? 3 : 1) * w.gate_flops;
+            route[r] = g.add_compute(r, route_compute_flops(false), kSimFwdRoute);
+            dep(route[r], counts_in);
+            out.rank_flops[r] += (w.backward ? 3 : 1) * w.route_flops;
         }
         double node_nic_Bps = 0;
         for (int p = 0; p < net.nic_ports_per_node(); ++p)
@@ -832,7 +832,7 @@ struct Builder {
                                      : 0;
         const int32_t counts = g.add_delay(count_s + net.exchange_wait_s(), kSimFwdRoute);
         dep(counts_in, counts);
-        out.fwd_gate_end.assign(P, counts);
+        out.fwd_route_end.assign(P, counts);
 
         Tasks cursor(P, counts);
         shadow_broadcasts(cursor, kSimFwdDispatch);
@@ -854,7 +854,8 @@ struct Builder {
         row_work(out.bwd_run_end, 2, kSimBwdDispatch);  // dx: read each returned row, add into dx
         cursor.resize(P);
         for (int r = 0; r < P; ++r) {
-            const double weights = received_flops[r];  // one GEMM pass over all its rows, after the round trip
+            const double weights =
+                received_flops[r];  // one GEMM pass over all its rows, after the round trip
             cursor[r] = g.add_compute(r, weights, kSimBwdExpert);
             dep(out.bwd_run_end[r], cursor[r]);
             out.rank_flops[r] += out.bwd_expert_flops[r] + weights;
@@ -863,7 +864,7 @@ struct Builder {
         out.bwd_weights_end = cursor;
         out.rank_end.resize(P);
         for (int r = 0; r < P; ++r) {
-            out.rank_end[r] = g.add_compute(r, gate_compute_flops(true), kSimBwdRoute);
+            out.rank_end[r] = g.add_compute(r, route_compute_flops(true), kSimBwdRoute);
             dep(cursor[r], out.rank_end[r]);
         }
     }
@@ -890,10 +891,10 @@ LayerGraph build_layer_graph(const Network& network, const LayerWork& work, cons
     EXPAR_REQUIRE(work.rows == nullptr || work.rows32 == nullptr,
                   "simulated layer: two traffic matrices (set rows or rows32, not both)");
     EXPAR_REQUIRE(work.bytes_per_row > 0, "simulated layer: bytes per row must be positive");
-    EXPAR_REQUIRE(work.flops_per_row >= 0 && work.gate_flops >= 0 && work.count_bytes >= 0,
+    EXPAR_REQUIRE(work.flops_per_row >= 0 && work.route_flops >= 0 && work.count_bytes >= 0,
                   "simulated layer: FLOPs and byte counts must be >= 0");
-    EXPAR_REQUIRE(work.router_flops >= 0 && work.router_flops <= work.gate_flops,
-                  "simulated layer: router FLOPs must be in [0, gate FLOPs]");
+    EXPAR_REQUIRE(work.router_flops >= 0 && work.router_flops <= work.route_flops,
+                  "simulated layer: router FLOPs must be in [0, route FLOPs]");
     const int64_t negative = work.rows ? first_negative(work.rows, static_cast<int64_t>(P) * P)
                                        : first_negative(work.rows32, static_cast<int64_t>(P) * P);
     if (negative >= 0) {
@@ -978,13 +979,13 @@ LayerPrediction predict_layer(const Network& network,
     p.phase_s.assign(static_cast<size_t>(P) * kNumSimPhases, 0.0);
     for (int r = 0; r < P; ++r) {
         double* ph = p.phase_s.data() + static_cast<size_t>(r) * kNumSimPhases;
-        const double gate = end[lg.fwd_gate_end[r]], run = end[lg.fwd_run_end[r]];
+        const double route = end[lg.fwd_route_end[r]], run = end[lg.fwd_run_end[r]];
         const double compute = fwd_compute_s[r];
         const double wait_out = std::max(0.0, run - end[lg.fwd_last_compute[r]]);
-        ph[kSimFwdRoute] = gate;
+        ph[kSimFwdRoute] = route;
         ph[kSimFwdExpert] = compute;
         ph[kSimFwdCombine] = wait_out;
-        ph[kSimFwdDispatch] = run - gate - compute - wait_out;
+        ph[kSimFwdDispatch] = run - route - compute - wait_out;
         p.rank_end_s[r] = end[lg.rank_end[r]];
         if (work.backward) {
             const double begin = end[lg.bwd_run_begin[r]], run_b = end[lg.bwd_run_end[r]];

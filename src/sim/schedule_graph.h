@@ -1,5 +1,5 @@
 // One MoE layer step (forward, optionally backward) as a task graph with the dependency structure of
-// the real code (docs/simulator.md "Schedules"): moe_layer.cpp's gate → count exchange → dispatch →
+// the real code (docs/simulator.md "Schedules"): moe_layer.cpp's route → count exchange → dispatch →
 // expert → combine, and its backward, through the plain, pairwise (FasterMoE smart schedule) and
 // hierarchical (2DH) exchanges of schedule_*.cpp, plus shadow broadcasts and gradient reduces.
 // predict_layer() simulates it and reports per-rank phases, the bound and the efficiency.
@@ -17,7 +17,6 @@
 
 namespace expar {
 
-
 // What one step moves and computes, as decided by the real routing code (gates, capacity, shadowing).
 struct LayerWork {
     int num_ranks = 0;
@@ -33,7 +32,7 @@ struct LayerWork {
     // Optional [P (expert rank), P (source rank)] forward FLOPs of the block of rows `source` sends to
     // `rank`; null = rows × flops_per_row. Backward data and weight gradients cost the same again each.
     const double* block_flops = nullptr;
-    double gate_flops = 0;    // per rank, forward (router GEMM, top-k); the backward costs twice that
+    double route_flops = 0;   // per rank, forward (router GEMM, top-k); the backward costs twice that
     double router_flops = 0;  // of which the router's (2·T·d·E): timed at Network::router_flops_per_s()
     double count_bytes = 0;   // per rank in the count all-gather (P·E int64 counts: E·8)
     // Shadowing: the owner rank of each shadowed expert, one expert's parameter bytes (broadcast before,
@@ -70,7 +69,7 @@ struct LayerGraph {
     int num_ranks = 0;
     // [P] per rank: gate done (after the count exchange), end of the forward exchange–compute–exchange,
     // start and end of the backward one, weight gradients (and shadow reduces) done, the rank's end.
-    std::vector<int32_t> fwd_gate_end, fwd_run_end, bwd_run_begin, bwd_run_end, bwd_weights_end, rank_end;
+    std::vector<int32_t> fwd_route_end, fwd_run_end, bwd_run_begin, bwd_run_end, bwd_weights_end, rank_end;
     // [P] the last expert compute of each run (a group's compute under aggregated pairwise).
     std::vector<int32_t> fwd_last_compute, bwd_last_compute;
     // [P] expert compute FLOPs inside each run (for per-rank compute time when pairwise is aggregated).

@@ -22,7 +22,7 @@ void layer_work_from_routing(LayerWork* work,
     work->flops_per_row = expert_flops;
     work->block_flops = nullptr;
     // Router and shared experts: every rank's own tokens, before the dispatch (the "route" phase).
-    work->gate_flops =
+    work->route_flops =
         static_cast<double>(T) * (moe_layer_forward_flops_per_token(m) - m.top_k * expert_flops);
     work->router_flops =
         static_cast<double>(T) * 2.0 * static_cast<double>(m.d_model) * static_cast<double>(E);

@@ -7,7 +7,6 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -16,6 +15,7 @@
 
 #include "check.h"
 #include "huge_pages.h"
+#include "timer.h"
 
 namespace expar {
 
@@ -504,7 +504,7 @@ struct SimRun {
 };
 
 SimResult simulate(const TaskGraph& graph, const Network& network, const SimOptions& options) {
-    const auto wall0 = std::chrono::steady_clock::now();
+    const double wall0_s = now_s();
     SimResult result;
     {
         SimRun run(graph, network, options, result);
@@ -526,7 +526,7 @@ SimResult simulate(const TaskGraph& graph, const Network& network, const SimOpti
             result.busiest_link = static_cast<int>(l);
         }
     }
-    result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+    result.wall_s = now_s() - wall0_s;
     result.events_per_s = result.wall_s > 0 ? result.num_events / result.wall_s : 0;
     result.peak_rss_bytes = peak_rss_bytes();
     return result;

@@ -612,7 +612,7 @@ TEST(SimSharedCores, LayerPhasesAddUpAndStayAboveTheBound) {
     w.rows = rows.data();
     w.bytes_per_row = 1000;
     w.flops_per_row = 1e6;
-    w.gate_flops = 1e5;
+    w.route_flops = 1e5;
     w.count_bytes = 64;
     for (ScheduleKind kind : {ScheduleKind::plain, ScheduleKind::pairwise, ScheduleKind::hierarchical}) {
         ScheduleSpec spec;
@@ -657,7 +657,7 @@ TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
     w.rows = rows.data();
     w.bytes_per_row = 1000;
     w.flops_per_row = 1e6;
-    w.gate_flops = 3e6;
+    w.route_flops = 3e6;
     w.router_flops = 2e6;
     ScheduleSpec spec;
     spec.aggregation = Aggregation::none;
@@ -672,7 +672,7 @@ TEST(SimRouterRate, GatePhasesTakeRouterFlopsAtTheRouterRate) {
     w.router_flops = 4e6;  // more than the gate's FLOPs
     EXPECT_NE(error_of([&] {
                   predict_layer(make_network(c), w, spec);
-              }).find("router FLOPs must be in [0, gate FLOPs]"),
+              }).find("router FLOPs must be in [0, route FLOPs]"),
               std::string::npos);
     c.calibration = "  router_rate: {forward: 1 GFLOP/s}\n";
     expect_topology_error(c, "backward");
@@ -692,7 +692,7 @@ TEST(SimExchangeWait, EveryExchangeAfterComputeWaitsOnce) {
     w.rows = rows.data();
     w.bytes_per_row = 4096;
     w.flops_per_row = 1e6;
-    w.gate_flops = 1e6;
+    w.route_flops = 1e6;
     w.count_bytes = 64;
     for (ScheduleKind kind : {ScheduleKind::plain, ScheduleKind::pairwise, ScheduleKind::hierarchical}) {
         ScheduleSpec spec;
@@ -816,7 +816,7 @@ RandomCase random_case(std::mt19937_64& rng, bool uniform) {
     w.rows = rc.rows.data();
     w.bytes_per_row = 512 * (1 + pick(8));
     w.flops_per_row = pick(3) == 0 ? 0 : 1e3 * (1 + pick(1000));
-    w.gate_flops = 1e6 * pick(10);
+    w.route_flops = 1e6 * pick(10);
     w.count_bytes = 8 * 16;
     w.backward = pick(3) != 0;
     if (!uniform && pick(3) == 0) {

@@ -18,7 +18,7 @@ std::vector<PingPongPoint> line(double latency_us, double GBps) {
     return points;
 }
 
-TEST(SimCalibrate, FitRecoversAnExactAlphaBetaLine) {
+TEST(Calibrate, FitRecoversAnExactAlphaBetaLine) {
     const AlphaBetaFit fit = fit_alpha_beta(line(2.5, 5.0));
     EXPECT_NEAR(fit.latency_us, 2.5, 1e-9);
     EXPECT_NEAR(fit.bandwidth_GBps, 5.0, 1e-9);
@@ -26,7 +26,7 @@ TEST(SimCalibrate, FitRecoversAnExactAlphaBetaLine) {
     EXPECT_LT(fit.max_rel_residual, 1e-9);
 }
 
-TEST(SimCalibrate, FitNeverReturnsANegativeLatency) {
+TEST(Calibrate, FitNeverReturnsANegativeLatency) {
     std::vector<PingPongPoint> points = line(0.0, 10.0);
     points[0].time_us *= 0.5;  // a small message faster than the line: an unconstrained fit goes below 0
     const AlphaBetaFit fit = fit_alpha_beta(points);
@@ -36,7 +36,7 @@ TEST(SimCalibrate, FitNeverReturnsANegativeLatency) {
     EXPECT_GE(fit.max_rel_residual, 0.5);
 }
 
-TEST(SimCalibrate, FlatTimesGiveTheBandwidthsLowerBound) {
+TEST(Calibrate, FlatTimesGiveTheBandwidthsLowerBound) {
     // Noise above the transfer time: 3 us at every size, 8 B to 32 KiB, the largest a bit faster. A
     // least-squares slope is negative; the file must still hold a positive bandwidth: 32768 B / 2.9 us.
     std::vector<PingPongPoint> points;
@@ -70,7 +70,7 @@ CalibrationResult measured() {
     return r;
 }
 
-TEST(SimCalibrate, StepStandInHoldsEveryRowOfAStepUpTo256MiB) {
+TEST(Calibrate, StepStandInHoldsEveryRowOfAStepUpTo256MiB) {
     CalibrateOptions o;
     o.d_model = 256, o.d_ff = 512, o.activation = Activation::gelu, o.gate_tokens = 4096, o.top_k = 2;
     // The validation's layer: 8,192 rows over 4 local experts, 2,048 each; a row is 5 · 256 + 3 · 512
@@ -95,7 +95,7 @@ TEST(SimCalibrate, StepStandInHoldsEveryRowOfAStepUpTo256MiB) {
     EXPECT_EQ(shape.rows_per_expert, 1);
 }
 
-TEST(SimCalibrate, RowWorkRowsAreTheStepsRowsMadeEven) {
+TEST(Calibrate, RowWorkRowsAreTheStepsRowsMadeEven) {
     CalibrateOptions o;
     o.gate_tokens = 4096, o.top_k = 2;
     EXPECT_EQ(row_work_rows(o), 8192);
@@ -105,7 +105,7 @@ TEST(SimCalibrate, RowWorkRowsAreTheStepsRowsMadeEven) {
     EXPECT_EQ(row_work_rows(o), 2);
 }
 
-TEST(SimCalibrate, WrittenTopologyLoadsWithTheMeasuredFigures) {
+TEST(Calibrate, WrittenTopologyLoadsWithTheMeasuredFigures) {
     const CalibrationResult r = measured();
     const Topology t = parse_topology(topology_yaml_from_measurement(r, "here"), "here.yaml");
     EXPECT_EQ(t.name, "here");
@@ -130,7 +130,7 @@ TEST(SimCalibrate, WrittenTopologyLoadsWithTheMeasuredFigures) {
     EXPECT_NEAR(c.gemm_gflops.value_or(0), 21.5, 1e-6);
 }
 
-TEST(SimCalibrate, BaseFileKeepsEverythingButTheCalibrationBlock) {
+TEST(Calibrate, BaseFileKeepsEverythingButTheCalibrationBlock) {
     const std::string base_text = R"(name: base
 nodes: 4
 devices_per_node: 2
