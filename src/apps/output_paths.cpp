@@ -55,8 +55,15 @@ Identity identify(const std::string& path) {
         id.inode = st.st_ino;
     }
     // weakly_canonical resolves the part that exists (the directory, through its links) and appends the
-    // rest: a file not yet there is named by where it will be created.
-    const std::filesystem::path canonical = std::filesystem::weakly_canonical(path, error);
+    // rest: a file not yet there is named by where it will be created. A dangling symbolic link creates
+    // its target, so that is where it points (a bounded walk: links may form a loop).
+    std::filesystem::path target = path;
+    for (int hops = 0; !id.exists && hops < 40 && std::filesystem::is_symlink(target, error); ++hops) {
+        const std::filesystem::path next = std::filesystem::read_symlink(target, error);
+        if (error) break;
+        target = next.is_absolute() ? next : target.parent_path() / next;
+    }
+    const std::filesystem::path canonical = std::filesystem::weakly_canonical(target, error);
     id.canonical = error ? id.lexical : canonical.string();
     return id;
 }

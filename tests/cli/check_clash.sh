@@ -76,6 +76,15 @@ case "$case_name" in
         ln train.h5 dump.h5
         expect train.h5 "--log 'train.h5' and --dump 'dump.h5' are the same file (a hard link): one would overwrite the other" \
             layer "${layer[@]}" --log train.h5 --dump dump.h5 ;;
+    layer_log_dangling_symlink_is_dump)
+        # A dangling link creates its target: two outputs that would land on one new file, neither created.
+        mkdir out
+        ln -s out/new.h5 link.h5
+        "$here/expect_error.sh" "$nranks" \
+            "--log 'link.h5' and --dump 'out/new.h5' are the same file (through a symbolic link): one would overwrite the other" \
+            "$expar" layer "${layer[@]}" --log link.h5 --dump out/new.h5
+        [ ! -e out/new.h5 ] || { echo "FAIL: out/new.h5 was created"; exit 1; }
+        echo "ok:   nothing created" ;;
     train_log_is_text_file)
         head -c 4000 "$launch" >text.txt
         expect text.txt "--log 'text.txt' is the same file as --text-file 'text.txt': it would be overwritten" \
