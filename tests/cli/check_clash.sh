@@ -85,6 +85,15 @@ case "$case_name" in
             "$expar" layer "${layer[@]}" --log link.h5 --dump out/new.h5
         [ ! -e out/new.h5 ] || { echo "FAIL: out/new.h5 was created"; exit 1; }
         echo "ok:   nothing created" ;;
+    train_checkpoint_may_be_resume)
+        # Not a clash: continue and save in place (loaded first, then a complete file renamed over it).
+        prepare_checkpoint
+        steps3=("${tiny[@]}")
+        steps3[1]=3
+        "$launch" "$nranks" "$expar" train "${steps3[@]}" --resume ck.h5 --checkpoint ck.h5 >run.out 2>&1 ||
+            { echo "FAIL: --resume ck.h5 --checkpoint ck.h5 was refused:"; cat run.out; exit 1; }
+        grep -q "resumed from ck.h5 at step 2" run.out || { echo "FAIL: no resume at step 2:"; cat run.out; exit 1; }
+        echo "ok:   --checkpoint may name the --resume file" ;;
     train_log_is_text_file)
         head -c 4000 "$launch" >text.txt
         expect text.txt "--log 'text.txt' is the same file as --text-file 'text.txt': it would be overwritten" \
