@@ -20,6 +20,7 @@
 #include "layer_io.h"
 #include "node_map.h"
 #include "options.h"
+#include "output_paths.h"
 #include "rng.h"
 #include "sample_stats.h"
 #include "schedule.h"
@@ -329,6 +330,9 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
                       "--zipf-s must be >= 0 (got " << o.zipf_s << ")");
     }
     EXPAR_REQUIRE(!uses_file || !o.matrix_file.empty(), "--pattern file needs --matrix-file FILE");
+    require_distinct_paths(comm,
+                           {{"--config", o.config_file}, {"--matrix-file", uses_file ? o.matrix_file : ""}},
+                           {{"--log", o.log_path}});
     const std::vector<double> file_weights =
         uses_file ? read_matrix_file(o.matrix_file, P) : std::vector<double>();
     const NodeMap map = make_node_map(MPI_COMM_WORLD, o.ranks_per_node);

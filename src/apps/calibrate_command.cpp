@@ -158,7 +158,8 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
                                                                << " is not divisible by the " << P
                                                                << " ranks (the GEMM runs on each rank's "
                                                                   "local experts, as in a layer)");
-    require_output_paths(comm, {{"--out", o.out_path}});
+    require_distinct_paths(comm, {{"--config", o.config_file}, {"--base", o.base_path}},
+                           {{"--out", o.out_path}});
     if (me == 0 && !o.base_path.empty() &&
         (base.devices_per_node != map.ranks_per_node || base.num_nodes != map.num_nodes))
         std::fprintf(

@@ -78,7 +78,9 @@ int run_layer_command(int argc, char** argv, bool print_help) {
     const int P = comm.size(), rank = comm.rank();
     const LayerConfig& c = options.layer;
     validate(c, P);
-    require_output_paths(comm, {{"--log", options.output.log_path}, {"--dump", options.output.dump_path}});
+    require_distinct_paths(comm,
+                           {{"--config", options.config_file}, {"--topology", options.cluster.topology_path}},
+                           {{"--log", options.output.log_path}, {"--dump", options.output.dump_path}});
     blas_set_num_threads(options.output.blas_threads);
 
     const LayerCluster cluster = make_cluster(options, rank);

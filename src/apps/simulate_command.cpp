@@ -17,6 +17,8 @@
 #include "h5_file.h"
 #include "layer_io.h"
 #include "options.h"
+#include "output_paths.h"
+#include "routing.h"
 #include "simulate.h"
 #include "timer.h"
 
@@ -530,6 +532,15 @@ int run_simulate_command(int argc, char** argv, bool print_help) {
         }
     }
     const int num_points = static_cast<int>(points.size());
+    // Every point's files (a sweep may vary --topology and --replay); the replay is read only while
+    // simulating, after the log is created.
+    std::vector<InputPath> inputs = {{"--config", base.config_file}};
+    for (const Point& point : points) {
+        inputs.push_back({"--topology", point.topology_path});
+        if (point.spec.routing.kind == RoutingKind::replay)
+            inputs.push_back({"--replay", replay_file(point.spec.routing.replay)});
+    }
+    require_distinct_paths(comm, inputs, {{"--log", base.log_path}});
     std::unique_ptr<H5File> file;
     if (!base.log_path.empty()) file = create_on_root(comm, base.log_path);
 

@@ -211,10 +211,16 @@ int run_train_command(int argc, char** argv, bool print_help) {
     EXPAR_REQUIRE(
         o.stop_at == 0 || !o.checkpoint_path.empty(),
         "--stop-at needs --checkpoint FILE.h5 (to continue from with --resume; else the run is lost)");
-    // --resume may name the --checkpoint file (continue and save in place); the outputs must differ.
-    require_output_paths(comm, {{"--log", o.output.log_path},
-                                {"--dump", o.output.dump_path},
-                                {"--checkpoint", o.checkpoint_path, /*staged=*/true}});
+    // --resume may name the --checkpoint file (continue and save in place: it is loaded before the first
+    // save, which renames a complete file over it); no other output may name an input.
+    std::vector<InputPath> input_files = {
+        {"--config", o.config_file}, {"--topology", o.cluster.topology_path}, {"--resume", o.resume_path}};
+    for (const auto& [option, path] : data_input_files(o.data)) input_files.push_back({option, path});
+    require_distinct_paths(
+        comm, input_files,
+        {{"--log", o.output.log_path},
+         {"--dump", o.output.dump_path},
+         {"--checkpoint", o.checkpoint_path, /*staged=*/true, /*may_replace=*/"--resume"}});
     blas_set_num_threads(o.output.blas_threads);
 
     TokenData data(o.data, tc.model.seq_len, tc.batch_size, rank, P, tc.seed);

@@ -109,6 +109,11 @@ class QuietHdf5 {
 
 }  // namespace
 
+std::string replay_file(const std::string& file_and_dataset) {
+    const size_t colon = file_and_dataset.rfind(":/");
+    return colon == std::string::npos || colon == 0 ? file_and_dataset : file_and_dataset.substr(0, colon);
+}
+
 // ---------------------------------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------------------------------

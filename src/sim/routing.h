@@ -84,6 +84,10 @@ struct RoutingLog {
     std::vector<double> counts;  // [records, P_train, E_train]
 };
 
+// The FILE of "FILE.h5:/dataset" (the text before the last ":/"; all of it when there is none, which
+// read_routing_log refuses), for a command to keep its outputs off the file it will read.
+std::string replay_file(const std::string& file_and_dataset);
+
 // Reads "FILE.h5:/dataset": [records, P_train, E_train], or the trainer's /routing/counts
 // [records, M layers, P_train, E_train] of which it keeps MoE layer `layer` (train_io.cpp). Throws an
 // all-ranks expar::Error naming --replay on a missing file or dataset, a shape that is not 3-D or 4-D,

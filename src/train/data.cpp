@@ -245,6 +245,20 @@ std::vector<std::string> byte_words() {
 
 }  // namespace
 
+// The names the constructor below opens.
+std::vector<std::pair<const char*, std::string>> data_input_files(const DataOptions& options) {
+    std::vector<std::pair<const char*, std::string>> files;
+    if (options.kind == DataKind::bytes) files.emplace_back("--text-file", options.text_file);
+    if (options.kind != DataKind::brown) return files;
+    const std::string& dir = options.data_dir;
+    for (const char* name : {"meta.txt", "vocab.txt", "tags.txt"})
+        files.emplace_back("--data-dir", dir + "/" + name);
+    for (Split split : {Split::train, Split::valid, Split::test})
+        for (const char* suffix : {".bin", ".tags.bin"})
+            files.emplace_back("--data-dir", dir + "/" + to_string(split) + suffix);
+    return files;
+}
+
 TokenData::TokenData(const DataOptions& options,
                      int64_t seq_len,
                      int64_t batch_per_rank,

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "enum_names.h"
@@ -61,6 +62,11 @@ struct DataPosition {
 };
 // Throws (all ranks) "vocabulary mismatch on resume: ..." when the checkpoint's vocabulary differs.
 void data_position_check_resume(const DataPosition& saved, const DataPosition& current);
+
+// The files TokenData reads for these options, each with the option that names it (bytes: --text-file;
+// brown: --data-dir's meta, vocabulary, tag names, token and tag files; synthetic: none), so that a command
+// can keep its outputs off them.
+std::vector<std::pair<const char*, std::string>> data_input_files(const DataOptions& options);
 
 // An evaluation pass over a split: non-overlapping windows w = 0 .. W-1; window w holds the tokens
 // [w·S, w·S + S + 1) clipped to the split (synthetic: eval sequence w), so every token but the
