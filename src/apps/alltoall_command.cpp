@@ -107,9 +107,8 @@ po::options_description alltoall_options_description(AlltoallOptions* o) {
         // 0, not the layer's 4: a benchmark runs at any rank count (6, say), where 4 would not divide it.
         "group-size", po::value<int>(&o->group_size)->default_value(o->group_size), kGroupSizeHelp)(
         "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
-        "ranks per node; 0 = from MPI's shared-memory split, N = emulate nodes of N consecutive ranks "
-        "[ranks]")("log", po::value<std::string>(&o->log_path)->default_value(""),
-                   "HDF5 file of the table (FILE.h5; empty = none); schema in docs/hdf5.md");
+        kRanksPerNodeHelp)("log", po::value<std::string>(&o->log_path)->default_value(""),
+                           "HDF5 file of the table (FILE.h5; empty = none); schema in docs/hdf5.md");
     po::options_description all;
     all.add(general).add(sweep).add(traffic).add(schedule);
     return all;

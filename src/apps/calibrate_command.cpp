@@ -41,9 +41,8 @@ po::options_description calibrate_options_description(CalibrateCommandOptions* o
         "name", po::value<std::string>(&o->name)->default_value(o->name),
         "name of the written topology (without --base)")(
         "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
-        "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes (MPI shared-memory split)")(
-        "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
-        "BLAS threads per rank [threads]");
+        kRanksPerNodeHelp)("blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
+                           kBlasThreadsHelp);
     po::options_description links("Point-to-point and all-to-all");
     links.add_options()("min-bytes", po::value<int64_t>(&m.min_bytes)->default_value(m.min_bytes),
                         "smallest ping-pong message [bytes]")(
@@ -105,7 +104,7 @@ void validate(const CalibrateCommandOptions& o) {
                   "--top-k must be in 1..--experts (" << m.num_experts << "), got " << m.top_k);
     EXPAR_REQUIRE(m.gate_tokens > 0, "--gate-tokens must be positive, got " << m.gate_tokens);
     EXPAR_REQUIRE(m.peak_gflops >= 0, "--peak-gflops must be >= 0 (0 = unknown), got " << m.peak_gflops);
-    EXPAR_REQUIRE(o.blas_threads > 0, "--blas-threads must be positive");
+    validate_blas_threads(o.blas_threads);
     EXPAR_REQUIRE(!o.name.empty(), "--name must not be empty");
 }
 

@@ -84,9 +84,9 @@ po::options_description moe_training_options(LayerConfig* c) {
 
 po::options_description cluster_options(ClusterOptions* o) {
     po::options_description cluster("Cluster");
-    cluster.add_options()(
-        "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
-        "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes (MPI shared-memory split)")(
+    cluster.add_options()("ranks-per-node",
+                          po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
+                          kRanksPerNodeHelp)(
         "topology", po::value<std::string>(&o->topology_path)->default_value(o->topology_path),
         "cluster file (topology/*.yaml, docs/topology.md): link bandwidths and compute rate for the "
         "topology gate and shadowing");
@@ -101,14 +101,17 @@ po::options_description output_options(OutputOptions* o, const char* dump_conten
         "flush the log every N steps [steps]")(
         "dump", po::value<std::string>(&o->dump_path)->default_value(o->dump_path),
         (std::string("HDF5 dump of the first step: ") + dump_contents + " (FILE.h5; empty = none)").c_str())(
-        "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads),
-        "BLAS threads per rank [threads]");
+        "blas-threads", po::value<int>(&o->blas_threads)->default_value(o->blas_threads), kBlasThreadsHelp);
     return output;
 }
 
 void validate(const OutputOptions& o) {
     EXPAR_REQUIRE(o.log_flush_every > 0, "--log-flush-every must be positive");
-    EXPAR_REQUIRE(o.blas_threads > 0, "--blas-threads must be positive");
+    validate_blas_threads(o.blas_threads);
+}
+
+void validate_blas_threads(int blas_threads) {
+    EXPAR_REQUIRE(blas_threads > 0, "--blas-threads must be positive");
 }
 
 void finish_layer_options(const po::variables_map& vm, LayerConfig* c) {

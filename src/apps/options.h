@@ -61,6 +61,12 @@ boost::program_options::options_description schedule_options(LayerConfig* out);
 boost::program_options::options_description moe_training_options(LayerConfig* out);
 // --ranks-per-node and --topology of a run on the MPI ranks: layer, train.
 boost::program_options::options_description cluster_options(ClusterOptions* out);
+// One definition each for the options that commands outside these groups take too (alltoall, calibrate).
+constexpr const char* kRanksPerNodeHelp =
+    "emulate nodes of N consecutive ranks [ranks]; 0 = the real nodes (MPI shared-memory split)";
+constexpr const char* kBlasThreadsHelp = "BLAS threads per rank [threads]";
+// --blas-threads must be positive: an all-ranks expar::Error otherwise.
+void validate_blas_threads(int blas_threads);
 // --log, --log-flush-every, --dump (its contents named by dump_contents), --blas-threads: layer, train.
 boost::program_options::options_description output_options(OutputOptions* out, const char* dump_contents);
 // Throws an all-ranks expar::Error unless every value of *options is in range.
