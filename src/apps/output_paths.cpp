@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "check.h"
+#include "staged_output.h"
 
 namespace expar {
 namespace {
@@ -41,7 +42,7 @@ void require_output_paths(Comm& comm, const std::vector<OutputPath>& outputs) {
             if (o.path.empty()) continue;
             std::error_code error;  // a staged file's own path must not be a directory either
             const bool ok = !std::filesystem::is_directory(o.path, error) &&
-                            can_create_or_append(o.staged ? o.path + ".tmp" : o.path);
+                            can_create_or_append(o.staged ? partial_path(o.path) : o.path);
             if (!ok) failed = static_cast<int64_t>(i) + 1;
         }
     comm.allreduce_max_i64(&failed, 1);

@@ -10,9 +10,9 @@
 namespace expar {
 
 struct OutputPath {
-    const char* option;   // "--log"
-    std::string path;     // empty = not written
-    bool staged = false;  // written as path.tmp, then renamed onto path (checkpoints)
+    const char* option;  // "--log"
+    std::string path;    // empty = not written
+    bool staged = true;  // written as partial_path(path), then renamed onto path (every output file now)
 };
 
 // Throws on every rank when two non-empty paths name the same file, or rank 0 cannot write one (a
