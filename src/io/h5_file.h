@@ -78,6 +78,7 @@ class H5File {
     bool staged_ = false;
     bool committed_ = false;
     bool write_failed_ = false;
+    hsize_t reserved_ = 0;  // bytes from the start of the file already reserved on disk (h5_file.cpp)
 };
 
 // A dataset of shape [steps, row_dims...] that grows by one row per append. Chunked by rows.

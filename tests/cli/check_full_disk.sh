@@ -63,7 +63,7 @@ for n in 2 4; do
         expect_disk_full $n "$disk/ck.h5" checkpoint "${train[@]}" --batch-size $((8 / n)) --checkpoint "$disk/ck.h5"
     done
     echo "=== --log at $n ranks"
-    # 40k: found when reserving the file's blocks before a flush; 200k: found by HDF5's flush itself.
+    # 40k: found when reserving the file's blocks before a flush (fallocate); 200k: found by HDF5's flush itself.
     for size in 40k 200k; do
         mount_disk $size || fail "mount"
         expect_disk_full $n "$disk/log.h5" "--log file" "${layer[@]}" --log "$disk/log.h5"
