@@ -259,7 +259,7 @@ std::vector<H5LogField<AlltoallRow>> alltoall_log_fields(int P) {
 class AlltoallLog {
    public:
     AlltoallLog(Comm& comm, const std::string& path, const Attributes& options, const NodeMap& map) {
-        file_ = create_on_root(comm, path);
+        file_ = create_on_root(comm, path, "--log");
         if (!file_) return;
         write_common_attributes(*file_, options, map.num_ranks);
         file_->attr("num_nodes", static_cast<int64_t>(map.num_nodes));
@@ -274,6 +274,11 @@ class AlltoallLog {
         if (!file_) return;
         table_->append(row);
         file_->flush();
+    }
+    // Collective, at the end of a successful run: the log replaces the file at its path.
+    void commit(Comm& comm) {
+        table_.reset();
+        commit_on_root(comm, file_.get());
     }
 
    private:
@@ -491,7 +496,9 @@ int run_alltoall_command(int argc, char** argv, bool print_help) {
         }
     }
     if (me == 0 && log) std::printf("# log %s\n", o.log_path.c_str());
+    // A run that received wrong data fails with its log kept under the partial name, for the diagnosis.
     EXPAR_REQUIRE(total_wrong == 0, total_wrong << " floats were received wrong (see the #wrong column)");
+    if (log) log->commit(comm);
     return 0;
 }
 

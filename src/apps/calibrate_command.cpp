@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -14,6 +13,7 @@
 #include "node_map.h"
 #include "options.h"
 #include "output_paths.h"
+#include "staged_output.h"
 #include "text_file.h"
 #include "topology.h"
 
@@ -214,10 +214,7 @@ int run_calibrate_command(int argc, char** argv, bool print_help) {
         std::printf("\n%s", yaml.c_str());
         return 0;
     }
-    std::ofstream out(o.out_path);
-    out << yaml;
-    out.close();
-    if (!out) throw_error(__FILE__, __LINE__, "cannot write --out file '" + o.out_path + "'", false);
+    write_text_file_staged(o.out_path, "--out", yaml);  // FILE.partial, renamed onto FILE when complete
     std::printf("# wrote %s\n", o.out_path.c_str());
     return 0;
 }

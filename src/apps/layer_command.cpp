@@ -175,7 +175,7 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         load_max[i] = static_cast<double>(hi);
         load_mean[i] = static_cast<double>(received) / E;
     }
-    if (log) log->flush();
+    if (log) log->flush();  // the partial file is complete even if what follows fails
 
     // The expert FFN alone on the same shapes: rows per expert of a balanced step.
     const int64_t rows_per_expert =
@@ -239,6 +239,7 @@ int run_layer_command(int argc, char** argv, bool print_help) {
         if (!options.output.dump_path.empty())
             std::printf("dump                %s\n", options.output.dump_path.c_str());
     }
+    if (log) log->commit(comm);  // the run succeeded: the log replaces the file (docs/hdf5.md, Output files)
     return 0;
 }
 

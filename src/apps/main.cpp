@@ -14,6 +14,7 @@
 #include "check.h"
 #include "layer_command.h"
 #include "simulate_command.h"
+#include "staged_output.h"
 #include "topology_command.h"
 #include "train_command.h"
 
@@ -58,11 +59,14 @@ int main(int argc, char** argv) {
     try {
         exit_code = run(argc, argv);
     } catch (const expar::Error& error) {
+        // After the error: where the failed run's outputs are (rank 0 writes them; the others know none).
         if (!error.all_ranks()) {
             std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, error.what());
+            expar::print_kept_partials();
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
         if (rank == 0) std::fprintf(stderr, "expar: error: %s\n", error.what());
+        expar::print_kept_partials();
         exit_code = 1;
     } catch (const std::bad_alloc&) {
         std::fprintf(

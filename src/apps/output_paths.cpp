@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "check.h"
+#include "staged_output.h"
 
 namespace expar {
 namespace {
@@ -26,7 +27,7 @@ struct PathUse {
     std::string label;  // "--resume 'ckpt.h5'", for the message
     std::string path;
     bool output = false;
-    int owner = -1;                     // outputs: the index of its OutputPath (its .tmp shares it)
+    int owner = -1;                     // outputs: the index of its OutputPath (its partial file shares it)
     const char* may_replace = nullptr;  // outputs, not temporary: the input option it may name
     const char* option = nullptr;       // inputs: the option
 };
@@ -98,8 +99,8 @@ std::vector<PathUse> path_uses(const std::vector<InputPath>& inputs, const std::
         uses.push_back({std::string(o.option) + " '" + o.path + "'", o.path, true, owner, o.may_replace});
         // The temporary file is written over too: another output or an input there would be lost.
         if (o.staged)
-            uses.push_back({std::string(o.option) + "'s temporary file '" + o.path + ".tmp'", o.path + ".tmp",
-                            true, owner});
+            uses.push_back({std::string(o.option) + "'s partial file '" + partial_path(o.path) + "'",
+                            partial_path(o.path), true, owner});
     }
     for (const InputPath& in : inputs)
         if (!in.path.empty())
@@ -111,7 +112,7 @@ std::vector<PathUse> path_uses(const std::vector<InputPath>& inputs, const std::
 // Whether the pair (a, b) must name two files: a is an output; b is a later output or any input.
 bool must_differ(const PathUse& a, const PathUse& b) {
     if (!a.output) return false;
-    if (b.output) return a.owner != b.owner;  // a path and its own .tmp differ by name anyway
+    if (b.output) return a.owner != b.owner;  // a path and its own partial file differ by name anyway
     // A staged output over the input it may replace: read first, then replaced by a rename (its
     // temporary file has no may_replace: nothing may be there).
     return a.may_replace == nullptr || std::string(a.may_replace) != b.option;
@@ -150,7 +151,7 @@ void require_distinct_paths(Comm& comm,
             if (o.path.empty()) continue;
             std::error_code error;  // a staged file's own path must not be a directory either
             const bool ok = !std::filesystem::is_directory(o.path, error) &&
-                            can_create_or_append(o.staged ? o.path + ".tmp" : o.path);
+                            can_create_or_append(o.staged ? partial_path(o.path) : o.path);
             if (!ok) failed = static_cast<int64_t>(i) + 1;
         }
     comm.allreduce_max_i64(&failed, 1);

@@ -16,16 +16,16 @@ struct InputPath {
 };
 
 struct OutputPath {
-    const char* option;   // "--log"
-    std::string path;     // empty = not written
-    bool staged = false;  // written as path.tmp, then renamed onto path (checkpoints)
+    const char* option;  // "--log"
+    std::string path;    // empty = not written
+    bool staged = true;  // written as partial_path(path), then renamed onto path (every output file now)
     // The input option this output may name (staged outputs only): the input is read whole before the
     // output is first written, and the rename replaces it in one step ("--resume" for --checkpoint).
     const char* may_replace = nullptr;
 };
 
 // Throws the same expar::Error on every rank, before anything is written, when an output is the same file
-// as an input or as another output (a staged output's path.tmp counts as an output too), or when rank 0
+// as an input or as another output (a staged output's partial file counts as an output too), or when rank 0
 // cannot write an output (a missing or read-only directory, or a directory in the file's place).
 // "The same file": one inode (st_dev, st_ino) for existing files, so hard links and symbolic links count;
 // for a file not yet there, one canonical path (the real path of its directory, then its name). Rank 0

@@ -542,7 +542,7 @@ int run_simulate_command(int argc, char** argv, bool print_help) {
     }
     require_distinct_paths(comm, inputs, {{"--log", base.log_path}});
     std::unique_ptr<H5File> file;
-    if (!base.log_path.empty()) file = create_on_root(comm, base.log_path);
+    if (!base.log_path.empty()) file = create_on_root(comm, base.log_path, "--log");
 
     // Run this rank's points; a failure anywhere fails every rank with one message.
     const double t0 = now_s();
@@ -623,7 +623,7 @@ int run_simulate_command(int argc, char** argv, bool print_help) {
                 file->attr(points[0].overrides[k].first, values, "/summary");
             }
         }
-        file->close();
+        file->commit();  // rank 0 alone by now: every rank's points succeeded (fail_together)
         std::printf("# log %s\n", base.log_path.c_str());
     }
     return 0;

@@ -351,7 +351,7 @@ int run_train_command(int argc, char** argv, bool print_help) {
     }
     if (!o.checkpoint_path.empty()) save(last_step);
     if (last_step < tc.steps) {
-        if (log) log->flush();
+        if (log) log->commit(comm);  // a planned stop is a success (docs/hdf5.md, Output files)
         if (rank == 0)
             std::printf("stopped at step %lld of %lld%s\n", (long long)last_step, (long long)tc.steps,
                         o.checkpoint_path.empty() ? "" : (", checkpoint " + o.checkpoint_path).c_str());
@@ -359,7 +359,7 @@ int run_train_command(int argc, char** argv, bool print_help) {
     }
     evaluate(tc.steps, Split::valid, data.has_tags(), 0);
     evaluate(tc.steps, Split::test, false, 0);
-    if (log) log->flush();
+    if (log) log->commit(comm);
     if (rank == 0 && log) std::printf("log: %s\n", o.output.log_path.c_str());
     return 0;
 }

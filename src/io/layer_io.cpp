@@ -21,12 +21,12 @@ int64_t expert_total(const std::vector<int64_t>& counts, int num_ranks, int64_t 
 
 }  // namespace
 
-std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
+std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path, const std::string& what) {
     std::unique_ptr<H5File> file;
     int64_t failed = 0;
     if (comm.rank() == 0) {
         try {
-            file = std::make_unique<H5File>(path);
+            file = std::make_unique<H5File>(path, Staged{what});
         } catch (const Error&) {
             failed = 1;
         }
@@ -36,6 +36,11 @@ std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path) {
         EXPAR_FAIL("cannot create HDF5 file '" << path
                                                << "' (check that its directory exists and is writable)");
     return file;
+}
+
+void commit_on_root(Comm& comm, H5File* file) {
+    comm.barrier();
+    if (file) file->commit();
 }
 
 void write_common_attributes(H5File& file, const Attributes& options, int num_ranks) {
@@ -160,7 +165,7 @@ LayerLog::LayerLog(Comm& comm,
                    const std::string& path,
                    const Attributes& options,
                    const LayerConfig& config) {
-    file_ = create_on_root(comm, path);
+    file_ = create_on_root(comm, path, "--log");
     if (file_) write_common_attributes(*file_, options, comm.size());
     table_ = std::make_unique<H5LogTable<Row>>(file_.get(), layer_log_fields(comm.size(), config.num_experts),
                                                &comm);
@@ -180,6 +185,11 @@ void LayerLog::flush() {
     if (file_) file_->flush();
 }
 
+void LayerLog::commit(Comm& comm) {
+    table_.reset();
+    commit_on_root(comm, file_.get());
+}
+
 void write_layer_dump(Comm& comm,
                       const std::string& path,
                       const Attributes& options,
@@ -196,7 +206,7 @@ void write_layer_dump(Comm& comm,
     const int64_t T_local = c.tokens_per_rank, T = P * T_local, d = c.d_model, f = c.d_ff, E = c.num_experts;
     const int64_t k = c.top_k, EL = layer.num_local_experts();
     const hsize_t T_ = T, d_ = d, f_ = f, E_ = E, k_ = k;
-    std::unique_ptr<H5File> file = create_on_root(comm, path);
+    std::unique_ptr<H5File> file = create_on_root(comm, path, "--dump");
     std::vector<float> global(root ? std::max({T * d, E * d * f, T * E}) : 0);
 
     auto gather_write = [&](const std::string& name, const float* local, int64_t count,
@@ -263,6 +273,8 @@ void write_layer_dump(Comm& comm,
         write_common_attributes(*file, options, P);  // includes the seed, as an option
         file->attr("step", step);
     }
+    // A dump is one step's snapshot, complete in itself: it replaces the old one as soon as it is written.
+    commit_on_root(comm, file.get());
 }
 
 }  // namespace expar

@@ -16,9 +16,14 @@ namespace expar {
 
 using Attributes = std::vector<std::pair<std::string, std::string>>;
 
-// Collective: rank 0 creates (truncates) path, null elsewhere. If rank 0 cannot, every rank throws the same
-// one-line error, so all ranks fail together.
-std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path);
+// Collective: rank 0 creates a staged file for path (written as partial_path(path), see h5_file.h), null
+// elsewhere. If rank 0 cannot, every rank throws the same one-line error, so all ranks fail together.
+// what: the option that names the file ("--log"), for messages.
+std::unique_ptr<H5File> create_on_root(Comm& comm, const std::string& path, const std::string& what);
+
+// Collective: once every rank is here (the run or the dump succeeded everywhere), rank 0 closes the file
+// and renames it onto its path. A failure there is rank 0's error (main aborts the others).
+void commit_on_root(Comm& comm, H5File* file);
 
 // Root attributes every expar file carries: the given options, git revision, rank count, BLAS.
 void write_common_attributes(H5File& file, const Attributes& options, int num_ranks);
@@ -31,6 +36,8 @@ class LayerLog {
     // Collective. step_time_s: this rank's wall time of the step.
     void append(int64_t step, const MoeLayer& layer, double step_time_s, double tokens_per_s);
     void flush();
+    // Collective, at the end of a successful run: the log replaces the file at its path.
+    void commit(Comm& comm);
 
     struct Row;  // one step, as append gets it (layer_io.cpp)
 

@@ -1,8 +1,6 @@
 #include "checkpoint.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -12,6 +10,7 @@
 #include "fingerprint.h"
 #include "h5_file.h"
 #include "h5_reader.h"
+#include "staged_output.h"
 
 namespace expar {
 
@@ -94,32 +93,17 @@ void check_same_on_every_rank(Comm& comm, uint64_t fingerprint, const char* what
                         std::string("ranks 0 and ") + std::to_string(r) + " pass different " + what, false);
 }
 
-[[noreturn]] void fail_save(const std::string& path, int64_t failure) {
-    const std::string tmp_path = path + ".tmp";
+// reason: rank 0's account of a failed write (the other ranks' messages are not printed).
+[[noreturn]] void fail_save(const std::string& path, int64_t failure, const std::string& reason) {
+    const std::string partial = partial_path(path);
     if (failure == kCreateFailed)
-        EXPAR_FAIL("cannot write checkpoint '" << path << "': cannot create '" << tmp_path
+        EXPAR_FAIL("cannot write checkpoint '" << path << "': cannot create '" << partial
                                                << "' (check that its directory exists and is writable)");
     if (failure == kWriteFailed)
-        EXPAR_FAIL("cannot write checkpoint '"
-                   << path << "': writing '" << tmp_path
-                   << "' failed (disk full?); the previous checkpoint is untouched");
-    EXPAR_FAIL("cannot write checkpoint '" << path << "': cannot rename '" << tmp_path
+        EXPAR_FAIL("cannot write checkpoint '" << path << "': writing '" << partial << "' failed: " << reason
+                                               << "; the previous checkpoint is untouched");
+    EXPAR_FAIL("cannot write checkpoint '" << path << "': cannot rename '" << partial
                                            << "' onto it; the previous checkpoint is untouched");
-}
-
-// fsync, so that after a crash the renamed file has its contents and the directory has the rename.
-bool sync_to_disk(const std::string& path, bool directory) {
-    const int fd = ::open(path.c_str(), O_RDONLY | (directory ? O_DIRECTORY : 0));
-    if (fd < 0) return false;
-    const bool synced = ::fsync(fd) == 0;
-    ::close(fd);
-    return synced;
-}
-
-std::string parent_directory(const std::string& path) {
-    const size_t slash = path.rfind('/');
-    if (slash == std::string::npos) return ".";
-    return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 // Checks the file against state on this rank; returns the one-line error, "" if it fits (file then open).
@@ -274,26 +258,27 @@ void save_checkpoint(Comm& comm, const std::string& path, const TrainingState& s
 
     // Rank 0 writes; the others only send. A failure on rank 0 is remembered, not thrown, so that rank 0
     // keeps taking part in the gathers, and all ranks learn of it at the end.
-    const std::string tmp_path = path + ".tmp";
     std::unique_ptr<H5File> file;
     std::vector<float> buffer;
     int64_t failure = kSaveOk;
+    std::string reason;
     if (root) {
         try {
-            file = std::make_unique<H5File>(tmp_path);
+            file = std::make_unique<H5File>(path, Staged{"checkpoint"});
             buffer.resize(buffer_floats);
         } catch (const std::exception&) {
             failure = kCreateFailed;
         }
     }
     comm.allreduce_max_i64(&failure, 1);
-    if (failure != kSaveOk) fail_save(path, failure);
+    if (failure != kSaveOk) fail_save(path, failure, reason);
     auto on_root = [&](auto&& write) {
         if (!root || failure != kSaveOk) return;
         try {
             write();
         } catch (const std::exception&) {
             failure = kWriteFailed;
+            reason = describe_write_failure(file->written_path(), 0);  // the file system is still full
         }
     };
 
@@ -334,24 +319,19 @@ void save_checkpoint(Comm& comm, const std::string& path, const TrainingState& s
         }
         ++s;
     }
-    on_root([&] {
-        file->close();
-        if (!sync_to_disk(tmp_path, false)) failure = kWriteFailed;
-    });
+    on_root([&] { file->close(); });
     if (root && failure == kSaveOk) {
-        // POSIX rename replaces path atomically: a reader (or a crash) sees the old file or the new one.
-        if (std::rename(tmp_path.c_str(), path.c_str()) != 0)
+        // Atomic rename (staged_output.h): a reader, or a crash, sees the old checkpoint or the new one.
+        try {
+            file->commit();
+        } catch (const Error&) {
             failure = kRenameFailed;
-        else
-            sync_to_disk(parent_directory(path),
-                         true);  // best effort: not every filesystem syncs directories
+        }
     }
-    if (root && failure != kSaveOk) {
-        file.reset();
-        std::remove(tmp_path.c_str());
-    }
+    // A partial checkpoint cannot be resumed from, unlike a partial log: it goes.
+    if (root && failure != kSaveOk) file->discard();
     comm.allreduce_max_i64(&failure, 1);
-    if (failure != kSaveOk) fail_save(path, failure);
+    if (failure != kSaveOk) fail_save(path, failure, reason);
 }
 
 void load_checkpoint(Comm& comm, const std::string& path, TrainingState& state) {

@@ -124,7 +124,7 @@ std::vector<H5LogField<TrainLog::EvalRow>> eval_fields() {
 
 TrainLog::TrainLog(Comm& comm, const std::string& path, const Attributes& attributes, const Trainer& trainer)
     : trainer_(trainer), root_(comm.rank() == 0) {
-    file_ = create_on_root(comm, path);
+    file_ = create_on_root(comm, path, "--log");
     if (!root_) return;
     write_common_attributes(*file_, attributes, comm.size());
     std::string blocks;
@@ -174,6 +174,13 @@ void TrainLog::flush() {
     if (file_) file_->flush();
 }
 
+void TrainLog::commit(Comm& comm) {
+    steps_.reset();
+    routing_.reset();
+    eval_.reset();
+    commit_on_root(comm, file_.get());
+}
+
 // ------------------------------------------------------------------------------------------------
 // Dump
 
@@ -188,7 +195,7 @@ StepResult write_train_dump(Trainer& t,
     const bool root = comm.rank() == 0;
     const int64_t N = t.model.num_rows, V = t.config.model.vocab_size, S = t.config.model.seq_len;
     const hsize_t G = static_cast<hsize_t>(P) * t.config.batch_size;
-    std::unique_ptr<H5File> file = create_on_root(comm, path);
+    std::unique_ptr<H5File> file = create_on_root(comm, path, "--dump");
 
     // Logits first: the backward turns them into dlogits in place. The router-bias state must not move.
     const int64_t E = t.config.moe.layer.num_experts;
@@ -241,6 +248,8 @@ StepResult write_train_dump(Trainer& t,
         write_common_attributes(*file, attributes, P);
         file->attr("step", step);
     }
+    // A dump is one step's snapshot, complete in itself: it replaces the old one as soon as it is written.
+    commit_on_root(comm, file.get());
     return r;
 }
 

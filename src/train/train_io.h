@@ -28,6 +28,9 @@ class TrainLog {
     // POS-tag routing counts of an evaluation, [M, E, tags], and the tag names (rank 0).
     void write_tag_counts(const EvalResult& result, const std::vector<std::string>& tag_names);
     void flush();
+    // Collective, at the end of a successful run (or one stopped by --stop-at): the log replaces the file
+    // at its path.
+    void commit(Comm& comm);
 
     // What append_step, append_routing and append_eval get (train_io.cpp).
     struct StepRow;

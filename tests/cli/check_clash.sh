@@ -65,11 +65,11 @@ case "$case_name" in
         ln -s real linked
         expect real/ck.h5 "--dump 'linked/ck.h5' is the same file as --resume 'real/ck.h5' (through a symbolic link)" \
             train "${tiny[@]}" --resume real/ck.h5 --dump linked/ck.h5 ;;
-    train_log_is_checkpoint_temporary)
-        # A previous log where the checkpoint's temporary file will go.
+    train_log_is_checkpoint_partial)
+        # A previous log where the checkpoint's partial file will go.
         prepare_train_log
-        expect train.h5 "--checkpoint's temporary file 'train.h5.tmp' are the same file" \
-            train "${tiny[@]}" --checkpoint train.h5 --log train.h5.tmp ;;
+        expect train.h5 "--checkpoint's partial file 'train.h5.partial' are the same file" \
+            train "${tiny[@]}" --checkpoint train.h5 --log train.h5.partial ;;
     layer_log_and_dump_hard_link)
         # An existing log hard-linked under the dump's name: the right reason, not a hint about the directory.
         prepare_train_log

@@ -185,7 +185,7 @@ TEST_F(CheckpointTest, SameRankCountIsBitwiseAndLeavesNoTemporary) {
     TestState saved = make_state(P, rank, even_range, true);
     save_checkpoint(comm, path, saved.state);
     EXPECT_TRUE(exists(path));
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(exists(path + ".partial"));
     TestState loaded = make_state(P, rank, even_range, false);
     load_checkpoint(comm, path, loaded.state);
     EXPECT_EQ(count_wrong(loaded, 1), 0);
@@ -310,13 +310,13 @@ TEST_F(CheckpointTest, ItemsOutOfRankOrderAreAnInternalError) {
     EXPECT_TRUE(internal);
     comm.barrier();
     EXPECT_FALSE(exists(path));
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(exists(path + ".partial"));
 }
 
 // ------------------------------------------------------------------------------------------------
 // Atomic replacement
 
-// A save that crashed half-way leaves a partial .tmp: the previous checkpoint still loads, and the next
+// A save that crashed half-way leaves FILE.partial behind: the previous checkpoint still loads, and the next
 // save replaces both.
 TEST_F(CheckpointTest, CrashedSaveLeavesPreviousCheckpoint) {
     MpiComm comm(MPI_COMM_WORLD);
@@ -325,7 +325,7 @@ TEST_F(CheckpointTest, CrashedSaveLeavesPreviousCheckpoint) {
     TestState first = make_state(P, rank, even_range, true, 1);
     save_checkpoint(comm, path, first.state);
     if (rank == 0) {
-        std::ofstream partial(path + ".tmp", std::ios::binary);
+        std::ofstream partial(path + ".partial", std::ios::binary);
         partial << "\x89HDF\r\n\x1a\n half of a checkpoint";
     }
     comm.barrier();
@@ -335,7 +335,7 @@ TEST_F(CheckpointTest, CrashedSaveLeavesPreviousCheckpoint) {
 
     TestState second = make_state(P, rank, even_range, true, 2);
     save_checkpoint(comm, path, second.state);
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(exists(path + ".partial"));
     TestState reloaded = make_state(P, rank, even_range, false);
     load_checkpoint(comm, path, reloaded.state);
     EXPECT_EQ(count_wrong(reloaded, 2), 0);
@@ -350,14 +350,14 @@ TEST_F(CheckpointTest, FailedSaveKeepsPreviousCheckpoint) {
     TestState first = make_state(P, rank, even_range, true, 1);
     save_checkpoint(comm, path, first.state);
     if (rank == 0) {
-        std::filesystem::create_directory(path + ".tmp");
-        std::ofstream(path + ".tmp/inside") << "x";
+        std::filesystem::create_directory(path + ".partial");
+        std::ofstream(path + ".partial/inside") << "x";
     }
     comm.barrier();
     TestState second = make_state(P, rank, even_range, true, 2);
     EXPECT_EQ(error_of([&] { save_checkpoint(comm, path, second.state); }),
               "cannot write checkpoint '" + path + "': cannot create '" + path +
-                  ".tmp' (check that its directory exists and is writable)");
+                  ".partial' (check that its directory exists and is writable)");
     TestState loaded = make_state(P, rank, even_range, false);
     load_checkpoint(comm, path, loaded.state);
     EXPECT_EQ(count_wrong(loaded, 1), 0);
@@ -369,7 +369,7 @@ TEST_F(CheckpointTest, SaveIntoMissingDirectoryFailsOnEveryRank) {
     TestState saved = make_state(comm.size(), comm.rank(), even_range, true);
     EXPECT_EQ(error_of([&] { save_checkpoint(comm, path, saved.state); }),
               "cannot write checkpoint '" + path + "': cannot create '" + path +
-                  ".tmp' (check that its directory exists and is writable)");
+                  ".partial' (check that its directory exists and is writable)");
 }
 
 // The rename fails (a non-empty directory is in the way): every rank fails, the temporary is removed.
@@ -384,8 +384,8 @@ TEST_F(CheckpointTest, FailedRenameRemovesTemporary) {
     TestState saved = make_state(comm.size(), comm.rank(), even_range, true);
     EXPECT_EQ(error_of([&] { save_checkpoint(comm, path, saved.state); }),
               "cannot write checkpoint '" + path + "': cannot rename '" + path +
-                  ".tmp' onto it; the previous checkpoint is untouched");
-    EXPECT_FALSE(exists(path + ".tmp"));
+                  ".partial' onto it; the previous checkpoint is untouched");
+    EXPECT_FALSE(exists(path + ".partial"));
     EXPECT_TRUE(std::filesystem::is_directory(path));
 }
 
