@@ -96,8 +96,7 @@ po::options_description alltoall_options_description(AlltoallOptions* o) {
         "zipf: exponent s, expert of popularity rank j drawn with probability ~ (j+1)^-s [1]")(
         "experts", po::value<int64_t>(&o->experts)->default_value(o->experts),
         "zipf: experts E, E/P per rank; 0 = 8 per rank [experts]")(
-        "seed", po::value<uint64_t>(&o->seed)->default_value(o->seed),
-        "zipf: seed of the expert popularity order and the routing")(
+        "seed", uint64_value(&o->seed), "zipf: seed of the expert popularity order and the routing")(
         "matrix-file", po::value<std::string>(&o->matrix_file)->default_value(""),
         "file: text file of P lines of P non-negative weights (line i: rank i's traffic to each rank, "
         "scaled to the size); '#' starts a comment");

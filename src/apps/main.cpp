@@ -1,6 +1,7 @@
 // expar: one executable, one subcommand per job. main() owns MPI and turns library errors into a
 // one-line message and a non-zero exit on every rank.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -48,6 +49,29 @@ int run(int argc, char** argv) {
     EXPAR_FAIL("unknown command '" << command << "'; try `expar --help`");
 }
 
+// Out of memory: a rank cannot tell whether the others failed too. A deterministic one (sizes no process
+// can hold) hits every rank at the same allocation, and should print one line; one that hits some ranks
+// only must still end the job, while the others may be blocked in a collective waiting for this rank.
+// So a failing rank offers a non-blocking allreduce on a communicator of its own (no other collective is
+// pending on it, whatever MPI_COMM_WORLD was doing) and waits for it at most kOomAgreementSeconds:
+// complete, every rank failed and rank 0 reports once for the job; not, this rank reports and aborts.
+constexpr double kOomAgreementSeconds = 10.0;
+
+// True when every rank of error_comm reported out of memory within kOomAgreementSeconds.
+bool all_ranks_out_of_memory(MPI_Comm error_comm) {
+    int mine = 1, all = 0;
+    MPI_Request request = MPI_REQUEST_NULL;
+    if (MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, error_comm, &request) != MPI_SUCCESS) return false;
+    const double deadline = MPI_Wtime() + kOomAgreementSeconds;
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+        if (done) return all == 1;
+        if (MPI_Wtime() > deadline) return false;  // the request is left pending: MPI_Abort follows
+        usleep(1000);                              // leave the core to ranks that are still computing
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,7 +79,10 @@ int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm error_comm = MPI_COMM_NULL;  // used only by all_ranks_out_of_memory
+    MPI_Comm_dup(MPI_COMM_WORLD, &error_comm);
     int exit_code = 0;
+    std::string out_of_memory;  // the message of an out-of-memory error, reported below
     try {
         exit_code = run(argc, argv);
     } catch (const expar::Error& error) {
@@ -69,23 +96,27 @@ int main(int argc, char** argv) {
         expar::print_kept_partials();
         exit_code = 1;
     } catch (const std::bad_alloc&) {
-        std::fprintf(
-            stderr,
-            "expar: error on rank %d: out of memory (std::bad_alloc): the run needs more memory than "
-            "this process may use: a smaller problem per process (its sizes and counts), or more memory\n",
-            rank);
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        out_of_memory =
+            "out of memory (std::bad_alloc): the run needs more memory than this process may use: a smaller "
+            "problem per process (its sizes and counts), or more memory";
     } catch (const std::length_error& error) {  // a buffer larger than a std::vector can hold
-        std::fprintf(
-            stderr,
-            "expar: error on rank %d: out of memory (a buffer of more elements than memory can "
-            "hold, std::length_error: %s): give each process a smaller problem (its sizes and counts)\n",
-            rank, error.what());
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        out_of_memory = std::string(
+                            "out of memory (a buffer of more elements than memory can hold, "
+                            "std::length_error: ") +
+                        error.what() + "): give each process a smaller problem (its sizes and counts)";
     } catch (const std::exception& error) {
-        std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, error.what());
+        std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, expar::printable(error.what()).c_str());
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
+    if (!out_of_memory.empty()) {
+        if (!all_ranks_out_of_memory(error_comm)) {
+            std::fprintf(stderr, "expar: error on rank %d: %s\n", rank, out_of_memory.c_str());
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        if (rank == 0) std::fprintf(stderr, "expar: error: %s (on every rank)\n", out_of_memory.c_str());
+        exit_code = 1;
+    }
+    MPI_Comm_free(&error_comm);
     MPI_Finalize();
     return exit_code;
 }

@@ -125,7 +125,7 @@ po::options_description layer_options_description(LayerRunOptions* o) {
     run.add_options()("steps", po::value<int64_t>(&o->steps)->default_value(o->steps),
                       "timed steps (forward + backward) [steps]")(
         "warmup", po::value<int64_t>(&o->warmup)->default_value(o->warmup),
-        "untimed steps before them [steps]")("seed", po::value<uint64_t>(&o->seed)->default_value(o->seed),
+        "untimed steps before them [steps]")("seed", uint64_value(&o->seed),
                                              "seed of tokens, parameters and gate randomness")(
         "lr", po::value<double>(&o->learning_rate)->default_value(o->learning_rate),
         "SGD learning rate applied after each step so routing moves [1]; 0 = no update")(
@@ -188,14 +188,31 @@ void store_config_file(const po::options_description& description, po::variables
     const auto file_it = vm->find("config");
     if (file_it == vm->end() || file_it->second.as<std::string>().empty()) return;
     const std::string path = file_it->second.as<std::string>();
-    std::istringstream in(read_text_file(path, "config file"));
+    const std::string text = read_text_file(path, "config file");
+    // Boost reports a line "= 4" as "unrecognised option ''", without the line.
+    std::istringstream lines(text);
+    int line_number = 0;
+    for (std::string line; std::getline(lines, line);) {
+        ++line_number;
+        const size_t first = line.find_first_not_of(" \t\r");
+        EXPAR_REQUIRE(
+            first == std::string::npos || line[first] != '=',
+            "config file '" << path << "' line " << line_number << ": an option name is missing before '='");
+    }
+    std::istringstream in(text);
     try {
         po::parsed_options parsed = po::parse_config_file(in, description);
-        for (const po::option& option : parsed.options)
+        for (const po::option& option : parsed.options) {
             EXPAR_REQUIRE(option.string_key != "config", "config file '"
                                                              << path
                                                              << "' sets config: a config file cannot "
                                                                 "name another; merge them into one");
+            // Help is printed before the file is read (the file may be what is wrong); a config that
+            // asked for it would be silently ignored.
+            EXPAR_REQUIRE(
+                option.string_key != "help",
+                "config file '" << path << "' sets help: help is a command-line option; run with --help");
+        }
         // The command line wins: a key it set is dropped from the file (for a single value store() would
         // keep the first anyway, but a list such as --sweep would take both).
         auto& options = parsed.options;
@@ -247,7 +264,32 @@ std::string shortest_float_text(float value) {
     }
 }
 
+// uint64_value's semantic: boost's parse after a check for a minus sign (the only thing that wraps).
+class Uint64Value : public po::typed_value<uint64_t> {
+   public:
+    explicit Uint64Value(uint64_t* target) : po::typed_value<uint64_t>(target) {}
+    void xparse(boost::any& value_store, const std::vector<std::string>& tokens) const override {
+        for (const std::string& token : tokens) {
+            const size_t first = token.find_first_not_of(" \t");
+            if (first == std::string::npos || token[first] != '-') continue;
+            po::validation_error error(po::validation_error::invalid_option_value, "", token);
+            error.set_substitute("value", token);
+            error.m_error_template =
+                "the argument ('%value%') for option '%canonical_option%' is invalid: it is negative, "
+                "and the option takes a number >= 0";
+            throw error;
+        }
+        po::typed_value<uint64_t>::xparse(value_store, tokens);
+    }
+};
+
 }  // namespace
+
+po::typed_value<uint64_t>* uint64_value(uint64_t* target) {
+    auto* value = new Uint64Value(target);  // owned by the options_description, as po::value's
+    value->default_value(*target);
+    return value;
+}
 
 po::typed_value<float>* float_value(float* target) {
     return po::value<float>(target)->default_value(*target, shortest_float_text(*target));

@@ -110,6 +110,11 @@ bool parse_command_options(int argc,
 // not (=0.00100000005).
 boost::program_options::typed_value<float>* float_value(float* target);
 
+// An unsigned option bound to *target, its current value the default. Boost reads "-1" into a uint64_t
+// as 2^64 - 1 (lexical_cast wraps); this one refuses a negative value instead, naming the option.
+// Every unsigned option is declared through it.
+boost::program_options::typed_value<uint64_t>* uint64_value(uint64_t* target);
+
 // Every option in vm (defaults included) as text, for the root attributes of HDF5 files.
 Attributes options_as_attributes(const boost::program_options::variables_map& vm);
 

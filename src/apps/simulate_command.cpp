@@ -66,7 +66,7 @@ po::options_description simulate_options_description(SimulateCommandOptions* o) 
         "rate-window", po::value<double>(&o->rate_window)->default_value(o->rate_window),
         "flow simulation: batch completions within this fraction of the interval [1]; 0 = exact max-min")(
         "steps", po::value<int64_t>(&o->steps)->default_value(o->steps), "simulated layer steps [steps]")(
-        "seed", po::value<uint64_t>(&o->seed)->default_value(o->seed), "seed of the routing draws")(
+        "seed", uint64_value(&o->seed), "seed of the routing draws")(
         "backward", po::value<bool>(&o->backward)->default_value(o->backward),
         "simulate the backward pass too (true|false)")(
         "log", po::value<std::string>(&o->log_path)->default_value(""),

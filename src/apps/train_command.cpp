@@ -93,8 +93,7 @@ po::options_description train_options_description(TrainOptions* o) {
         "allreduce-bucket-bytes",
         po::value<int64_t>(&t.allreduce_bucket_bytes)->default_value(t.allreduce_bucket_bytes),
         "size of one gradient all-reduce call [bytes]")(
-        "seed", po::value<uint64_t>(&t.seed)->default_value(t.seed),
-        "seed of parameters, gate randomness and training batches");
+        "seed", uint64_value(&t.seed), "seed of parameters, gate randomness and training batches");
     po::options_description data("Data (docs/data.md)");
     data.add_options()("data", enum_value(&o->data.kind), enum_help<DataKind>().c_str())(
         "data-dir", po::value<std::string>(&o->data.data_dir)->default_value(o->data.data_dir),
@@ -110,12 +109,12 @@ po::options_description train_options_description(TrainOptions* o) {
         "synthetic-leak", po::value<double>(&s.leak)->default_value(s.leak),
         "synthetic: probability of a uniform jump [1]")(
         "synthetic-sharpness", po::value<double>(&s.sharpness)->default_value(s.sharpness),
-        "synthetic: spread of successor log-weights [nats]")(
-        "synthetic-seed", po::value<uint64_t>(&s.seed)->default_value(s.seed),
-        "synthetic: seed of the tables")("synthetic-eval-sequences",
-                                         po::value<int64_t>(&o->data.synthetic_eval_sequences)
-                                             ->default_value(o->data.synthetic_eval_sequences),
-                                         "synthetic: sequences per valid/test split [sequences]");
+        "synthetic: spread of successor log-weights [nats]")("synthetic-seed", uint64_value(&s.seed),
+                                                             "synthetic: seed of the tables")(
+        "synthetic-eval-sequences",
+        po::value<int64_t>(&o->data.synthetic_eval_sequences)
+            ->default_value(o->data.synthetic_eval_sequences),
+        "synthetic: sequences per valid/test split [sequences]");
     po::options_description output("Evaluation and output");
     output.add_options()("eval-every", po::value<int64_t>(&o->eval_every)->default_value(0),
                          "validation perplexity every N steps [steps]; 0 = only at the end")(

@@ -14,6 +14,39 @@ int world_rank_or_minus_one() {
     return rank;
 }
 
+std::string printable(const std::string& message) {
+    std::string out;
+    out.reserve(message.size());
+    for (const char c : message) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (byte >= 0x20 && byte != 0x7f) {
+            out += c;
+            continue;
+        }
+        switch (c) {
+            case '\n':
+                out += "\\n";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\0':
+                out += "\\0";
+                break;
+            default: {
+                static const char kHex[] = "0123456789abcdef";
+                out += "\\x";
+                out += kHex[byte >> 4];
+                out += kHex[byte & 15];
+            }
+        }
+    }
+    return out;
+}
+
 void throw_error(const char* file, int line, const std::string& message, bool all_ranks) {
     std::ostringstream oss;
     oss << message << " [" << file << ":" << line << ", rank " << world_rank_or_minus_one() << "]";

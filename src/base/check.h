@@ -10,9 +10,16 @@
 
 namespace expar {
 
+// message with its control characters (bytes below 0x20, and 0x7f) written as \n, \t, \r, \0 or \xHH:
+// an error stays one line on the terminal whatever a value in it held (a newline in an option, a NUL
+// byte read from a file), and printf's %s does not cut it at a NUL. Other bytes (UTF-8 paths) are kept.
+std::string printable(const std::string& message);
+
 class Error : public std::runtime_error {
    public:
-    Error(const std::string& message, bool all_ranks) : std::runtime_error(message), all_ranks_(all_ranks) {}
+    // The message is stored printable(): every error expar reports is one line.
+    Error(const std::string& message, bool all_ranks)
+        : std::runtime_error(printable(message)), all_ranks_(all_ranks) {}
     // True when every rank of the job raises this same error at the same point.
     bool all_ranks() const { return all_ranks_; }
 

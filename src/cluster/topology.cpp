@@ -1,5 +1,6 @@
 #include "topology.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -263,6 +264,11 @@ Topology parse_topology(const std::string& yaml_text, const std::string& origin)
     YAML::Node root;
     try {
         root = YAML::Load(yaml_text);
+    } catch (const YAML::DeepRecursion& error) {
+        // yaml-cpp's parser recurses once per level and stops at a fixed depth with the message "bad file".
+        EXPAR_FAIL(origin << (error.mark.is_null() ? "" : ":" + std::to_string(error.mark.line + 1))
+                          << ": YAML nested more than " << error.depth()
+                          << " levels deep (a topology file nests a few); not a topology file?");
     } catch (const YAML::Exception& error) {
         EXPAR_FAIL(origin << (error.mark.is_null() ? "" : ":" + std::to_string(error.mark.line + 1))
                           << ": YAML syntax error: " << error.msg);

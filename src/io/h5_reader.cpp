@@ -33,6 +33,39 @@ std::vector<hsize_t> H5Reader::dims(const std::string& path) const {
     return dims;
 }
 
+std::string H5Reader::type_name(const std::string& path) const {
+    hid_t dataset = HDF5_CHECK(H5Dopen2(file_, path.c_str(), H5P_DEFAULT));
+    hid_t type = HDF5_CHECK(H5Dget_type(dataset));
+    const H5T_class_t type_class = H5Tget_class(type);
+    const std::string bits = std::to_string(8 * H5Tget_size(type));
+    std::string name;
+    switch (type_class) {
+        case H5T_INTEGER:
+            name = (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + bits;
+            break;
+        case H5T_FLOAT:
+            name = "float" + bits;
+            break;
+        case H5T_STRING:
+            name = "string";
+            break;
+        case H5T_COMPOUND:
+            name = "compound";
+            break;
+        case H5T_ENUM:
+            name = "enum";
+            break;
+        case H5T_ARRAY:
+            name = "array";
+            break;
+        default:
+            name = "HDF5 class " + std::to_string(static_cast<int>(type_class));
+    }
+    H5Tclose(type);
+    H5Dclose(dataset);
+    return name;
+}
+
 bool H5Reader::has_attr(const std::string& name, const std::string& object_path) const {
     return HDF5_CHECK(H5Aexists_by_name(file_, object_path.c_str(), name.c_str(), H5P_DEFAULT)) > 0;
 }

@@ -23,6 +23,10 @@ class H5Reader {
     bool has(const std::string& path) const;
     // Shape of the dataset at path; empty for a scalar.
     std::vector<hsize_t> dims(const std::string& path) const;
+    // The element type of the dataset at path as numpy names it: "float32", "int8", "uint64", ...;
+    // "string", "compound", ... (the HDF5 class) for the others. read() converts between numeric types
+    // silently (an int8 dataset reads as floats), so a reader that needs one type checks it with this.
+    std::string type_name(const std::string& path) const;
 
     // Attributes of the object at object_path (the root group by default).
     bool has_attr(const std::string& name, const std::string& object_path = "/") const;

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 
@@ -152,6 +154,10 @@ std::string check_checkpoint(const std::string& path,
             if (saved != here)
                 return another_model + "tensor '" + t.path + "' is " + shape_text(here) + " here, " +
                        shape_text(saved) + " in the file";
+            // HDF5 would convert any numeric type on read: int8 weights would load as small integers.
+            const std::string type = file->type_name(t.path);
+            if (type != "float32")
+                return in_file + ": tensor '" + t.path + "' is " + type + "; checkpoints hold float32";
         }
         for (const auto& counter : state.counters) {
             const std::string counter_path = std::string(kCounterGroup) + "/" + counter.first;
@@ -161,6 +167,10 @@ std::string check_checkpoint(const std::string& path,
             if (!saved.empty())
                 return in_file + ": counter '" + counter.first + "' is " + shape_text(saved) +
                        ", not a scalar";
+            // A float step (5.7) would be cut to an integer on read.
+            const std::string type = file->type_name(counter_path);
+            if (type.compare(0, 3, "int") != 0 && type.compare(0, 4, "uint") != 0)
+                return in_file + ": counter '" + counter_path + "' is " + type + ", not an integer";
         }
     } catch (const Error&) {
         return "cannot read " + reading + " of " + in_file;
@@ -204,6 +214,50 @@ void agree_on_load_error(Comm& comm, const std::string& path, const std::string&
     EXPAR_FAIL("checkpoint '" << path << "' does not read the same on every rank (rank "
                               << failing - all.begin()
                               << " fails; check that every rank sees the same file)");
+}
+
+// Collective, after read_checkpoint: every value read is finite (a NaN weight would otherwise surface
+// steps later as a non-finite MoE input that does not name the checkpoint) and every counter of
+// state.non_negative_counters is >= 0. Each rank scans its own items; the first bad value in file order
+// over all ranks is reported, so every rank throws the same message.
+void check_loaded_values(Comm& comm, const std::string& path, const TrainingState& state) {
+    constexpr int64_t kNone = INT64_MAX;
+    int64_t mine[2] = {kNone, kNone};  // (tensor index, flat index in the file's dataset)
+    for (size_t i = 0; i < state.tensors.size() && mine[0] == kNone; ++i) {
+        const StateTensor& t = state.tensors[i];
+        const int64_t n = t.num_items * item_floats(t);
+        const float* bad = std::find_if(t.data, t.data + n, [](float x) { return !std::isfinite(x); });
+        if (bad != t.data + n) {
+            mine[0] = static_cast<int64_t>(i);
+            mine[1] = t.first_item * item_floats(t) + (bad - t.data);
+        }
+    }
+    std::vector<int64_t> all(2 * comm.size());
+    comm.allgather_i64(mine, all.data(), 2);
+    int64_t tensor = kNone, flat = kNone;
+    for (int r = 0; r < comm.size(); ++r)
+        if (std::make_pair(all[2 * r], all[2 * r + 1]) < std::make_pair(tensor, flat)) {
+            tensor = all[2 * r];
+            flat = all[2 * r + 1];
+        }
+    if (tensor != kNone) {
+        const StateTensor& t = state.tensors[tensor];
+        const std::vector<hsize_t> dims = file_dims(t);
+        std::vector<hsize_t> index(dims.size());
+        for (size_t d = dims.size(); d-- > 0;) {
+            index[d] = static_cast<hsize_t>(flat) % dims[d];
+            flat /= static_cast<int64_t>(dims[d]);
+        }
+        // The rank that found it knows the value; NaN and Inf are the only non-finite floats.
+        EXPAR_FAIL("checkpoint '" << path << "': tensor '" << t.path << "' holds a non-finite value (NaN or "
+                                  << "Inf) at " << shape_text(index)
+                                  << "; the checkpoint is damaged or was saved after training diverged");
+    }
+    for (const std::string& name : state.non_negative_counters)
+        for (const auto& [counter, value] : state.counters)
+            if (counter == name)
+                EXPAR_REQUIRE(value >= 0, "checkpoint '" << path << "': counter '" << kCounterGroup << "/"
+                                                         << name << "' is " << value << "; it must be >= 0");
 }
 
 }  // namespace
@@ -341,6 +395,7 @@ void load_checkpoint(Comm& comm, const std::string& path, TrainingState& state) 
     std::unique_ptr<H5Reader> file;
     agree_on_load_error(comm, path, check_checkpoint(path, state, file));
     agree_on_load_error(comm, path, read_checkpoint(path, *file, state));
+    check_loaded_values(comm, path, state);
 }
 
 }  // namespace expar

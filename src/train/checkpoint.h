@@ -29,6 +29,8 @@ struct StateTensor {
 struct TrainingState {
     std::vector<StateTensor> tensors;
     std::vector<std::pair<std::string, int64_t>> counters;  // step, AdamW step, data position, seed, ...
+    // Names of counters that load_checkpoint requires to be >= 0 (a step of -5 is a damaged file).
+    std::vector<std::string> non_negative_counters;
     // What must match for a checkpoint to load: model shape and vocabulary (e.g. "d_model" -> "256").
     std::vector<std::pair<std::string, std::string>> shape_attributes;
     // Recorded, not checked: options, git revision, rank count.
@@ -44,8 +46,10 @@ void save_checkpoint(Comm& comm, const std::string& path, const TrainingState& s
 // Collective. Fills every tensor's data (each rank reads its own items) and every counter named in
 // state. Throws (all ranks), one line, if the file is missing or unreadable, a shape attribute differs
 // ("checkpoint 'F' is from another model: d_model 128 here, 256 in the file"), a tensor is missing or has
-// another shape, or a counter is missing. Every rank checks the file before any rank reads, so a rejected
-// checkpoint leaves state unchanged. The items may be split differently from the save (any rank count).
+// another shape or type (tensors are float32, counters integers), or a counter is missing. Every rank
+// checks these before any rank reads, so such a checkpoint leaves state unchanged. After the read it
+// throws (all ranks) if a value is not finite or a non_negative_counters one is negative; state then
+// holds the file's values. The items may be split differently from the save (any rank count).
 void load_checkpoint(Comm& comm, const std::string& path, TrainingState& state);
 
 }  // namespace expar

@@ -89,6 +89,20 @@ class TokenReader {
             EXPAR_REQUIRE(tag_fd_ >= 0, "cannot open '" << tag_path << "': " << std::strerror(errno));
         }
     }
+
+    // Reads the whole split once and throws an all-ranks error at its first id or tag out of range. Every
+    // rank reads the same files, so all reach the same verdict at the start; read() alone would find a
+    // bad value only on the rank whose batch holds it, at whatever step, one message per rank.
+    void check_all() {
+        constexpr int64_t kChunk = 1 << 18;  // tokens per read
+        std::vector<int32_t> tokens(kChunk), tags(tag_fd_ >= 0 ? kChunk : 0);
+        for (int64_t pos = 0; pos < num_tokens_; pos += kChunk) {
+            const int64_t count = std::min(kChunk, num_tokens_ - pos);
+            checking_all_ = true;
+            read(pos, count, tokens.data(), tag_fd_ >= 0 ? tags.data() : nullptr);
+            checking_all_ = false;
+        }
+    }
     ~TokenReader() {
         if (fd_ >= 0) close(fd_);
         if (tag_fd_ >= 0) close(tag_fd_);
@@ -115,7 +129,7 @@ class TokenReader {
                 oss << "corrupt token file '" << path_ << "': id " << id << " at token " << pos + i
                     << " is outside the vocabulary of " << vocab_size_
                     << " tokens; rerun scripts/fetch_brown.sh";
-                throw_error(__FILE__, __LINE__, oss.str(), false);
+                corrupt(oss.str());
             }
             tokens[i] = static_cast<int32_t>(id);
         }
@@ -130,13 +144,20 @@ class TokenReader {
                 std::ostringstream oss;
                 oss << "corrupt tag file '" << tag_path_ << "': tag " << tag << " at token " << pos + i
                     << " is outside the " << num_tags_ << " tags; rerun scripts/fetch_brown.sh";
-                throw_error(__FILE__, __LINE__, oss.str(), false);
+                corrupt(oss.str());
             }
             tags[i] = tag;
         }
     }
 
    private:
+    // A bad id or tag: the same for every rank in check_all(); in a later read() (the file changed since)
+    // only this rank's batch holds it.
+    [[noreturn]] void corrupt(const std::string& message) const {
+        if (checking_all_) EXPAR_FAIL(message);
+        throw_error(__FILE__, __LINE__, message, false);
+    }
+
     static void read_exact(
         int fd, const std::string& path, unsigned char* out, int64_t bytes, int64_t offset) {
         while (bytes > 0) {
@@ -156,6 +177,7 @@ class TokenReader {
 
     std::string path_, tag_path_;
     int fd_ = -1, tag_fd_ = -1;
+    bool checking_all_ = false;
     int64_t byte_offset_, num_tokens_;
     int token_bytes_;
     uint32_t vocab_size_;
@@ -273,7 +295,7 @@ TokenData::TokenData(const DataOptions& options,
       seed_(seed) {
     const int64_t S = seq_len;
     EXPAR_REQUIRE(S >= 1, "--seq-len must be positive, got " << S);
-    EXPAR_REQUIRE(batch_per_rank >= 1, "--batch-per-rank must be positive, got " << batch_per_rank);
+    EXPAR_REQUIRE(batch_per_rank >= 1, "--batch-size must be positive, got " << batch_per_rank);
     EXPAR_ASSERT(num_ranks >= 1 && rank >= 0 && rank < num_ranks);
     window_.resize(S + 1);
     window_tags_.resize(S + 1);
@@ -350,6 +372,7 @@ TokenData::TokenData(const DataOptions& options,
                                         << (split == Split::train ? " (--seq-len + 1)" : ""));
         readers_[static_cast<int>(split)] =
             std::make_unique<TokenReader>(path, 0, n, 4, V, tag_path, num_tags);
+        readers_[static_cast<int>(split)]->check_all();
     }
 }
 

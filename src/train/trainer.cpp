@@ -290,6 +290,7 @@ TrainingState training_state(Trainer& t, const DataPosition& position) {
                       {"seed", static_cast<int64_t>(t.config.seed)}};
     for (int i = 0; i < DataPosition::kNumInt64; ++i)
         state.counters.emplace_back("data_position_" + std::to_string(i), packed[i]);
+    state.non_negative_counters = {"step", "adamw_step"};
     const ModelConfig& mc = t.config.model;
     const LayerConfig& lc = t.config.moe.layer;
     // The vocabulary first: a resume on other data then fails with a message that says so.

@@ -513,6 +513,43 @@ TEST_F(BadCheckpointTest, MissingCounter) {
               "checkpoint '" + path_ + "' has no counter 'ema_step'");
 }
 
+// Values are checked after the read: each rank scans its own items, and every rank reports the first bad
+// value in file order (here the last expert of moe1.w1, held by the last rank, before /adam_m's first).
+TEST_F(BadCheckpointTest, NonFiniteValueFailsOnEveryRank) {
+    MpiComm comm(MPI_COMM_WORLD);
+    const std::string path = file("inf.h5");
+    TestState saved = make_state(comm.size(), comm.rank(), even_range, true);
+    for (size_t i : {size_t{1}, size_t{2}}) {
+        const StateTensor& t = saved.state.tensors[i];
+        const int64_t item = i == 1 ? kNumExperts - 1 : 0;  // global item to damage
+        if (item >= t.first_item && item < t.first_item + t.num_items)
+            saved.storage[i][(item - t.first_item) * 15 + 4] =
+                i == 1 ? std::numeric_limits<float>::infinity() : std::numeric_limits<float>::quiet_NaN();
+    }
+    save_checkpoint(comm, path, saved.state);
+    TestState loaded = make_state(comm.size(), comm.rank(), even_range, false);
+    EXPECT_EQ(error_of([&] { load_checkpoint(comm, path, loaded.state); }),
+              "checkpoint '" + path +
+                  "': tensor '/params/moe1.w1' holds a non-finite value (NaN or Inf) at [7, 0, 4]; the "
+                  "checkpoint is damaged or was saved after training diverged");
+}
+
+TEST_F(BadCheckpointTest, NegativeCounter) {
+    MpiComm comm(MPI_COMM_WORLD);
+    const std::string path = file("negative.h5");
+    TestState saved = make_state(comm.size(), comm.rank(), even_range, true);
+    saved.state.counters[0].second = -5;  // step
+    save_checkpoint(comm, path, saved.state);
+    TestState loaded = make_state(comm.size(), comm.rank(), even_range, false);
+    loaded.state.non_negative_counters = {"step"};
+    EXPECT_EQ(error_of([&] { load_checkpoint(comm, path, loaded.state); }),
+              "checkpoint '" + path + "': counter '/counters/step' is -5; it must be >= 0");
+    // data_seed is negative as an int64 and not required to be >= 0: it loads.
+    TestState good = make_state(comm.size(), comm.rank(), even_range, false);
+    good.state.non_negative_counters = {"step", "adam_step"};
+    EXPECT_EQ(error_of([&] { load_checkpoint(comm, path_, good.state); }), "");
+}
+
 // Ranks that see different files (here: rank 1 is given another path) fail together, naming the first
 // failing rank (the path in the message is each rank's own).
 TEST_F(BadCheckpointTest, RanksThatDisagreeFailTogether) {

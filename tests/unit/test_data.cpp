@@ -470,10 +470,26 @@ TEST(TokenDataErrors, TruncatedBinIsReported) {
                  "valid.bin' holds 10 bytes, meta.txt says 6 tokens (24 bytes): truncated or corrupt");
 }
 
-TEST(TokenDataErrors, CorruptIdIsReportedWhenRead) {
+// Found when the data is opened, by every rank alike: one message for the job.
+TEST(TokenDataErrors, CorruptIdIsReportedAtOpen) {
     const std::string dir = convert_fixture("brown_corrupt");
     write_u32(dir + "/test.bin", {4, 0, 99, 0});
+    try {
+        TokenData data(brown_options(dir), 2, 1, 0, 1, 1);
+        FAIL() << "no error";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("id 99 at token 2 is outside the vocabulary of 5 tokens"),
+                  std::string::npos)
+            << error.what();
+        EXPECT_TRUE(error.all_ranks());
+    }
+}
+
+// A file changed after the open is still caught where a batch reads it.
+TEST(TokenDataErrors, CorruptIdIsReportedWhenRead) {
+    const std::string dir = convert_fixture("brown_corrupt_later");
     TokenData data(brown_options(dir), 2, 1, 0, 1, 1);
+    write_u32(dir + "/test.bin", {4, 0, 99, 0});
     const EvalPlan plan = data.eval_plan(Split::test);
     std::vector<int32_t> inputs(2), targets(2);
     expect_error([&] { data.eval_batch(plan, 0, inputs.data(), targets.data(), nullptr); },
