@@ -55,7 +55,9 @@ int run(int argc, char** argv) {
 // So a failing rank offers a non-blocking allreduce on a communicator of its own (no other collective is
 // pending on it, whatever MPI_COMM_WORLD was doing) and waits for it at most kOomAgreementSeconds:
 // complete, every rank failed and rank 0 reports once for the job; not, this rank reports and aborts.
-constexpr double kOomAgreementSeconds = 10.0;
+// Ranks that fail on the same allocation reach it within milliseconds of each other, even when they
+// outnumber cores; 3 s is ample for them and the delay a partial failure adds to the job.
+constexpr double kOomAgreementSeconds = 3.0;
 
 // True when every rank of error_comm reported out of memory within kOomAgreementSeconds.
 bool all_ranks_out_of_memory(MPI_Comm error_comm) {
