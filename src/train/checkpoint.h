@@ -37,7 +37,7 @@ struct TrainingState {
     std::vector<std::pair<std::string, std::string>> info_attributes;
 };
 
-// Collective. Rank 0 writes path + ".tmp" (sharded tensors gathered in rank order), then renames it over
+// Collective. Rank 0 writes path + ".partial" (sharded tensors gathered in rank order), then renames it over
 // path, so a crash during the save leaves the previous checkpoint intact. Throws (all ranks) on failure.
 // Ranks must hold consecutive item ranges in rank order (rank 0 the first items); any other split is an
 // internal error. File layout: docs/hdf5.md, "Checkpoints".
