@@ -58,7 +58,7 @@ LayerCluster make_cluster(const LayerRunOptions& options, int rank) {
     NodeMap nodes = make_node_map(MPI_COMM_WORLD, options.cluster.ranks_per_node);
     if (options.cluster.topology_path.empty()) return LayerCluster{std::move(nodes)};
     const Topology topology = load_topology(options.cluster.topology_path);
-    const LayerCluster cluster = cluster_with_topology_rates(std::move(nodes), topology, "fp32");
+    const LayerCluster cluster = cluster_with_topology_rates(std::move(nodes), topology, kLayerPrecision);
     if (rank == 0 && topology.devices_per_node != cluster.nodes.ranks_per_node)
         std::fprintf(stderr,
                      "expar: note: %s describes %d devices per node, this run has %d ranks per node; "

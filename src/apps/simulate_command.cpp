@@ -39,7 +39,7 @@ struct SimulateCommandOptions {
     std::string topology_path;
     int ranks = 0;
     int ranks_per_node = 0;
-    std::string precision = "fp32";
+    std::string precision;  // empty = the topology's training precision (Topology::training_precision)
     NicModel nic_model = NicModel::per_port;
     Aggregation aggregation = Aggregation::automatic;
     double rate_window = 0;
@@ -60,8 +60,10 @@ po::options_description simulate_options_description(SimulateCommandOptions* o) 
         "ranks-per-node", po::value<int>(&o->ranks_per_node)->default_value(o->ranks_per_node),
         "simulated ranks per node [ranks]; 0 = the topology's devices_per_node")(
         "precision", po::value<std::string>(&o->precision)->default_value(o->precision),
-        "which dense_rate of the topology the expert and route FLOPs run at (fp32, fp16, bf16, ...)")(
-        "nic-model", enum_value(&o->nic_model), enum_help<NicModel>().c_str())(
+        "which dense_rate of the topology the expert and route FLOPs run at (fp32, fp16, bf16, ...); empty = "
+        "the topology's training precision: bf16 if its dense_rate lists bf16, else fp16 if it lists fp16, "
+        "else fp32. --dtype-bytes does not follow it")("nic-model", enum_value(&o->nic_model),
+                                                       enum_help<NicModel>().c_str())(
         "aggregation", enum_value(&o->aggregation), enum_help<Aggregation>().c_str())(
         "rate-window", po::value<double>(&o->rate_window)->default_value(o->rate_window),
         "flow simulation: batch completions within this fraction of the interval [1]; 0 = exact max-min")(
@@ -147,6 +149,7 @@ struct Point {
     Attributes attributes;
     std::string topology_path;
     int moe_layers = 1;
+    bool precision_is_default = true;  // --precision empty: the topology's training precision
 };
 
 // Parses the command line with the point's overrides first: the first stored value of an option wins, so
@@ -181,8 +184,9 @@ Point make_point(int argc, char** argv, const Overrides& overrides) {
     if (o.ranks_per_node > 0) spec.topology.devices_per_node = o.ranks_per_node;
     EXPAR_REQUIRE(o.ranks >= 0, "--ranks must be >= 0 (0 = the whole topology), got " << o.ranks);
     spec.num_ranks = o.ranks > 0 ? o.ranks : spec.topology.num_nodes * spec.topology.devices_per_node;
-    spec.precision = o.precision;
-    spec.topology.device_flops_per_s(o.precision);  // an unknown precision fails here, naming it
+    point.precision_is_default = o.precision.empty();
+    spec.precision = point.precision_is_default ? spec.topology.training_precision() : o.precision;
+    spec.topology.device_flops_per_s(spec.precision);  // an unknown precision fails here, naming it
     spec.nic_model = o.nic_model;
     spec.aggregation = o.aggregation;
     EXPAR_REQUIRE(o.rate_window >= 0 && o.rate_window < 1,
@@ -293,6 +297,9 @@ void write_run(H5File& file, const std::string& group, SimulateRun& run, const P
     file.attr("topology", point.spec.topology.name, group);
     file.attr("topology_file", point.topology_path, group);
     file.attr("model", point.spec.workload.model.name, group);
+    file.attr("precision", point.spec.precision, group);
+    file.attr("precision_source", std::string(point.precision_is_default ? "default" : "option"), group);
+    file.attr("dense_rate_flops_per_s", point.spec.topology.device_flops_per_s(point.spec.precision), group);
     file.attr("wall_time_s", run.wall_s, group);
     file.attr("events_per_s", events_per_s(run), group);
     file.attr("peak_memory_bytes", run.peak_rss_bytes, group);
@@ -364,6 +371,22 @@ void fail_together(Comm& comm, int64_t failed_point, const std::string& message,
 // ---------------------------------------------------------------------------------------------------
 // Printing (rank 0)
 
+// "bf16 compute (989.0 TFLOP/s per device, the topology's training precision)": the precision, its nominal
+// dense rate (and the calibrated GEMM efficiency that scales it), and where the precision came from.
+std::string compute_text(const Point& point) {
+    const Topology& t = point.spec.topology;
+    const double rate = t.device_flops_per_s(point.spec.precision);
+    char text[256];
+    std::snprintf(text, sizeof text, "%s compute (%.1f %s per device", point.spec.precision.c_str(),
+                  rate >= 1e12 ? rate / 1e12 : rate / 1e9, rate >= 1e12 ? "TFLOP/s" : "GFLOP/s");
+    std::string out = text;
+    if (t.calibration && t.calibration->gemm_efficiency) {
+        std::snprintf(text, sizeof text, " x calibrated gemm_efficiency %g", *t.calibration->gemm_efficiency);
+        out += text;
+    }
+    return out + (point.precision_is_default ? ", the topology's training precision)" : ", --precision)");
+}
+
 void print_header(const Point& point, int mpi_size) {
     const SimulateSpec& s = point.spec;
     const LayerConfig& c = s.layer;
@@ -374,10 +397,10 @@ void print_header(const Point& point, int mpi_size) {
                 to_string(s.topology.intra_fabric), to_string(s.topology.inter_fabric));
     std::printf(
         "# model %s: E=%lld k=%d d=%lld f=%lld %s, %d shared, MoE layers %d; T=%lld tokens/rank, %d-byte "
-        "elements, %s compute\n",
+        "elements, %s\n",
         m.name.c_str(), (long long)c.num_experts, c.top_k, (long long)c.d_model, (long long)c.d_ff,
         m.activation_name.c_str(), m.num_shared_experts, point.moe_layers, (long long)c.tokens_per_rank,
-        s.workload.dtype_bytes, s.precision.c_str());
+        s.workload.dtype_bytes, compute_text(point).c_str());
     std::printf("# schedule %s", to_string(c.schedule));
     if (c.schedule == ScheduleKind::pairwise) std::printf(" (group size %d)", effective_group_size(c, P));
     std::printf(", gate %s, cf %g (%s, %s), routing %s", to_string(c.gate), c.capacity_factor,

@@ -152,7 +152,8 @@ po::options_description train_options_description(TrainOptions* o) {
 LayerCluster make_cluster(const TrainOptions& o) {
     NodeMap nodes = make_node_map(MPI_COMM_WORLD, o.cluster.ranks_per_node);
     if (o.cluster.topology_path.empty()) return LayerCluster{std::move(nodes)};
-    return cluster_with_topology_rates(std::move(nodes), load_topology(o.cluster.topology_path), "fp32");
+    return cluster_with_topology_rates(std::move(nodes), load_topology(o.cluster.topology_path),
+                                       kLayerPrecision);
 }
 
 // One progress line on rank 0: rewritten in place on a terminal, a plain line every print_every steps

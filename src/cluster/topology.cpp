@@ -260,6 +260,12 @@ double Topology::device_flops_per_s(const std::string& precision) const {
     return it->second * 1e9;
 }
 
+std::string Topology::training_precision() const {
+    for (const char* precision : {"bf16", "fp16"})
+        if (dense_gflops.count(precision)) return precision;
+    return "fp32";
+}
+
 Topology parse_topology(const std::string& yaml_text, const std::string& origin) {
     YAML::Node root;
     try {

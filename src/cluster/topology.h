@@ -95,6 +95,9 @@ struct Topology {
     double local_GBps_per_device() const { return intra.bandwidth_GBps; }
     // Nominal dense rate of one device in FLOP/s; throws (all ranks) if the precision is not listed.
     double device_flops_per_s(const std::string& precision = "fp32") const;
+    // The precision training runs at on these devices: bf16 if dense_rate lists it, else fp16 (the other
+    // 16-bit float), else fp32 (always listed). `expar simulate --precision` defaults to it.
+    std::string training_precision() const;
 };
 
 // Reads a topology file. Throws an all-ranks expar::Error, "FILE:LINE: key.path: what is wrong", on an

@@ -48,6 +48,11 @@ struct LayerCluster {
 // has no bound below the first). MoeLayer sizes its receive buffers from this at construction.
 int64_t moe_max_recv_rows(const LayerConfig& config, int num_ranks);
 
+// The precision of `expar layer` and `expar train`'s topology rates (gate, shadowing): the CPU layer
+// computes in float and moves 4-byte rows, so it is fp32 on every topology, not the topology's training
+// precision that `expar simulate --precision` defaults to (docs/layer.md, "Dynamic shadowing").
+inline constexpr const char* kLayerPrecision = "fp32";
+
 // A cluster of these nodes with the rates of a topology file (precision: a dense_rate key, e.g. "fp32").
 LayerCluster cluster_with_topology_rates(NodeMap nodes,
                                          const Topology& topology,

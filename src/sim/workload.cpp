@@ -78,7 +78,8 @@ po::options_description workload_options_description(WorkloadOptions* o) {
         "dense-d-ff", po::value<int64_t>(&o->dense_d_ff)->default_value(o->dense_d_ff),
         "hidden width of the dense FFNs [elements]; 0 = unknown")(
         "dtype-bytes", po::value<int>(&o->dtype_bytes)->default_value(o->dtype_bytes),
-        "bytes per element of tokens and weights: 2 = bf16/fp16, 4 = fp32 [bytes]");
+        "bytes per element of tokens and weights: 2 = bf16/fp16, 4 = fp32 [bytes]; independent of "
+        "--precision");
     return model;
 }
 

@@ -13,6 +13,11 @@ usage:
   check_simulate.py replay LOG.h5 TRAIN_LOG.h5 LAYER
       each simulated rank's requested counts are within one assignment of T*k times its training rank's
       expert fractions (tiled ranks, experts split evenly) at record step mod records of MoE layer LAYER.
+  check_simulate.py precision LOG.h5 PRECISION default|option RATE
+      /sim's precision, precision_source and dense_rate_flops_per_s [FLOP/s]; the root's precision option
+      ('' when default).
+  check_simulate.py slower SLOW.h5 FAST.h5
+      the same run at a lower compute rate: its expert phases take longer at every step.
 Exits 1 with one line per failed check.
 """
 import math
@@ -152,11 +157,35 @@ def check_replay(path, train_path, layer):
     check(worst < 1.0, f"requested within one assignment of the replayed fractions (worst {worst:.3f})")
 
 
+def check_precision(path, precision, source, rate):
+    """The precision the run computed at, where it came from (default | option) and its dense rate."""
+    f = h5py.File(path, "r")
+    g = f["/sim"]
+    check(text(g.attrs["precision"]) == precision, f"{path}: /sim precision is {precision}")
+    check(text(g.attrs["precision_source"]) == source, f"{path}: /sim precision_source is {source}")
+    got = float(g.attrs["dense_rate_flops_per_s"])
+    check(abs(got - rate) <= 1e-9 * rate, f"{path}: /sim dense_rate_flops_per_s {got} = {rate}")
+    given = "" if source == "default" else precision
+    check(option(f, "precision") == given, f"{path}: root attribute precision is '{given}' (the option as given)")
+
+
+def check_slower(slow_path, fast_path):
+    """The same run at a lower rate: every step's expert phases (forward, backward) take longer."""
+    slow = h5py.File(slow_path, "r")["/sim/phase_time_us"][...]
+    fast = h5py.File(fast_path, "r")["/sim/phase_time_us"][...]
+    for p in (2, 5):
+        check(bool((slow[:, p] > fast[:, p]).all()), f"expert phase {p} of {slow_path} slower than {fast_path}")
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "run":
         check_run(argv[2], "--expect-drops" in argv[3:])
     elif len(argv) == 4 and argv[1] == "same":
         check_same(argv[2], argv[3])
+    elif len(argv) == 6 and argv[1] == "precision":
+        check_precision(argv[2], argv[3], argv[4], float(argv[5]))
+    elif len(argv) == 4 and argv[1] == "slower":
+        check_slower(argv[2], argv[3])
     elif len(argv) == 5 and argv[1] == "replay":
         check_replay(argv[2], argv[3], int(argv[4]))
     else:

@@ -4,7 +4,8 @@
 #  1. single runs on local-2x2 (4 simulated ranks, 2 steps): schema, bound <= step, phases adding up, the
 #     decisions and link bytes recomputed from the logged counts (plain with drops; pairwise dropless);
 #     the trust block: the validation's figures for a calibrated shared-memory file only, never for a
-#     nominal file or a DGX file (nominal or calibrated);
+#     nominal file or a DGX file (nominal or calibrated); --precision: the topology's training precision by
+#     default (bf16 on dgx-h100, fp32 on local-2x2) in the header and the log, an explicit fp32 winning;
 #  2. a 4-point sweep under 2 MPI ranks gathered into one file, each point bitwise equal to the same
 #     configuration run alone;
 #  3. replay of a tiny `expar train` routing log (2 ranks, 2 MoE layers) at 4 simulated ranks.
@@ -46,8 +47,23 @@ grep -q "^#        per phase; run-to-run noise 18-34% (docs/simulator.md, Valida
     { echo "FAIL: no run-to-run noise line"; exit 1; }
 # A DGX file, nominal and with a calibration block: never the 2-core VM's figures.
 dgx=(--ranks 16 --steps 1 --experts 16 --d-model 64 --d-ff 128 --tokens-per-rank 64)
-"$launch" 1 "$expar" simulate --topology "$topology_dir/dgx-h100.yaml" "${dgx[@]}" >"$scratch/dgx.txt"
+"$launch" 1 "$expar" simulate --topology "$topology_dir/dgx-h100.yaml" "${dgx[@]}" --log "$scratch/dgx.h5" \
+    >"$scratch/dgx.txt"
 trust_unvalidated "$scratch/dgx.txt" "nominal rates"
+# --precision: the topology's training precision by default (bf16 on an H100, fp32 on a CPU file that lists
+# only fp32), named with its rate in the header and the log; an explicit --precision wins.
+expect_header() {  # expect_header FILE TEXT: the model line ends with TEXT
+    grep -q "^# model .*, $2\$" "$1" || { echo "FAIL: $1: the model line does not end with '$2'"; cat "$1"; exit 1; }
+}
+expect_header "$scratch/dgx.txt" "2-byte elements, bf16 compute (989.0 TFLOP/s per device, the topology's training precision)"
+"$python" "$cli_dir/check_simulate.py" precision "$scratch/dgx.h5" bf16 default 989e12
+"$launch" 1 "$expar" simulate --topology "$topology_dir/dgx-h100.yaml" "${dgx[@]}" --precision fp32 \
+    --log "$scratch/dgx-fp32.h5" >"$scratch/dgx-fp32.txt"
+expect_header "$scratch/dgx-fp32.txt" "2-byte elements, fp32 compute (67.0 TFLOP/s per device, --precision)"
+"$python" "$cli_dir/check_simulate.py" precision "$scratch/dgx-fp32.h5" fp32 option 67e12
+"$python" "$cli_dir/check_simulate.py" slower "$scratch/dgx-fp32.h5" "$scratch/dgx.h5"
+expect_header "$scratch/plain.txt" "2-byte elements, fp32 compute (39.2 GFLOP/s per device, the topology's training precision)"
+"$python" "$cli_dir/check_simulate.py" precision "$scratch/plain.h5" fp32 default 39.2e9
 cp "$topology_dir/dgx-h100.yaml" "$scratch/dgx-calibrated.yaml"
 printf 'calibration:\n  when: 2026-01-01\n  how: test\n  topology: dgx-h100\n' >>"$scratch/dgx-calibrated.yaml"
 "$launch" 1 "$expar" simulate --topology "$scratch/dgx-calibrated.yaml" "${dgx[@]}" >"$scratch/dgx-calibrated.txt"

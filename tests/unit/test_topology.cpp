@@ -89,17 +89,18 @@ TEST(Quantity, ErrorsNameTheKeyAndTheText) {
 struct Expected {
     int num_nodes, devices_per_node;
     double net_GBps_per_device, local_GBps_per_device, fp32_gflops;
+    std::string training_precision;
 };
 
 TEST(Topology, ShippedFilesLoadWithHandComputedFigures) {
     const std::map<std::string, Expected> expected = {
-        {"local", {1, 2, 2 * 5.0 / 2, 5.0, 78.4}},
-        {"local-2x2", {2, 2, 2 * 2.5 / 2, 2.5, 39.2}},
-        {"dgx-a100", {20, 8, 8 * 25.0 / 8, 300.0, 19500.0}},    // 8 × 200 Gb/s over 8 GPUs
-        {"dgx-h100", {32, 8, 8 * 50.0 / 8, 450.0, 67000.0}},    // 8 × 400 Gb/s over 8 GPUs
-        {"h800", {256, 8, 8 * 50.0 / 8, 200.0, 67000.0}},       // 400 GB/s bidirectional NVLink
-        {"johnny", {2, 8, 50.0 / 8 / 8, 16.0, 14000.0}},        // one 50 Gb/s NIC over 8 GPUs
-        {"trevor", {16, 4, 100.0 / 8 / 4, 6 * 25.0, 15700.0}},  // one 100 Gb/s NIC over 4 GPUs
+        {"local", {1, 2, 2 * 5.0 / 2, 5.0, 78.4, "fp32"}},
+        {"local-2x2", {2, 2, 2 * 2.5 / 2, 2.5, 39.2, "fp32"}},
+        {"dgx-a100", {20, 8, 8 * 25.0 / 8, 300.0, 19500.0, "bf16"}},    // 8 × 200 Gb/s over 8 GPUs
+        {"dgx-h100", {32, 8, 8 * 50.0 / 8, 450.0, 67000.0, "bf16"}},    // 8 × 400 Gb/s over 8 GPUs
+        {"h800", {256, 8, 8 * 50.0 / 8, 200.0, 67000.0, "bf16"}},       // 400 GB/s bidirectional NVLink
+        {"johnny", {2, 8, 50.0 / 8 / 8, 16.0, 14000.0, "fp16"}},        // one 50 Gb/s NIC over 8 GPUs
+        {"trevor", {16, 4, 100.0 / 8 / 4, 6 * 25.0, 15700.0, "fp16"}},  // one 100 Gb/s NIC over 4 GPUs
     };
     int num_files = 0;
     for (const auto& entry : std::filesystem::directory_iterator(EXPAR_SOURCE_DIR "/topology")) {
@@ -116,6 +117,7 @@ TEST(Topology, ShippedFilesLoadWithHandComputedFigures) {
         EXPECT_NEAR(t.net_GBps_per_device(), e.net_GBps_per_device, 1e-12 * e.net_GBps_per_device);
         EXPECT_NEAR(t.local_GBps_per_device(), e.local_GBps_per_device, 1e-12 * e.local_GBps_per_device);
         EXPECT_NEAR(t.device_flops_per_s(), e.fp32_gflops * 1e9, 1e-12 * e.fp32_gflops * 1e9);
+        EXPECT_EQ(t.training_precision(), e.training_precision);
         EXPECT_FALSE(t.description.empty());
         EXPECT_THAT(expar::describe(t), HasSubstr(t.name));
     }
@@ -198,6 +200,21 @@ TEST(Topology, ReadsEveryKey) {
     EXPECT_DOUBLE_EQ(c.gemm_efficiency.value_or(0), 0.9);
     EXPECT_DOUBLE_EQ(c.gemm_gflops.value_or(0), 9000.0);
     EXPECT_THAT(expar::describe(t), HasSubstr("network share 6.25 GB/s, local 100 GB/s"));
+}
+
+// bf16 where dense_rate lists it, else fp16, else fp32; other precisions (tf32, fp8) never.
+TEST(Topology, TrainingPrecisionPrefersBf16ThenFp16ThenFp32) {
+    const auto training = [](const std::string& rates) {
+        return expar::parse_topology(variant("dense_rate: {fp32: 10 TFLOP/s, bf16: 100 TFLOP/s}",
+                                             "dense_rate: {" + rates + "}"),
+                                     "rates.yaml")
+            .training_precision();
+    };
+    EXPECT_EQ(training("fp32: 10 TFLOP/s, bf16: 100 TFLOP/s"), "bf16");
+    EXPECT_EQ(training("fp32: 10 TFLOP/s, fp16: 200 TFLOP/s, bf16: 100 TFLOP/s"), "bf16");
+    EXPECT_EQ(training("fp32: 10 TFLOP/s, fp16: 100 TFLOP/s, tf32: 50 TFLOP/s"), "fp16");
+    EXPECT_EQ(training("fp32: 10 TFLOP/s, tf32: 50 TFLOP/s, fp8: 400 TFLOP/s"), "fp32");
+    EXPECT_EQ(training("fp32: 10 TFLOP/s"), "fp32");
 }
 
 TEST(Topology, DefaultsWhenOptionalKeysAreAbsent) {
