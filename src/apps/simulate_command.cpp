@@ -466,10 +466,11 @@ void print_trust(const SimulateRun& run, const Point& point) {
                     t.calibration->measured_topology.c_str());
     else
         std::printf("# trust: nominal rates (no calibration block; efficiencies 1: optimistic); ");
-    std::printf("%s\n", run.aggregated ? "node-pair bundles (on routing drawn per token: plain and hierarchical "
-                                         "within 1% of the exact graph, pairwise 3-6% slower at 64-512 ranks; "
-                                         "--aggregation none for exact)"
-                                       : "exact graph (one flow per message)");
+    std::printf("%s\n", run.aggregated
+                            ? "node-pair bundles (on routing drawn per token: plain and hierarchical "
+                              "within 1% of the exact graph, pairwise 3-6% slower at 64-512 ranks; "
+                              "--aggregation none for exact)"
+                            : "exact graph (one flow per message)");
     std::printf("#        not modelled: contention outside the topology file, OS scheduling of ranks that\n");
     std::printf("#        outnumber cores, kernel launches and framework overheads\n");
     if (validated_kind) {

@@ -1,6 +1,6 @@
 // Steps of one simulated MoE layer, end to end: each step's decisions by the real routing code
-// (routing.h: the gate and the layer's plan_counts) become the timing engine's LayerWork and are predicted on the
-// topology's network (schedule_graph.h). Owns the per-step results as arrays over steps; no I/O
+// (routing.h: the gate and the layer's plan_counts) become the timing engine's LayerWork and are predicted on
+// the topology's network (schedule_graph.h). Owns the per-step results as arrays over steps; no I/O
 // (`expar simulate` in src/apps/simulate_command.cpp prints and logs them; docs/simulator.md).
 #pragma once
 

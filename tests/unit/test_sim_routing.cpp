@@ -1,7 +1,8 @@
 // The simulator's routing against definitions and against the core: distributions match their closed
 // forms statistically (Zipf and Plackett–Luce frequencies, Dirichlet moments, drift of the hot expert),
 // every rank routes T·k assignments, replay preserves the log's per-expert fractions, and the capacity,
-// shadowing and topology-gate decisions are those of the layer's own functions (src/layer: the same code path).
+// shadowing and topology-gate decisions are those of the layer's own functions (src/layer: the same code
+// path).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
