@@ -56,8 +56,9 @@ int run(int argc, char** argv) {
 // pending on it, whatever MPI_COMM_WORLD was doing) and waits for it at most kOomAgreementSeconds:
 // complete, every rank failed and rank 0 reports once for the job; not, this rank reports and aborts.
 // Ranks that fail on the same allocation reach it within milliseconds of each other, even when they
-// outnumber cores; 3 s is ample for them and the delay a partial failure adds to the job.
-constexpr double kOomAgreementSeconds = 3.0;
+// outnumber cores and start late under load; 5 s leaves them a wide margin and is the delay a partial
+// failure adds to the job.
+constexpr double kOomAgreementSeconds = 5.0;
 
 // True when every rank of error_comm reported out of memory within kOomAgreementSeconds.
 bool all_ranks_out_of_memory(MPI_Comm error_comm) {
