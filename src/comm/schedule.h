@@ -63,8 +63,9 @@ class RoundTripWork {
     virtual void compute_source(int src) = 0;
 };
 
-// Where a round trip's time went on this rank [s]: waiting for rows to arrive, in RoundTripWork, and waiting
-// for the results to come back. Their sum is the round trip's wall time.
+// Where a round trip's time went on this rank [s]: posting and waiting for the rows in, RoundTripWork, and
+// sending the results back and waiting for this rank's. Every interval goes to one part, so their sum is
+// the round trip's wall time (less the bookkeeping before the first clock read).
 struct RoundTripTimes {
     double wait_in_s = 0, compute_s = 0, wait_out_s = 0;
     double exchange_s() const { return wait_in_s + wait_out_s; }

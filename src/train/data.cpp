@@ -98,9 +98,7 @@ class TokenReader {
         std::vector<int32_t> tokens(kChunk), tags(tag_fd_ >= 0 ? kChunk : 0);
         for (int64_t pos = 0; pos < num_tokens_; pos += kChunk) {
             const int64_t count = std::min(kChunk, num_tokens_ - pos);
-            checking_all_ = true;
-            read(pos, count, tokens.data(), tag_fd_ >= 0 ? tags.data() : nullptr);
-            checking_all_ = false;
+            read(pos, count, tokens.data(), tag_fd_ >= 0 ? tags.data() : nullptr, /*every_rank=*/true);
         }
     }
     ~TokenReader() {
@@ -113,7 +111,8 @@ class TokenReader {
     int64_t num_tokens() const { return num_tokens_; }
 
     // tokens[i] (and tags[i] when non-null) for positions pos .. pos + count - 1 of the split.
-    void read(int64_t pos, int64_t count, int32_t* tokens, int32_t* tags) {
+    // every_rank: all ranks read this range (check_all), so a bad value is an all-ranks error.
+    void read(int64_t pos, int64_t count, int32_t* tokens, int32_t* tags, bool every_rank = false) {
         EXPAR_ASSERT(pos >= 0 && count >= 0 && pos + count <= num_tokens_);
         scratch_.resize(std::max<size_t>(scratch_.size(), count * token_bytes_));  // grows once
         read_exact(fd_, path_, scratch_.data(), count * token_bytes_, byte_offset_ + pos * token_bytes_);
@@ -129,7 +128,7 @@ class TokenReader {
                 oss << "corrupt token file '" << path_ << "': id " << id << " at token " << pos + i
                     << " is outside the vocabulary of " << vocab_size_
                     << " tokens; rerun scripts/fetch_brown.sh";
-                corrupt(oss.str());
+                corrupt(oss.str(), every_rank);
             }
             tokens[i] = static_cast<int32_t>(id);
         }
@@ -144,7 +143,7 @@ class TokenReader {
                 std::ostringstream oss;
                 oss << "corrupt tag file '" << tag_path_ << "': tag " << tag << " at token " << pos + i
                     << " is outside the " << num_tags_ << " tags; rerun scripts/fetch_brown.sh";
-                corrupt(oss.str());
+                corrupt(oss.str(), every_rank);
             }
             tags[i] = tag;
         }
@@ -153,8 +152,8 @@ class TokenReader {
    private:
     // A bad id or tag: the same for every rank in check_all(); in a later read() (the file changed since)
     // only this rank's batch holds it.
-    [[noreturn]] void corrupt(const std::string& message) const {
-        if (checking_all_) EXPAR_FAIL(message);
+    [[noreturn]] static void corrupt(const std::string& message, bool every_rank) {
+        if (every_rank) EXPAR_FAIL(message);
         throw_error(__FILE__, __LINE__, message, false);
     }
 
@@ -177,7 +176,6 @@ class TokenReader {
 
     std::string path_, tag_path_;
     int fd_ = -1, tag_fd_ = -1;
-    bool checking_all_ = false;
     int64_t byte_offset_, num_tokens_;
     int token_bytes_;
     uint32_t vocab_size_;

@@ -16,6 +16,7 @@
 #include "node_map.h"
 #include "rng.h"
 #include "schedule.h"
+#include "timer.h"
 
 namespace expar {
 namespace {
@@ -309,9 +310,9 @@ TEST(Schedules, RoundTripReturnsEachRowAsItsOwnerTransformedIt) {
                     work.missing = 0;
                     RoundTripTimes times;
                     const test::AllocationCounter counter;
-                    const double start_s = MPI_Wtime();
+                    const double start_s = now_s();  // the clock the parts are read from
                     x.round_trip(send.data(), recv.data(), results.data(), m.rows.data(), work, &times);
-                    const double wall_s = MPI_Wtime() - start_s;
+                    const double wall_s = now_s() - start_s;
                     if (repeat == 1) EXPECT_EQ(counter.count(), 0);
 
                     EXPECT_EQ(work.missing, 0);
